@@ -1,0 +1,316 @@
+//! The machine agent: registers its machine with the master, runs the tasks the link shard
+//! assigns to it as real processes in cgroups, restarts them per their policy, stops the ones
+//! that leave its desired set, and reports their states.
+//!
+//! Layout: `cgroups` (one trait, v1 and v2), `runner` (processes), `supervisor` (desired set,
+//! restarts, reports), `restart` (the pure policy), `sandbox` and `state_dir` (files per task),
+//! `service` (gRPC), `register` (machine registration), `machine` (capacity).
+
+pub mod assignment;
+pub mod cgroups;
+pub mod config;
+pub mod error;
+pub mod machine;
+pub mod metrics;
+pub mod register;
+pub mod restart;
+pub mod runner;
+pub mod sandbox;
+pub mod service;
+pub mod state_dir;
+pub mod substitute;
+pub mod supervisor;
+
+pub use config::{BorgletConfig, CgroupMode};
+pub use error::BorgletError;
+pub use machine::{detect_capacity, detect_capacity_at, CapacityError};
+
+use borg_common::{serve_metrics, MasterClient};
+use borg_model::MachineInfo;
+use borg_proto::v1::borglet_service_server::BorgletServiceServer;
+use cgroups::detect::Detected;
+use cgroups::TaskCgroups;
+use metrics::BorgletMetrics;
+use prometheus::Registry;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use supervisor::{Supervisor, SupervisorSettings};
+use tokio_util::sync::CancellationToken;
+
+/// Runs a borglet until `shutdown` is cancelled, then stops serving and, when
+/// `kill_tasks_on_exit` is set, stops every task before returning.
+pub async fn run(config: BorgletConfig, shutdown: CancellationToken) -> Result<(), BorgletError> {
+    Borglet::bind(config).await?.run(shutdown).await
+}
+
+/// A borglet that has bound its port and is ready to run; lets a caller learn the address
+/// (port 0) before running it.
+pub struct Borglet {
+    config: BorgletConfig,
+    listener: tokio::net::TcpListener,
+    local_addr: SocketAddr,
+    info: MachineInfo,
+    registry: Registry,
+    metrics: BorgletMetrics,
+    cgroups: Option<Arc<dyn TaskCgroups>>,
+    supervisor: Arc<Supervisor>,
+}
+
+fn validate(config: &BorgletConfig) -> Result<(), BorgletError> {
+    if !borg_model::is_valid_name(&config.machine_name) {
+        return Err(BorgletError::InvalidConfig {
+            field: "machine_name",
+            reason: format!(
+                "{:?} is not a valid name: use 1-128 letters, digits, '-', '_' or '.'",
+                config.machine_name
+            ),
+        });
+    }
+    if cgroups::validate_relative(&config.cgroup_parent).is_err() {
+        return Err(BorgletError::InvalidConfig {
+            field: "cgroup_parent",
+            reason: format!(
+                "{:?} must be a relative path of valid names such as \"borg\" or \"borg/cell-a\"",
+                config.cgroup_parent
+            ),
+        });
+    }
+    if config.desired_tasks_max == 0 {
+        return Err(BorgletError::InvalidConfig {
+            field: "desired_tasks_max",
+            reason: "must be at least 1".to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// The address to register: the configured host with the bound port; a wildcard host is
+/// replaced by the machine's host name, which other machines can resolve.
+fn advertised_address(listen_address: &str, bound: SocketAddr) -> String {
+    let host = listen_address
+        .rsplit_once(':')
+        .map(|(host, _)| host)
+        .unwrap_or(listen_address);
+    let wildcard = matches!(host, "" | "0.0.0.0" | "[::]" | "::");
+    let host = if wildcard {
+        nix::unistd::gethostname()
+            .ok()
+            .and_then(|name| name.into_string().ok())
+            .unwrap_or_else(|| bound.ip().to_string())
+    } else {
+        host.to_owned()
+    };
+    format!("{host}:{}", bound.port())
+}
+
+impl Borglet {
+    /// Checks the configuration, reads the machine's capacity, sets up cgroups and binds the
+    /// gRPC port.
+    pub async fn bind(mut config: BorgletConfig) -> Result<Borglet, BorgletError> {
+        validate(&config)?;
+        let data_dir_error = |source| BorgletError::DataDir {
+            path: config.data_dir.clone(),
+            source,
+        };
+        std::fs::create_dir_all(config.data_dir.join(sandbox::SANDBOXES_DIR))
+            .map_err(data_dir_error)?;
+        // Tasks get absolute paths (HOME, BORG_SANDBOX) whatever the borglet's cwd.
+        config.data_dir = std::fs::canonicalize(&config.data_dir).map_err(data_dir_error)?;
+        let capacity = match config.capacity_override {
+            Some(capacity) => capacity,
+            None => machine::detect_capacity_at(&config.data_dir)?,
+        };
+        let registry = Registry::new();
+        let metrics = BorgletMetrics::new(&registry)?;
+        let cgroups = match cgroups::detect(config.cgroups, &config.cgroup_parent) {
+            Detected::Enabled(cgroups) => {
+                tracing::info!(version = cgroups.version().name(), parent = %config.cgroup_parent,
+                    "tasks run in cgroups");
+                metrics.cgroups_enabled.set(1);
+                Some(cgroups)
+            }
+            Detected::Disabled { reason } => {
+                tracing::warn!(%reason, "tasks run WITHOUT cgroups: no memory or cpu limits are enforced");
+                metrics.cgroups_enabled.set(0);
+                None
+            }
+        };
+        let listener = tokio::net::TcpListener::bind(&config.listen_address)
+            .await
+            .map_err(|source| BorgletError::Bind {
+                address: config.listen_address.clone(),
+                source,
+            })?;
+        let local_addr = listener.local_addr().map_err(|source| BorgletError::Bind {
+            address: config.listen_address.clone(),
+            source,
+        })?;
+        let info = MachineInfo {
+            name: config.machine_name.clone(),
+            address: advertised_address(&config.listen_address, local_addr),
+            capacity,
+            attributes: config.attributes.clone(),
+        };
+        let settings = SupervisorSettings {
+            machine_name: config.machine_name.clone(),
+            data_dir: config.data_dir.clone(),
+            stop_grace_period_ms: config.stop_grace_period_ms,
+            task_pids_max: config.task_pids_max,
+            task_path: config.task_path.clone(),
+            desired_tasks_max: config.desired_tasks_max,
+            finished_sandboxes_max: config.finished_sandboxes_max,
+        };
+        let supervisor = Arc::new(Supervisor::new(settings, cgroups.clone(), metrics.clone()));
+        supervisor
+            .state_dir()
+            .create()
+            .map_err(|error| BorgletError::DataDir {
+                path: config.data_dir.clone(),
+                source: std::io::Error::other(error.to_string()),
+            })?;
+        match supervisor.state_dir().load_all() {
+            Ok(records) if !records.is_empty() => {
+                let found = records.len();
+                let adopted = supervisor.adopt(records).await;
+                tracing::info!(found, adopted, "tasks of a previous run re-adopted");
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "cannot read task records of a previous run"),
+        }
+        supervisor.retain_leftover_sandboxes();
+        Ok(Borglet {
+            config,
+            listener,
+            local_addr,
+            info,
+            registry,
+            metrics,
+            cgroups,
+            supervisor,
+        })
+    }
+
+    /// The bound gRPC address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// What is registered with the master.
+    pub fn machine_info(&self) -> &MachineInfo {
+        &self.info
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The cgroups tasks run in, when enabled.
+    pub fn cgroups(&self) -> Option<Arc<dyn TaskCgroups>> {
+        self.cgroups.clone()
+    }
+
+    /// Serves Poll, registers with the master and supervises tasks until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), BorgletError> {
+        // Stops the helpers below also when the server fails on its own.
+        let stop = shutdown.child_token();
+        if let Some(address) = self.config.metrics_address {
+            let bound = serve_metrics(address, self.registry.clone(), stop.clone())
+                .await
+                .map_err(|source| BorgletError::MetricsServe { address, source })?;
+            tracing::info!(%bound, "borglet metrics served at /metrics");
+        }
+        let registration = if self.config.masters.is_empty() {
+            tracing::warn!("no master addresses configured: the machine is not registered");
+            None
+        } else {
+            match MasterClient::from_endpoints(self.config.masters.clone()) {
+                Ok(client) => {
+                    let registration = register::Registration {
+                        client,
+                        info: self.info.clone(),
+                        retry_max_ms: self.config.register_retry_max_ms,
+                        reregister_interval_ms: self.config.reregister_interval_ms,
+                        metrics: self.metrics.clone(),
+                    };
+                    Some(tokio::spawn(registration.run(stop.clone())))
+                }
+                Err(status) => {
+                    return Err(BorgletError::InvalidConfig {
+                        field: "masters",
+                        reason: status.message().to_owned(),
+                    })
+                }
+            }
+        };
+        tracing::info!(machine = %self.info.name, address = %self.local_addr, "borglet serving");
+        let service = BorgletServiceServer::new(service::BorgletRpc {
+            supervisor: Arc::clone(&self.supervisor),
+            info: self.info.clone(),
+        });
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(self.listener).with_nodelay(Some(true));
+        let served = tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming_shutdown(incoming, stop.cancelled())
+            .await;
+        stop.cancel();
+        if let Some(registration) = registration {
+            let _ = registration.await;
+        }
+        self.supervisor
+            .shutdown(self.config.kill_tasks_on_exit)
+            .await;
+        if let (true, Some(cgroups)) = (self.config.kill_tasks_on_exit, &self.cgroups) {
+            if let Err(error) = cgroups.remove_parent() {
+                tracing::info!(%error, "the parent cgroup stays");
+            }
+        }
+        tracing::info!(machine = %self.info.name, "borglet stopped");
+        served.map_err(BorgletError::from)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_can_cross_threads() {
+        fn send_sync<T: Send + Sync + 'static>() {}
+        send_sync::<BorgletError>();
+    }
+
+    #[test]
+    fn the_advertised_address_carries_the_bound_port() {
+        let bound: SocketAddr = "127.0.0.1:4567".parse().unwrap();
+        assert_eq!(advertised_address("127.0.0.1:0", bound), "127.0.0.1:4567");
+        assert_eq!(advertised_address("localhost:0", bound), "localhost:4567");
+        let wildcard = advertised_address("0.0.0.0:0", bound);
+        assert!(
+            wildcard.ends_with(":4567") && !wildcard.starts_with("0.0.0.0"),
+            "{wildcard}"
+        );
+    }
+
+    #[test]
+    fn bad_names_are_refused_before_anything_happens() {
+        let mut config = BorgletConfig::new(vec![], "127.0.0.1:0", "m1", "/nonexistent");
+        config.cgroup_parent = "../escape".into();
+        assert!(matches!(
+            validate(&config),
+            Err(BorgletError::InvalidConfig {
+                field: "cgroup_parent",
+                ..
+            })
+        ));
+        config.cgroup_parent = "borg".into();
+        config.machine_name = "a/b".into();
+        assert!(matches!(
+            validate(&config),
+            Err(BorgletError::InvalidConfig {
+                field: "machine_name",
+                ..
+            })
+        ));
+    }
+}

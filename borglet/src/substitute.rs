@@ -1,0 +1,80 @@
+//! Runtime substitutions in a task's args and env values: `%job%`, `%task_index%`, `%user%`.
+
+/// Values substituted into one task's args and env.
+#[derive(Debug, Clone, Copy)]
+pub struct Substitutions<'a> {
+    pub job: &'a str,
+    pub task_index: u32,
+    pub user: &'a str,
+}
+
+/// Replaces every known `%name%` in one pass (a substituted value is never scanned again);
+/// unknown names and lone `%` are kept as written.
+pub fn substitute(text: &str, subs: &Substitutions<'_>) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find('%') {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 1..];
+        let known = after.find('%').and_then(|end| {
+            let value = match &after[..end] {
+                "job" => subs.job.to_owned(),
+                "task_index" => subs.task_index.to_string(),
+                "user" => subs.user.to_owned(),
+                _ => return None,
+            };
+            Some((value, end))
+        });
+        match known {
+            Some((value, end)) => {
+                out.push_str(&value);
+                rest = &after[end + 1..];
+            }
+            None => {
+                out.push('%');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SUBS: Substitutions<'static> = Substitutions {
+        job: "web",
+        task_index: 7,
+        user: "alice",
+    };
+
+    #[test]
+    fn known_names_are_replaced() {
+        assert_eq!(substitute("--shard=%task_index%", &SUBS), "--shard=7");
+        assert_eq!(
+            substitute("%job%-%task_index%.%user%", &SUBS),
+            "web-7.alice"
+        );
+        assert_eq!(substitute("plain", &SUBS), "plain");
+    }
+
+    #[test]
+    fn unknown_names_and_lone_percents_are_kept() {
+        assert_eq!(substitute("%port%", &SUBS), "%port%");
+        assert_eq!(substitute("100%", &SUBS), "100%");
+        assert_eq!(substitute("50% of %job%", &SUBS), "50% of web");
+        assert_eq!(substitute("%%job%%", &SUBS), "%web%");
+    }
+
+    #[test]
+    fn substituted_values_are_not_scanned_again() {
+        let subs = Substitutions {
+            job: "%user%",
+            task_index: 0,
+            user: "bob",
+        };
+        assert_eq!(substitute("%job%", &subs), "%user%");
+    }
+}

@@ -1,0 +1,133 @@
+//! Configuration of one master replica.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Everything a replica needs; `ReplicaConfig::new` gives the defaults.
+#[derive(Debug, Clone)]
+pub struct ReplicaConfig {
+    /// This replica's id (1-based); a key of `peers`.
+    pub id: u64,
+    /// Every replica, this one included: id → `host:port`. The replica listens on its own entry.
+    pub peers: BTreeMap<u64, String>,
+    /// RocksDB directory (log, Paxos metadata, checkpoints). Created if missing.
+    pub data_dir: PathBuf,
+    /// Where to serve Prometheus metrics, if anywhere.
+    pub metrics_address: Option<SocketAddr>,
+    /// Period of OmniPaxos' logical clock.
+    pub tick_interval_ms: u64,
+    /// Ticks without a leader's heartbeat before an election.
+    pub election_timeout_ticks: u64,
+    /// Ticks before an unanswered Paxos message is resent.
+    pub resend_timeout_ticks: u64,
+    /// Entries the leader gathers before writing them to its log in one synced batch. 1
+    /// writes each at once; more groups bursts of writes into one fsync, at the cost of up to
+    /// one tick of latency (the batch is flushed every tick).
+    pub append_batch_max: usize,
+    /// How long a write waits for its entry to be decided before answering UNAVAILABLE (the
+    /// client retries; the request id makes that safe).
+    pub proposal_timeout_ms: u64,
+    /// Proposals waiting for the Paxos loop; more are refused with UNAVAILABLE.
+    pub proposal_queue_max: usize,
+    /// Incoming Paxos messages waiting for the loop; more are dropped (Paxos resends).
+    pub incoming_queue_max: usize,
+    /// Outgoing Paxos messages queued per peer; more are dropped and counted.
+    pub outgoing_queue_max: usize,
+    /// Most messages sent to a peer in one `Deliver` call.
+    pub deliver_batch_max: usize,
+    /// Deadline of one `Deliver` call to a peer.
+    pub deliver_timeout_ms: u64,
+    /// Changes buffered per `WatchCell`/`StreamEvents` subscriber before it is cut off as lagging.
+    pub watch_buffer_max: usize,
+    /// Write a checkpoint of the cell state after this many applied entries (0: never).
+    pub checkpoint_every_entries: u64,
+    /// Largest gRPC message accepted from clients, schedulers, link shards and borglets.
+    pub client_message_max_bytes: usize,
+    /// Largest Paxos message (and `Deliver` call) between replicas; a recovering replica may
+    /// be sent a long log suffix in one message.
+    pub replica_message_max_bytes: usize,
+}
+
+impl ReplicaConfig {
+    pub fn new(id: u64, peers: BTreeMap<u64, String>, data_dir: PathBuf) -> Self {
+        ReplicaConfig {
+            id,
+            peers,
+            data_dir,
+            metrics_address: None,
+            tick_interval_ms: 10,
+            election_timeout_ticks: 10,
+            resend_timeout_ticks: 50,
+            append_batch_max: 1,
+            proposal_timeout_ms: 5_000,
+            proposal_queue_max: 1_024,
+            incoming_queue_max: 4_096,
+            outgoing_queue_max: 4_096,
+            deliver_batch_max: 256,
+            deliver_timeout_ms: 1_000,
+            watch_buffer_max: 1_024,
+            checkpoint_every_entries: 10_000,
+            client_message_max_bytes: 16 * 1024 * 1024,
+            replica_message_max_bytes: 256 * 1024 * 1024,
+        }
+    }
+
+    /// Parses a peer list `ID=HOST:PORT,ID=HOST:PORT,...` (ids 1 or more, each once).
+    pub fn parse_peers(text: &str) -> Result<BTreeMap<u64, String>, PeersParseError> {
+        let mut peers = BTreeMap::new();
+        for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let bad = || PeersParseError::Item {
+                item: item.to_owned(),
+            };
+            let (id, address) = item.split_once('=').ok_or_else(bad)?;
+            let id: u64 = id.trim().parse().map_err(|_| bad())?;
+            let address = address.trim();
+            if id == 0 || address.is_empty() || !address.contains(':') {
+                return Err(bad());
+            }
+            if peers.insert(id, address.to_owned()).is_some() {
+                return Err(PeersParseError::Duplicate { id });
+            }
+        }
+        if peers.is_empty() {
+            return Err(PeersParseError::Empty);
+        }
+        Ok(peers)
+    }
+
+    /// This replica's own `host:port`.
+    pub fn own_address(&self) -> Option<&str> {
+        self.peers.get(&self.id).map(String::as_str)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PeersParseError {
+    #[error("peer {item:?} is not ID=HOST:PORT with an id of 1 or more")]
+    Item { item: String },
+    #[error("replica id {id} is listed twice")]
+    Duplicate { id: u64 },
+    #[error("no replicas listed: give ID=HOST:PORT for every replica, comma-separated")]
+    Empty,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_lists_parse_and_bad_ones_are_named() {
+        let peers = ReplicaConfig::parse_peers("1=127.0.0.1:7101, 2=localhost:7102").unwrap();
+        assert_eq!(peers.len(), 2);
+        assert_eq!(peers[&2], "localhost:7102");
+        assert!(matches!(
+            ReplicaConfig::parse_peers("1=a:1,1=b:2"),
+            Err(PeersParseError::Duplicate { id: 1 })
+        ));
+        assert!(ReplicaConfig::parse_peers("0=a:1").is_err());
+        assert!(ReplicaConfig::parse_peers("x=a:1").is_err());
+        assert!(ReplicaConfig::parse_peers("1=nohostport").is_err());
+        assert_eq!(ReplicaConfig::parse_peers(""), Err(PeersParseError::Empty));
+    }
+}

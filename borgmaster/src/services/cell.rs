@@ -1,0 +1,182 @@
+//! `CellService`: the users' API.
+
+use super::{accepted, unexpected};
+use crate::context::ReplicaContext;
+use crate::state::{Command, Outcome};
+use crate::wire;
+use borg_proto::v1;
+use borg_proto::v1::cell_service_server::CellService;
+use std::sync::Arc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+/// Events read from the state per page while streaming.
+const EVENTS_PAGE_MAX: usize = 256;
+
+pub struct CellApi {
+    pub ctx: Arc<ReplicaContext>,
+}
+
+impl CellApi {
+    async fn submit(
+        &self,
+        request: v1::SubmitJobRequest,
+        must_exist: bool,
+    ) -> Result<v1::SubmitJobResponse, Status> {
+        let spec = wire::job_spec(request.spec)?;
+        let request_id = wire::request_id(&request.request_id)?;
+        let name = spec.name.clone();
+        let command = Command::SubmitJob {
+            spec,
+            check_index: request.check_index,
+            must_exist,
+        };
+        let committed = self.ctx.propose(request_id, command).await?;
+        match accepted(committed.outcome)? {
+            Outcome::JobSubmitted { created, .. } => Ok(v1::SubmitJobResponse {
+                job: self.ctx.state()?.job_view(&name),
+                index: committed.index,
+                created,
+            }),
+            other => Err(unexpected(&other)),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl CellService for CellApi {
+    async fn submit_job(
+        &self,
+        request: Request<v1::SubmitJobRequest>,
+    ) -> Result<Response<v1::SubmitJobResponse>, Status> {
+        self.submit(request.into_inner(), false)
+            .await
+            .map(Response::new)
+    }
+
+    async fn update_job(
+        &self,
+        request: Request<v1::SubmitJobRequest>,
+    ) -> Result<Response<v1::SubmitJobResponse>, Status> {
+        self.submit(request.into_inner(), true)
+            .await
+            .map(Response::new)
+    }
+
+    async fn kill_job(
+        &self,
+        request: Request<v1::KillJobRequest>,
+    ) -> Result<Response<v1::KillJobResponse>, Status> {
+        let request = request.into_inner();
+        let name = wire::name("job name", &request.name)?;
+        let request_id = wire::request_id(&request.request_id)?;
+        let committed = self
+            .ctx
+            .propose(request_id, Command::KillJob { name: name.clone() })
+            .await?;
+        match accepted(committed.outcome)? {
+            Outcome::JobKilled { .. } => Ok(Response::new(v1::KillJobResponse {
+                job: self.ctx.state()?.job_view(&name),
+                index: committed.index,
+            })),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn get_job(
+        &self,
+        request: Request<v1::GetJobRequest>,
+    ) -> Result<Response<v1::GetJobResponse>, Status> {
+        let request = request.into_inner();
+        let name = wire::name("job name", &request.name)?;
+        self.ctx.prepare_read(request.consistent).await?;
+        let state = self.ctx.state()?;
+        let job = state
+            .job_view(&name)
+            .ok_or_else(|| Status::not_found(format!("job {name:?} does not exist")))?;
+        Ok(Response::new(v1::GetJobResponse {
+            job: Some(job),
+            meta: Some(self.ctx.read_meta(&state)),
+        }))
+    }
+
+    async fn list_jobs(
+        &self,
+        request: Request<v1::ListJobsRequest>,
+    ) -> Result<Response<v1::ListJobsResponse>, Status> {
+        let request = request.into_inner();
+        let owner = if request.owner.is_empty() {
+            None
+        } else {
+            Some(wire::name("owner", &request.owner)?)
+        };
+        self.ctx.prepare_read(request.consistent).await?;
+        let state = self.ctx.state()?;
+        Ok(Response::new(v1::ListJobsResponse {
+            jobs: state.jobs_view(owner.as_deref()),
+            meta: Some(self.ctx.read_meta(&state)),
+        }))
+    }
+
+    async fn list_machines(
+        &self,
+        request: Request<v1::ListMachinesRequest>,
+    ) -> Result<Response<v1::ListMachinesResponse>, Status> {
+        self.ctx
+            .prepare_read(request.into_inner().consistent)
+            .await?;
+        let state = self.ctx.state()?;
+        Ok(Response::new(v1::ListMachinesResponse {
+            machines: state.machines_view(),
+            meta: Some(self.ctx.read_meta(&state)),
+        }))
+    }
+
+    type StreamEventsStream = ReceiverStream<Result<v1::Event, Status>>;
+
+    async fn stream_events(
+        &self,
+        request: Request<v1::StreamEventsRequest>,
+    ) -> Result<Response<Self::StreamEventsStream>, Status> {
+        let request = request.into_inner();
+        let job = if request.job.is_empty() {
+            None
+        } else {
+            Some(wire::name("job name", &request.job)?)
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(self.ctx.watch_buffer_max.max(1));
+        let ctx = self.ctx.clone();
+        tokio::spawn(async move {
+            let mut progress = ctx.progress.clone();
+            let mut next = request.from_index;
+            loop {
+                let page = ctx
+                    .state()
+                    .map(|state| state.events_view(next, job.as_deref(), EVENTS_PAGE_MAX));
+                let page = match page {
+                    Ok(page) => page,
+                    Err(status) => {
+                        let _ = tx.send(Err(status)).await;
+                        return;
+                    }
+                };
+                let full = page.len() >= EVENTS_PAGE_MAX;
+                for event in page {
+                    next = event.index + 1;
+                    if tx.send(Ok(event)).await.is_err() {
+                        return;
+                    }
+                }
+                if full {
+                    continue;
+                }
+                tokio::select! {
+                    _ = ctx.shutdown.cancelled() => return,
+                    _ = tx.closed() => return,
+                    changed = progress.changed() => if changed.is_err() { return },
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}

@@ -1,0 +1,90 @@
+//! What applying an entry produced: the outcome returned to the proposer, the errors a user
+//! sees, and the set of jobs/machines touched (for the scheduler's change stream).
+
+use borg_model::TaskId;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+
+/// What applying one entry produced, returned to the proposer's waiting RPC.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Outcome {
+    JobSubmitted { name: String, created: bool },
+    JobKilled { name: String },
+    MachineRegistered { name: String },
+    PlanApplied { results: Vec<PlacementOutcome> },
+    ReportsApplied,
+    Noop,
+    Rejected(StateError),
+}
+
+/// The fate of one placement of a plan; `reason` says why it was rejected ("" if accepted).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlacementOutcome {
+    pub task: TaskId,
+    pub accepted: bool,
+    pub reason: String,
+}
+
+/// Why an entry was refused. A refused entry changes nothing but the request-id window.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum StateError {
+    #[error("job {name:?} does not exist")]
+    JobNotFound { name: String },
+    #[error("job {name:?} already exists (check index 0 requires that it does not)")]
+    JobAlreadyExists { name: String },
+    #[error("job {name:?} has modify index {actual}, not {expected}: it changed since you read it; fetch it again and retry")]
+    CheckIndexMismatch {
+        name: String,
+        expected: u64,
+        actual: u64,
+    },
+    #[error("invalid job: {reason}")]
+    InvalidJob { reason: String },
+    #[error("invalid machine: {reason}")]
+    InvalidMachine { reason: String },
+    #[error("the cell already holds {count} {what}, the most it may hold")]
+    CellFull { what: String, count: usize },
+    #[error("{what} has {count} items; the most accepted in one entry is {max}")]
+    BatchTooLarge {
+        what: String,
+        count: usize,
+        max: usize,
+    },
+}
+
+/// A checkpoint that cannot be loaded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("snapshot is empty")]
+    Empty,
+    #[error("snapshot has format version {found}; this build reads version {expected}")]
+    UnknownVersion { found: u32, expected: u32 },
+    #[error("snapshot is corrupt: {reason}")]
+    Corrupt { reason: String },
+}
+
+/// Which jobs/machines an entry touched, for the scheduler's change stream.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ChangeSet {
+    pub jobs: BTreeSet<String>,
+    pub machines: BTreeSet<String>,
+}
+
+impl ChangeSet {
+    pub fn is_empty(&self) -> bool {
+        self.jobs.is_empty() && self.machines.is_empty()
+    }
+
+    /// Adds everything `other` touched.
+    pub fn merge(&mut self, other: &ChangeSet) {
+        self.jobs.extend(other.jobs.iter().cloned());
+        self.machines.extend(other.machines.iter().cloned());
+    }
+}
+
+/// The result of `CellState::apply`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Applied {
+    pub outcome: Outcome,
+    pub changes: ChangeSet,
+}

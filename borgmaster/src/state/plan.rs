@@ -1,0 +1,206 @@
+//! Committing a scheduler's plan (ARCHITECTURE.md rule 3, optimistic concurrency).
+//!
+//! Placements are checked in order against the state left by the accepted ones before
+//! them. One is accepted when the task exists, is `Pending` with the named incarnation, its
+//! job is active, the machine exists and is `Up`, every victim is placed on that machine
+//! with the named incarnation and may be preempted by the task
+//! (`borg_model::priority::may_preempt`), and the machine's allocation (limits of its
+//! placed tasks) minus the victims plus the task fits its capacity. The machine version in
+//! the plan is informational: fit is what is checked. Constraints are the scheduler's job.
+
+use super::context::Ctx;
+use super::events::NewEvent;
+use super::outcome::{Outcome, PlacementOutcome, StateError};
+use super::records::JobStatus;
+use super::tasks::{move_task, place};
+use super::CellState;
+use super::PlannedPlacement;
+use borg_model::priority::may_preempt;
+use borg_model::{MachineState, Resources, TaskId, TaskState};
+use std::collections::BTreeSet;
+
+/// Most placements in one plan.
+pub const PLAN_PLACEMENTS_MAX: usize = 10_000;
+/// Most victims one placement may name.
+pub const PLACEMENT_VICTIMS_MAX: usize = 1_000;
+
+impl CellState {
+    pub(crate) fn commit_plan(
+        &mut self,
+        ctx: &mut Ctx,
+        placements: &[PlannedPlacement],
+    ) -> Result<Outcome, StateError> {
+        if placements.len() > PLAN_PLACEMENTS_MAX {
+            return Err(StateError::BatchTooLarge {
+                what: "plan".into(),
+                count: placements.len(),
+                max: PLAN_PLACEMENTS_MAX,
+            });
+        }
+        let mut results = Vec::with_capacity(placements.len());
+        for placement in placements {
+            let verdict = self
+                .check_placement(placement)
+                .map(|victims| self.commit_placement(ctx, placement, &victims));
+            results.push(PlacementOutcome {
+                task: placement.task.clone(),
+                accepted: verdict.is_ok(),
+                reason: verdict.err().unwrap_or_default(),
+            });
+        }
+        Ok(Outcome::PlanApplied { results })
+    }
+
+    /// Sum of the limits of the tasks placed on `machine`.
+    pub(crate) fn allocation(&self, machine: &str) -> Resources {
+        let Some(record) = self.machines.get(machine) else {
+            return Resources::ZERO;
+        };
+        record
+            .placed
+            .iter()
+            .filter_map(|id| self.jobs.get(&id.job))
+            .fold(Resources::ZERO, |sum, job| sum + job.spec.task.resources)
+    }
+
+    /// Why `p` cannot be committed, or its distinct victims.
+    fn check_placement(&self, p: &PlannedPlacement) -> Result<BTreeSet<TaskId>, String> {
+        let id = &p.task;
+        let job = self
+            .jobs
+            .get(&id.job)
+            .ok_or_else(|| format!("job {:?} does not exist", id.job))?;
+        if job.status == JobStatus::Killed {
+            return Err(format!("job {:?} is killed", id.job));
+        }
+        let task = job
+            .tasks
+            .get(&id.index)
+            .filter(|_| id.index < job.spec.replicas)
+            .ok_or_else(|| {
+                format!(
+                    "task {id} does not exist (job has {} replicas)",
+                    job.spec.replicas
+                )
+            })?;
+        if task.state != TaskState::Pending {
+            return Err(format!("task {id} is {}, not pending", task.state));
+        }
+        if task.incarnation != p.incarnation {
+            return Err(format!(
+                "task {id} incarnation {} is stale (now {})",
+                p.incarnation, task.incarnation
+            ));
+        }
+        let machine = self
+            .machines
+            .get(&p.machine)
+            .ok_or_else(|| format!("machine {:?} is not registered", p.machine))?;
+        if machine.state != MachineState::Up {
+            return Err(format!(
+                "machine {:?} is {}",
+                p.machine,
+                machine.state.name()
+            ));
+        }
+        if p.preempt.len() > PLACEMENT_VICTIMS_MAX {
+            return Err(format!(
+                "{} victims named; the most is {PLACEMENT_VICTIMS_MAX}",
+                p.preempt.len()
+            ));
+        }
+        let priority = job.spec.priority;
+        let mut victims = BTreeSet::new();
+        let mut freed = Resources::ZERO;
+        for (victim, incarnation) in &p.preempt {
+            let victim_job = self.jobs.get(&victim.job);
+            let placed_here = victim_job
+                .and_then(|j| j.tasks.get(&victim.index))
+                .filter(|t| {
+                    t.state.is_placed() && t.machine == p.machine && t.incarnation == *incarnation
+                })
+                .is_some();
+            let (Some(victim_job), true) = (victim_job, placed_here) else {
+                return Err(format!(
+                    "victim {victim} incarnation {incarnation} is not placed on {:?}",
+                    p.machine
+                ));
+            };
+            if !may_preempt(priority, victim_job.spec.priority) {
+                return Err(format!(
+                    "task {id} (priority {priority}) may not preempt {victim} (priority {})",
+                    victim_job.spec.priority
+                ));
+            }
+            if victims.insert(victim.clone()) {
+                freed += victim_job.spec.task.resources;
+            }
+        }
+        let need = job.spec.task.resources;
+        let remaining = self.allocation(&p.machine).saturating_sub(&freed);
+        let free = machine.info.capacity.saturating_sub(&remaining);
+        let exceeded = need.exceeded_dimensions(&free);
+        if !exceeded.is_empty() {
+            return Err(format!(
+                "{} exhausted on {:?}: task needs {need}, {free} free{}",
+                exceeded.join(", "),
+                p.machine,
+                if victims.is_empty() {
+                    String::new()
+                } else {
+                    format!(" after evicting {} victims", victims.len())
+                }
+            ));
+        }
+        Ok(victims)
+    }
+
+    /// Evicts the victims and places the task; `check_placement` accepted it.
+    fn commit_placement(
+        &mut self,
+        ctx: &mut Ctx,
+        p: &PlannedPlacement,
+        victims: &BTreeSet<TaskId>,
+    ) {
+        for victim in victims {
+            let Some(task) = self
+                .jobs
+                .get_mut(&victim.job)
+                .and_then(|j| j.tasks.get_mut(&victim.index))
+            else {
+                continue;
+            };
+            let message = format!("preempted by {}", p.task);
+            ctx.event(NewEvent::task(
+                "task_preempted",
+                &victim.job,
+                victim.index,
+                &p.machine,
+                message.clone(),
+            ));
+            move_task(
+                &mut self.machines,
+                ctx,
+                victim,
+                task,
+                TaskState::Pending,
+                message,
+            );
+        }
+        let Some(task) = self
+            .jobs
+            .get_mut(&p.task.job)
+            .and_then(|j| j.tasks.get_mut(&p.task.index))
+        else {
+            return;
+        };
+        place(&mut self.machines, ctx, &p.task, task, &p.machine);
+        ctx.event(NewEvent::task(
+            "task_scheduled",
+            &p.task.job,
+            p.task.index,
+            &p.machine,
+            format!("incarnation {}", task.incarnation),
+        ));
+    }
+}

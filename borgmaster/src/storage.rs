@@ -1,0 +1,539 @@
+//! The replica's RocksDB: OmniPaxos' log and metadata, and state-machine checkpoints.
+//!
+//! Column families:
+//! - `log`: key = big-endian u64 log position (OmniPaxos' 0-based index), value = bincode entry.
+//!   Positions are absolute: compaction deletes a prefix, it never renumbers.
+//! - `meta`: the Paxos metadata (promise, accepted round, decided and compacted index,
+//!   stop sign, snapshot), one key each.
+//! - `checkpoint`: the latest checkpoint of the cell state (index and bytes).
+//!
+//! Group commit: every call of the `Storage` trait (one OmniPaxos storage step, which may carry
+//! many entries) is one `WriteBatch` written with `sync`, never one write per entry.
+
+use omnipaxos::ballot_leader_election::Ballot;
+use omnipaxos::storage::{Entry, StopSign, Storage, StorageOp, StorageResult};
+use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch, WriteOptions, DB};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::marker::PhantomData;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+const CF_LOG: &str = "log";
+const CF_META: &str = "meta";
+const CF_CHECKPOINT: &str = "checkpoint";
+
+const KEY_PROMISE: &[u8] = b"promise";
+const KEY_ACCEPTED_ROUND: &[u8] = b"accepted_round";
+const KEY_DECIDED_IDX: &[u8] = b"decided_idx";
+const KEY_COMPACTED_IDX: &[u8] = b"compacted_idx";
+const KEY_STOPSIGN: &[u8] = b"stopsign";
+const KEY_SNAPSHOT: &[u8] = b"snapshot";
+const KEY_CHECKPOINT: &[u8] = b"latest";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("cannot open the replica database at {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: rocksdb::Error,
+    },
+    #[error("replica database I/O failed: {0}")]
+    Rocks(#[from] rocksdb::Error),
+    #[error("column family {name} is missing from the replica database")]
+    MissingColumnFamily { name: &'static str },
+    #[error("cannot decode {what} from the replica database (corrupt or from another version): {source}")]
+    Decode {
+        what: &'static str,
+        source: bincode::Error,
+    },
+    #[error("cannot encode {what}: {source}")]
+    Encode {
+        what: &'static str,
+        source: bincode::Error,
+    },
+    #[error("log key of {len} bytes is not a big-endian u64")]
+    BadLogKey { len: usize },
+}
+
+/// The replica's database, shared by the OmniPaxos storage and the checkpoint store.
+#[derive(Clone)]
+pub struct ReplicaDb {
+    db: Arc<DB>,
+    /// Kept for its statistics (WAL syncs), which show that commits are grouped.
+    options: Arc<Options>,
+}
+
+impl ReplicaDb {
+    /// Opens (creating if missing) the database in `dir`.
+    pub fn open(dir: &Path) -> Result<Self, StorageError> {
+        let mut options = Options::default();
+        options.create_if_missing(true);
+        options.create_missing_column_families(true);
+        options.enable_statistics();
+        let cfs = [CF_LOG, CF_META, CF_CHECKPOINT]
+            .into_iter()
+            .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+        let db =
+            DB::open_cf_descriptors(&options, dir, cfs).map_err(|source| StorageError::Open {
+                path: dir.to_owned(),
+                source,
+            })?;
+        Ok(ReplicaDb {
+            db: Arc::new(db),
+            options: Arc::new(options),
+        })
+    }
+
+    /// How many times the write-ahead log was synced since opening: one per storage step.
+    pub fn wal_syncs(&self) -> u64 {
+        self.options
+            .get_ticker_count(rocksdb::statistics::Ticker::WalFileSynced)
+    }
+
+    fn cf(&self, name: &'static str) -> Result<&rocksdb::ColumnFamily, StorageError> {
+        self.db
+            .cf_handle(name)
+            .ok_or(StorageError::MissingColumnFamily { name })
+    }
+
+    fn write(&self, batch: WriteBatch) -> Result<(), StorageError> {
+        let mut options = WriteOptions::default();
+        options.set_sync(true);
+        self.db.write_opt(batch, &options)?;
+        Ok(())
+    }
+
+    fn get_meta<V: DeserializeOwned>(
+        &self,
+        key: &[u8],
+        what: &'static str,
+    ) -> Result<Option<V>, StorageError> {
+        match self.db.get_cf(self.cf(CF_META)?, key)? {
+            Some(bytes) => decode(&bytes, what).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The latest checkpoint: the log index it reflects and the state's bytes.
+    pub fn load_checkpoint(&self) -> Result<Option<Checkpoint>, StorageError> {
+        match self.db.get_cf(self.cf(CF_CHECKPOINT)?, KEY_CHECKPOINT)? {
+            Some(bytes) => decode(&bytes, "checkpoint").map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Replaces the latest checkpoint (synced).
+    pub fn save_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), StorageError> {
+        let mut batch = WriteBatch::default();
+        batch.put_cf(
+            self.cf(CF_CHECKPOINT)?,
+            KEY_CHECKPOINT,
+            encode(checkpoint, "checkpoint")?,
+        );
+        self.write(batch)
+    }
+}
+
+/// A checkpoint of the cell state taken after applying log index `index` (1-based).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub index: u64,
+    pub time_ms: u64,
+    pub state: Vec<u8>,
+}
+
+fn encode<V: Serialize + ?Sized>(value: &V, what: &'static str) -> Result<Vec<u8>, StorageError> {
+    bincode::serialize(value).map_err(|source| StorageError::Encode { what, source })
+}
+
+fn decode<V: DeserializeOwned>(bytes: &[u8], what: &'static str) -> Result<V, StorageError> {
+    bincode::deserialize(bytes).map_err(|source| StorageError::Decode { what, source })
+}
+
+fn log_key(position: usize) -> [u8; 8] {
+    (position as u64).to_be_bytes()
+}
+
+fn position_of(key: &[u8]) -> Result<usize, StorageError> {
+    let bytes: [u8; 8] = key
+        .try_into()
+        .map_err(|_| StorageError::BadLogKey { len: key.len() })?;
+    Ok(u64::from_be_bytes(bytes) as usize)
+}
+
+/// OmniPaxos' `Storage` on the replica's RocksDB. Reads of metadata come from a cache that is
+/// updated only after a batch has been written, so a failed write leaves it unchanged.
+pub struct RocksStorage<T> {
+    db: ReplicaDb,
+    cache: MetaCache,
+    _entry: PhantomData<T>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct MetaCache {
+    promise: Option<Ballot>,
+    accepted_round: Option<Ballot>,
+    decided_idx: usize,
+    compacted_idx: usize,
+    /// One past the last stored log position (absolute).
+    log_end: usize,
+}
+
+impl<T> RocksStorage<T>
+where
+    T: Entry + Serialize + DeserializeOwned,
+{
+    /// Loads the metadata of an existing log, or starts an empty one.
+    pub fn open(db: ReplicaDb) -> Result<Self, StorageError> {
+        let compacted_idx = db
+            .get_meta::<u64>(KEY_COMPACTED_IDX, "compacted index")?
+            .unwrap_or(0) as usize;
+        let last = db
+            .db
+            .iterator_cf(db.cf(CF_LOG)?, IteratorMode::End)
+            .next()
+            .transpose()?;
+        let log_end = match last {
+            Some((key, _)) => position_of(&key)? + 1,
+            None => compacted_idx,
+        };
+        let cache = MetaCache {
+            promise: db.get_meta(KEY_PROMISE, "promise")?,
+            accepted_round: db.get_meta(KEY_ACCEPTED_ROUND, "accepted round")?,
+            decided_idx: db
+                .get_meta::<u64>(KEY_DECIDED_IDX, "decided index")?
+                .unwrap_or(0) as usize,
+            compacted_idx,
+            log_end: log_end.max(compacted_idx),
+        };
+        Ok(RocksStorage {
+            db,
+            cache,
+            _entry: PhantomData,
+        })
+    }
+
+    /// Stages `op` into `batch`, updating `cache` (a copy) to what it will be once written.
+    fn stage(
+        &self,
+        batch: &mut WriteBatch,
+        cache: &mut MetaCache,
+        op: StorageOp<T>,
+    ) -> Result<(), StorageError> {
+        let log = self.db.cf(CF_LOG)?;
+        let meta = self.db.cf(CF_META)?;
+        match op {
+            StorageOp::AppendEntry(entry) => {
+                batch.put_cf(log, log_key(cache.log_end), encode(&entry, "log entry")?);
+                cache.log_end += 1;
+            }
+            StorageOp::AppendEntries(entries) => {
+                for entry in entries {
+                    batch.put_cf(log, log_key(cache.log_end), encode(&entry, "log entry")?);
+                    cache.log_end += 1;
+                }
+            }
+            StorageOp::AppendOnPrefix(from, entries) => {
+                if from < cache.log_end {
+                    batch.delete_range_cf(log, log_key(from), log_key(cache.log_end));
+                }
+                cache.log_end = from;
+                for entry in entries {
+                    batch.put_cf(log, log_key(cache.log_end), encode(&entry, "log entry")?);
+                    cache.log_end += 1;
+                }
+            }
+            StorageOp::SetPromise(ballot) => {
+                batch.put_cf(meta, KEY_PROMISE, encode(&ballot, "promise")?);
+                cache.promise = Some(ballot);
+            }
+            StorageOp::SetDecidedIndex(idx) => {
+                batch.put_cf(
+                    meta,
+                    KEY_DECIDED_IDX,
+                    encode(&(idx as u64), "decided index")?,
+                );
+                cache.decided_idx = idx;
+            }
+            StorageOp::SetAcceptedRound(ballot) => {
+                batch.put_cf(meta, KEY_ACCEPTED_ROUND, encode(&ballot, "accepted round")?);
+                cache.accepted_round = Some(ballot);
+            }
+            StorageOp::SetCompactedIdx(idx) => {
+                batch.put_cf(
+                    meta,
+                    KEY_COMPACTED_IDX,
+                    encode(&(idx as u64), "compacted index")?,
+                );
+                cache.compacted_idx = idx;
+                cache.log_end = cache.log_end.max(idx);
+            }
+            StorageOp::Trim(idx) => {
+                batch.delete_range_cf(log, log_key(0), log_key(idx));
+                cache.log_end = cache.log_end.max(idx);
+            }
+            StorageOp::SetStopsign(stopsign) => match stopsign {
+                Some(s) => batch.put_cf(meta, KEY_STOPSIGN, encode(&s, "stop sign")?),
+                None => batch.delete_cf(meta, KEY_STOPSIGN),
+            },
+            StorageOp::SetSnapshot(snapshot) => match snapshot {
+                Some(s) => batch.put_cf(meta, KEY_SNAPSHOT, encode(&s, "snapshot")?),
+                None => batch.delete_cf(meta, KEY_SNAPSHOT),
+            },
+        }
+        Ok(())
+    }
+
+    /// One storage step: all `ops` in one synced batch, then the cache.
+    fn commit(&mut self, ops: Vec<StorageOp<T>>) -> Result<(), StorageError> {
+        let mut batch = WriteBatch::default();
+        let mut cache = self.cache.clone();
+        for op in ops {
+            self.stage(&mut batch, &mut cache, op)?;
+        }
+        self.db.write(batch)?;
+        self.cache = cache;
+        Ok(())
+    }
+
+    fn read_range(&self, from: usize, to: usize) -> Result<Vec<T>, StorageError> {
+        if from < self.cache.compacted_idx || to > self.cache.log_end || from >= to {
+            return Ok(Vec::new());
+        }
+        let start = log_key(from);
+        let iter = self.db.db.iterator_cf(
+            self.db.cf(CF_LOG)?,
+            IteratorMode::From(&start, rocksdb::Direction::Forward),
+        );
+        let mut entries = Vec::with_capacity(to - from);
+        for item in iter {
+            let (key, value) = item?;
+            let position = position_of(&key)?;
+            if position >= to {
+                break;
+            }
+            if position != from + entries.len() {
+                // A hole: the interval is not complete.
+                return Ok(Vec::new());
+            }
+            entries.push(decode(&value, "log entry")?);
+        }
+        if entries.len() != to - from {
+            return Ok(Vec::new());
+        }
+        Ok(entries)
+    }
+}
+
+impl<T> Storage<T> for RocksStorage<T>
+where
+    T: Entry + Serialize + DeserializeOwned,
+{
+    fn write_atomically(&mut self, ops: Vec<StorageOp<T>>) -> StorageResult<()> {
+        Ok(self.commit(ops)?)
+    }
+
+    fn append_entry(&mut self, entry: T) -> StorageResult<()> {
+        Ok(self.commit(vec![StorageOp::AppendEntry(entry)])?)
+    }
+
+    fn append_entries(&mut self, entries: Vec<T>) -> StorageResult<()> {
+        Ok(self.commit(vec![StorageOp::AppendEntries(entries)])?)
+    }
+
+    fn append_on_prefix(&mut self, from_idx: usize, entries: Vec<T>) -> StorageResult<()> {
+        Ok(self.commit(vec![StorageOp::AppendOnPrefix(from_idx, entries)])?)
+    }
+
+    fn set_promise(&mut self, n_prom: Ballot) -> StorageResult<()> {
+        Ok(self.commit(vec![StorageOp::SetPromise(n_prom)])?)
+    }
+
+    fn set_decided_idx(&mut self, ld: usize) -> StorageResult<()> {
+        Ok(self.commit(vec![StorageOp::SetDecidedIndex(ld)])?)
+    }
+
+    fn get_decided_idx(&self) -> StorageResult<usize> {
+        Ok(self.cache.decided_idx)
+    }
+
+    fn set_accepted_round(&mut self, na: Ballot) -> StorageResult<()> {
+        Ok(self.commit(vec![StorageOp::SetAcceptedRound(na)])?)
+    }
+
+    fn get_accepted_round(&self) -> StorageResult<Option<Ballot>> {
+        Ok(self.cache.accepted_round)
+    }
+
+    fn get_entries(&self, from: usize, to: usize) -> StorageResult<Vec<T>> {
+        Ok(self.read_range(from, to)?)
+    }
+
+    fn get_log_len(&self) -> StorageResult<usize> {
+        Ok(self.cache.log_end.saturating_sub(self.cache.compacted_idx))
+    }
+
+    fn get_suffix(&self, from: usize) -> StorageResult<Vec<T>> {
+        Ok(self.read_range(from, self.cache.log_end)?)
+    }
+
+    fn get_promise(&self) -> StorageResult<Option<Ballot>> {
+        Ok(self.cache.promise)
+    }
+
+    fn set_stopsign(&mut self, s: Option<StopSign>) -> StorageResult<()> {
+        Ok(self.commit(vec![StorageOp::SetStopsign(s)])?)
+    }
+
+    fn get_stopsign(&self) -> StorageResult<Option<StopSign>> {
+        Ok(self.db.get_meta(KEY_STOPSIGN, "stop sign")?)
+    }
+
+    fn trim(&mut self, idx: usize) -> StorageResult<()> {
+        Ok(self.commit(vec![StorageOp::Trim(idx)])?)
+    }
+
+    fn set_compacted_idx(&mut self, idx: usize) -> StorageResult<()> {
+        Ok(self.commit(vec![StorageOp::SetCompactedIdx(idx)])?)
+    }
+
+    fn get_compacted_idx(&self) -> StorageResult<usize> {
+        Ok(self.cache.compacted_idx)
+    }
+
+    fn set_snapshot(&mut self, snapshot: Option<T::Snapshot>) -> StorageResult<()> {
+        Ok(self.commit(vec![StorageOp::SetSnapshot(snapshot)])?)
+    }
+
+    fn get_snapshot(&self) -> StorageResult<Option<T::Snapshot>> {
+        Ok(self.db.get_meta(KEY_SNAPSHOT, "snapshot")?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use omnipaxos::storage::NoSnapshot;
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    struct TestEntry(u64);
+
+    impl Entry for TestEntry {
+        type Snapshot = NoSnapshot;
+    }
+
+    fn open(dir: &Path) -> (ReplicaDb, RocksStorage<TestEntry>) {
+        let db = ReplicaDb::open(dir).expect("open db");
+        let storage = RocksStorage::open(db.clone()).expect("open storage");
+        (db, storage)
+    }
+
+    fn ballot(n: u32, pid: u64) -> Ballot {
+        Ballot {
+            config_id: 1,
+            n,
+            priority: 0,
+            pid,
+        }
+    }
+
+    #[test]
+    fn entries_and_metadata_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (_db, mut s) = open(dir.path());
+            assert_eq!(s.get_log_len().unwrap(), 0);
+            assert_eq!(s.get_promise().unwrap(), None);
+            s.append_entries((0..5).map(TestEntry).collect()).unwrap();
+            s.append_entry(TestEntry(5)).unwrap();
+            s.set_promise(ballot(3, 2)).unwrap();
+            s.set_accepted_round(ballot(3, 2)).unwrap();
+            s.set_decided_idx(4).unwrap();
+            assert_eq!(
+                s.get_entries(1, 4).unwrap(),
+                vec![TestEntry(1), TestEntry(2), TestEntry(3)]
+            );
+            // An interval that is not complete reads as empty.
+            assert!(s.get_entries(4, 9).unwrap().is_empty());
+        }
+        let (_db, mut s) = open(dir.path());
+        assert_eq!(s.get_log_len().unwrap(), 6);
+        assert_eq!(s.get_decided_idx().unwrap(), 4);
+        assert_eq!(s.get_promise().unwrap(), Some(ballot(3, 2)));
+        assert_eq!(s.get_accepted_round().unwrap(), Some(ballot(3, 2)));
+        assert_eq!(s.get_suffix(4).unwrap(), vec![TestEntry(4), TestEntry(5)]);
+
+        // A new leader's log replaces an undecided suffix.
+        s.append_on_prefix(5, vec![TestEntry(50), TestEntry(60)])
+            .unwrap();
+        assert_eq!(s.get_log_len().unwrap(), 7);
+        assert_eq!(
+            s.get_suffix(4).unwrap(),
+            vec![TestEntry(4), TestEntry(50), TestEntry(60)]
+        );
+        s.append_on_prefix(2, vec![TestEntry(20)]).unwrap();
+        assert_eq!(s.get_log_len().unwrap(), 3);
+        assert_eq!(s.get_suffix(0).unwrap().last(), Some(&TestEntry(20)));
+    }
+
+    #[test]
+    fn trimming_keeps_absolute_positions() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (_db, mut s) = open(dir.path());
+            s.append_entries((0..10).map(TestEntry).collect()).unwrap();
+            s.write_atomically(vec![StorageOp::Trim(4), StorageOp::SetCompactedIdx(4)])
+                .unwrap();
+            assert_eq!(s.get_compacted_idx().unwrap(), 4);
+            assert_eq!(s.get_log_len().unwrap(), 6);
+            assert!(s.get_entries(2, 6).unwrap().is_empty());
+            assert_eq!(
+                s.get_entries(4, 6).unwrap(),
+                vec![TestEntry(4), TestEntry(5)]
+            );
+        }
+        let (_db, mut s) = open(dir.path());
+        assert_eq!(s.get_log_len().unwrap(), 6);
+        s.append_entry(TestEntry(10)).unwrap();
+        assert_eq!(s.get_suffix(9).unwrap(), vec![TestEntry(9), TestEntry(10)]);
+    }
+
+    #[test]
+    fn one_storage_step_is_one_synced_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, mut s) = open(dir.path());
+        let before = db.wal_syncs();
+        s.append_entries((0..500).map(TestEntry).collect()).unwrap();
+        s.write_atomically(vec![
+            StorageOp::AppendEntries((500..1000).map(TestEntry).collect()),
+            StorageOp::SetAcceptedRound(ballot(1, 1)),
+            StorageOp::SetDecidedIndex(1000),
+        ])
+        .unwrap();
+        let syncs = db.wal_syncs() - before;
+        assert!(
+            (1..=2).contains(&syncs),
+            "1000 entries in two steps took {syncs} WAL syncs"
+        );
+        assert_eq!(s.get_log_len().unwrap(), 1000);
+        assert_eq!(s.get_decided_idx().unwrap(), 1000);
+    }
+
+    #[test]
+    fn checkpoints_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, _s) = open(dir.path());
+        assert_eq!(db.load_checkpoint().unwrap(), None);
+        let checkpoint = Checkpoint {
+            index: 42,
+            time_ms: 7,
+            state: vec![1, 2, 3],
+        };
+        db.save_checkpoint(&checkpoint).unwrap();
+        drop(db);
+        drop(_s);
+        let (db, _s) = open(dir.path());
+        assert_eq!(db.load_checkpoint().unwrap(), Some(checkpoint));
+    }
+}

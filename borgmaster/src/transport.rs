@@ -1,0 +1,168 @@
+//! Outgoing Paxos messages: one bounded queue and one sender task per peer.
+//!
+//! The sender batches what is queued (up to `deliver_batch_max` messages and
+//! `DELIVER_BATCH_MAX_BYTES`) into one `ReplicaService.Deliver` call. A full queue or a failed
+//! call drops messages and counts them: Paxos resends what matters.
+
+use crate::entry::{encode_message, PaxosMessage};
+use crate::metrics::ReplicaMetrics;
+use crate::paxos::Incoming;
+use borg_proto::v1::replica_service_client::ReplicaServiceClient;
+use borg_proto::v1::DeliverRequest;
+use std::collections::BTreeMap;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Endpoint;
+
+/// Most bytes of messages sent in one `Deliver` call (a single larger message goes alone).
+pub const DELIVER_BATCH_MAX_BYTES: usize = 4 * 1024 * 1024;
+/// Pause after a failed call, so an unreachable peer costs little.
+const PEER_RETRY_BACKOFF_MS: u64 = 100;
+/// Connect timeout towards a peer.
+const PEER_CONNECT_TIMEOUT_MS: u64 = 500;
+
+pub struct TransportSettings {
+    pub id: u64,
+    pub peers: BTreeMap<u64, String>,
+    pub outgoing_queue_max: usize,
+    pub deliver_batch_max: usize,
+    pub deliver_timeout_ms: u64,
+    /// Largest encoded message (and gRPC message) between replicas.
+    pub message_max_bytes: usize,
+}
+
+/// The queues towards every other replica.
+pub struct PeerSenders {
+    queues: BTreeMap<u64, mpsc::Sender<Vec<u8>>>,
+    message_max_bytes: u64,
+    metrics: ReplicaMetrics,
+}
+
+impl PeerSenders {
+    /// Spawns one sender task per peer; they stop on `shutdown`.
+    pub fn spawn(
+        settings: &TransportSettings,
+        incoming: mpsc::Sender<Incoming>,
+        metrics: ReplicaMetrics,
+        shutdown: CancellationToken,
+    ) -> Result<Self, tonic::transport::Error> {
+        let mut queues = BTreeMap::new();
+        for (&peer, address) in &settings.peers {
+            if peer == settings.id {
+                continue;
+            }
+            let (tx, rx) = mpsc::channel(settings.outgoing_queue_max.max(1));
+            let endpoint = Endpoint::from_shared(format!("http://{address}"))?
+                .connect_timeout(Duration::from_millis(PEER_CONNECT_TIMEOUT_MS))
+                .timeout(Duration::from_millis(settings.deliver_timeout_ms))
+                .tcp_nodelay(true);
+            let client = ReplicaServiceClient::new(endpoint.connect_lazy())
+                .max_encoding_message_size(settings.message_max_bytes)
+                .max_decoding_message_size(settings.message_max_bytes);
+            let sender = PeerSender {
+                from: settings.id,
+                peer,
+                client,
+                queue: rx,
+                batch_max: settings.deliver_batch_max.max(1),
+                incoming: incoming.clone(),
+                metrics: metrics.clone(),
+            };
+            tokio::spawn(sender.run(shutdown.clone()));
+            queues.insert(peer, tx);
+        }
+        Ok(PeerSenders {
+            queues,
+            message_max_bytes: settings.message_max_bytes as u64,
+            metrics,
+        })
+    }
+
+    /// Queues `message` for its receiver, or drops it (counted) when that queue is full.
+    pub fn send(&self, message: PaxosMessage) {
+        let receiver = message.get_receiver();
+        let Some(queue) = self.queues.get(&receiver) else {
+            tracing::warn!(receiver, "Paxos message for an unknown replica dropped");
+            self.metrics.outgoing_dropped.inc();
+            return;
+        };
+        let bytes = match encode_message(&message, self.message_max_bytes) {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                tracing::warn!(receiver, %error, "Paxos message dropped");
+                self.metrics.outgoing_dropped.inc();
+                return;
+            }
+        };
+        if queue.try_send(bytes).is_err() {
+            self.metrics.outgoing_dropped.inc();
+        }
+    }
+}
+
+struct PeerSender {
+    from: u64,
+    peer: u64,
+    client: ReplicaServiceClient<tonic::transport::Channel>,
+    queue: mpsc::Receiver<Vec<u8>>,
+    batch_max: usize,
+    incoming: mpsc::Sender<Incoming>,
+    metrics: ReplicaMetrics,
+}
+
+impl PeerSender {
+    async fn run(mut self, shutdown: CancellationToken) {
+        let mut failing = false;
+        loop {
+            let first = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                next = self.queue.recv() => match next {
+                    Some(bytes) => bytes,
+                    None => return,
+                },
+            };
+            let mut bytes_total = first.len();
+            let mut messages = vec![first];
+            while messages.len() < self.batch_max && bytes_total < DELIVER_BATCH_MAX_BYTES {
+                match self.queue.try_recv() {
+                    Ok(bytes) => {
+                        bytes_total += bytes.len();
+                        messages.push(bytes);
+                    }
+                    Err(_) => break,
+                }
+            }
+            let count = messages.len() as u64;
+            let request = DeliverRequest {
+                from: self.from,
+                messages,
+            };
+            let result = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                result = self.client.deliver(request) => result,
+            };
+            match result {
+                Ok(_) => {
+                    if failing {
+                        failing = false;
+                        tracing::info!(peer = self.peer, "peer reachable again");
+                        // Bounded: if the loop is busy, the next resend timeout heals anyway.
+                        let _ = self.incoming.try_send(Incoming::Reconnected(self.peer));
+                    }
+                }
+                Err(status) => {
+                    self.metrics.outgoing_dropped.inc_by(count);
+                    if !failing {
+                        failing = true;
+                        tracing::warn!(peer = self.peer, error = %status.message(), "cannot deliver to peer");
+                    }
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_millis(PEER_RETRY_BACKOFF_MS)) => {}
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,587 @@
+//! Three replicas in one process over real gRPC and real RocksDB: leader election, leader
+//! hints, replication of writes, restart from the same data directories, watchers, and bad
+//! input at the edge.
+
+use borg_proto::leader::leader_hint;
+use borg_proto::v1;
+use borg_proto::v1::cell_service_client::CellServiceClient;
+use borg_proto::v1::link_service_client::LinkServiceClient;
+use borg_proto::v1::replica_service_client::ReplicaServiceClient;
+use borg_proto::v1::scheduler_service_client::SchedulerServiceClient;
+use borgmaster::ReplicaConfig;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+use tonic::Code;
+
+const WAIT_DEADLINE_MS: u64 = 20_000;
+const POLL_INTERVAL_MS: u64 = 20;
+
+struct Cluster {
+    dirs: Vec<tempfile::TempDir>,
+    addresses: BTreeMap<u64, String>,
+    replicas: BTreeMap<u64, Replica>,
+    tweak: fn(&mut ReplicaConfig),
+}
+
+type Replica = (
+    CancellationToken,
+    JoinHandle<Result<(), borgmaster::MasterError>>,
+);
+
+impl Cluster {
+    async fn start(count: u64) -> Cluster {
+        Cluster::start_with(count, |_| {}).await
+    }
+
+    /// Starts `count` replicas whose configurations `tweak` adjusts.
+    async fn start_with(count: u64, tweak: fn(&mut ReplicaConfig)) -> Cluster {
+        let mut listeners = BTreeMap::new();
+        for id in 1..=count {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            listeners.insert(id, listener);
+        }
+        let addresses = listeners
+            .iter()
+            .map(|(id, l)| (*id, l.local_addr().unwrap().to_string()))
+            .collect();
+        let dirs = (0..count).map(|_| tempfile::tempdir().unwrap()).collect();
+        let mut cluster = Cluster {
+            dirs,
+            addresses,
+            replicas: BTreeMap::new(),
+            tweak,
+        };
+        cluster.spawn(listeners);
+        cluster
+    }
+
+    fn config(&self, id: u64) -> ReplicaConfig {
+        let mut config = ReplicaConfig::new(
+            id,
+            self.addresses.clone(),
+            self.dirs[(id - 1) as usize].path().to_owned(),
+        );
+        // Replica 1 recovers by replaying its log, the others from checkpoint + suffix.
+        config.checkpoint_every_entries = if id == 1 { 0 } else { 1 };
+        (self.tweak)(&mut config);
+        config
+    }
+
+    fn spawn(&mut self, listeners: BTreeMap<u64, TcpListener>) {
+        for (id, listener) in listeners {
+            let token = CancellationToken::new();
+            let config = self.config(id);
+            let handle = tokio::spawn(borgmaster::run_with_listener(
+                config,
+                listener,
+                token.clone(),
+            ));
+            self.replicas.insert(id, (token, handle));
+        }
+    }
+
+    async fn stop(&mut self) {
+        let ids: Vec<u64> = self.replicas.keys().copied().collect();
+        for id in ids {
+            self.stop_one(id).await;
+        }
+    }
+
+    /// Stops replica `id` and waits until it has shut down.
+    async fn stop_one(&mut self, id: u64) {
+        let (token, handle) = self.replicas.remove(&id).expect("a running replica");
+        token.cancel();
+        handle.await.unwrap().unwrap();
+    }
+
+    /// Starts every replica again on the same addresses and data directories.
+    async fn restart(&mut self) {
+        self.stop().await;
+        let mut listeners = BTreeMap::new();
+        for (id, address) in &self.addresses {
+            listeners.insert(*id, TcpListener::bind(address).await.unwrap());
+        }
+        self.spawn(listeners);
+    }
+
+    fn address(&self, id: u64) -> &str {
+        &self.addresses[&id]
+    }
+
+    /// Polls every running replica's status until all name the same leader; returns its id.
+    async fn wait_for_leader(&self) -> u64 {
+        eventually("one agreed leader", || async {
+            let mut leaders = Vec::new();
+            for id in self.replicas.keys() {
+                let address = self.address(*id);
+                let mut client = ReplicaServiceClient::new(channel(address));
+                let status = client
+                    .status(v1::ReplicaStatusRequest {})
+                    .await
+                    .ok()?
+                    .into_inner();
+                leaders.push(status.leader_id);
+            }
+            let first = leaders[0];
+            let agreed = first != 0 && leaders.iter().all(|l| *l == first);
+            (agreed && self.replicas.contains_key(&first)).then_some(first)
+        })
+        .await
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for (token, _) in self.replicas.values() {
+            token.cancel();
+        }
+    }
+}
+
+fn channel(address: &str) -> Channel {
+    tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+        .unwrap()
+        .connect_timeout(Duration::from_millis(500))
+        .timeout(Duration::from_secs(10))
+        .connect_lazy()
+}
+
+/// Polls `check` until it yields a value, or panics naming `what` after the deadline.
+async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(WAIT_DEADLINE_MS);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(POLL_INTERVAL_MS)).await;
+    }
+}
+
+fn job_spec(name: &str, replicas: u32) -> v1::JobSpec {
+    v1::JobSpec {
+        name: name.into(),
+        owner: "alice".into(),
+        priority: 100,
+        replicas,
+        task: Some(v1::TaskTemplate {
+            command: "/bin/sleep".into(),
+            args: vec!["100".into()],
+            resources: Some(v1::Resources {
+                cpu_millis: 100,
+                ram_bytes: 64 << 20,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Submits through the leader, retrying while it is still settling (UNAVAILABLE).
+async fn submit_at_leader(
+    address: &str,
+    spec: v1::JobSpec,
+    request_id: &str,
+) -> v1::SubmitJobResponse {
+    eventually("the leader to accept a write", || {
+        let spec = spec.clone();
+        async move {
+            let mut client = CellServiceClient::new(channel(address));
+            match client
+                .submit_job(v1::SubmitJobRequest {
+                    spec: Some(spec),
+                    request_id: request_id.into(),
+                    check_index: None,
+                })
+                .await
+            {
+                Ok(response) => Some(response.into_inner()),
+                Err(status) if status.code() == Code::Unavailable => None,
+                Err(status) => panic!("submit failed: {status}"),
+            }
+        }
+    })
+    .await
+}
+
+async fn get_job(address: &str, name: &str) -> Option<v1::Job> {
+    let mut client = CellServiceClient::new(channel(address));
+    client
+        .get_job(v1::GetJobRequest {
+            name: name.into(),
+            consistent: false,
+        })
+        .await
+        .ok()
+        .and_then(|r| r.into_inner().job)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_is_replicated_refused_by_followers_and_survives_a_restart() {
+    let mut cluster = Cluster::start(3).await;
+    let leader = cluster.wait_for_leader().await;
+    let leader_address = cluster.address(leader).to_owned();
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+
+    // A follower refuses writes and names the leader.
+    let mut client = CellServiceClient::new(channel(cluster.address(follower)));
+    let refused = client
+        .submit_job(v1::SubmitJobRequest {
+            spec: Some(job_spec("hello", 2)),
+            request_id: "follower-write".into(),
+            check_index: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::Unavailable, "{refused}");
+    assert_eq!(
+        leader_hint(&refused).as_deref(),
+        Some(leader_address.as_str())
+    );
+
+    let response = submit_at_leader(&leader_address, job_spec("hello", 2), "submit-1").await;
+    assert!(response.created);
+    let job = response.job.expect("job in the response");
+    assert_eq!(job.tasks.len(), 2);
+    assert!(response.index >= 1);
+
+    // Applied on every replica.
+    for id in 1..=3 {
+        let address = cluster.address(id).to_owned();
+        let job = eventually("the job on every replica", || get_job(&address, "hello")).await;
+        assert_eq!(job.spec.unwrap().replicas, 2);
+    }
+
+    // A retry with the same request id is answered, not applied again.
+    let again = submit_at_leader(&leader_address, job_spec("hello", 2), "submit-1").await;
+    assert!(again.created, "a retry answers the first outcome");
+    assert_eq!(again.job.unwrap().modify_index, job.modify_index);
+
+    // Consistent reads go through the leader.
+    let mut follower_client = CellServiceClient::new(channel(cluster.address(follower)));
+    let status = follower_client
+        .list_jobs(v1::ListJobsRequest {
+            consistent: true,
+            owner: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable);
+    let mut leader_client = CellServiceClient::new(channel(&leader_address));
+    let listed = leader_client
+        .list_jobs(v1::ListJobsRequest {
+            consistent: true,
+            owner: "alice".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.jobs.len(), 1);
+    let meta = listed.meta.unwrap();
+    assert!(meta.from_leader);
+    assert!(meta.applied_index > response.index);
+
+    // Stop all three and start them again on the same data directories.
+    cluster.restart().await;
+    for id in 1..=3 {
+        let address = cluster.address(id).to_owned();
+        let job = eventually("the job after a restart", || get_job(&address, "hello")).await;
+        assert_eq!(job.tasks.len(), 2);
+    }
+    // Replicas 2 and 3 restored a checkpoint and replayed the suffix; replica 1 replayed all.
+    for id in 1..=3 {
+        let mut client = ReplicaServiceClient::new(channel(cluster.address(id)));
+        let status = client
+            .status(v1::ReplicaStatusRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(status.applied_index > response.index, "{status:?}");
+        if id == 1 {
+            assert_eq!(status.checkpoint_index, 0, "{status:?}");
+        } else {
+            assert!(status.checkpoint_index >= response.index, "{status:?}");
+        }
+    }
+    // And the cell keeps working: a new leader takes writes.
+    let leader = cluster.wait_for_leader().await;
+    let response =
+        submit_at_leader(cluster.address(leader), job_spec("world", 1), "submit-2").await;
+    assert!(response.created);
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_invalid_argument_and_changes_nothing() {
+    let mut cluster = Cluster::start(3).await;
+    let leader = cluster.wait_for_leader().await;
+    let address = cluster.address(leader).to_owned();
+    submit_at_leader(&address, job_spec("keep", 1), "keep-1").await;
+    let before = eventually("a readable state", || async {
+        let mut client = CellServiceClient::new(channel(&address));
+        client
+            .list_jobs(v1::ListJobsRequest::default())
+            .await
+            .ok()
+            .map(|r| r.into_inner())
+    })
+    .await;
+
+    let mut cell = CellServiceClient::new(channel(&address));
+    let missing_spec = cell
+        .submit_job(v1::SubmitJobRequest {
+            spec: None,
+            request_id: "bad-1".into(),
+            check_index: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(missing_spec.code(), Code::InvalidArgument);
+    assert!(
+        missing_spec.message().contains("spec"),
+        "{}",
+        missing_spec.message()
+    );
+
+    let mut unknown_enum = job_spec("bad", 1);
+    unknown_enum.job_type = 42;
+    let status = cell
+        .submit_job(v1::SubmitJobRequest {
+            spec: Some(unknown_enum),
+            request_id: "bad-2".into(),
+            check_index: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(
+        status.message().contains("job_type"),
+        "{}",
+        status.message()
+    );
+
+    let mut no_resources = job_spec("bad", 1);
+    no_resources.task.as_mut().unwrap().resources = None;
+    let status = cell
+        .submit_job(v1::SubmitJobRequest {
+            spec: Some(no_resources),
+            request_id: "bad-3".into(),
+            check_index: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+
+    let mut link = LinkServiceClient::new(channel(&address));
+    let status = link
+        .forward_diffs(v1::ForwardDiffsRequest {
+            shard_id: "s0".into(),
+            request_id: "bad-4".into(),
+            diffs: vec![v1::MachineDiff {
+                machine: "m1".into(),
+                changed: vec![v1::TaskReport {
+                    job: "keep".into(),
+                    state: 77,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+
+    let status = link
+        .get_assignment(v1::GetAssignmentRequest {
+            shard_index: 3,
+            shard_count: 2,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+
+    // check-index mismatch is refused by the state machine with FAILED_PRECONDITION.
+    let status = cell
+        .submit_job(v1::SubmitJobRequest {
+            spec: Some(job_spec("keep", 3)),
+            request_id: "bad-5".into(),
+            check_index: Some(999),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status}");
+
+    let after = cell
+        .list_jobs(v1::ListJobsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(after.jobs, before.jobs);
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_streams_a_snapshot_then_changes() {
+    // Also exercises batched appends (flushed every tick).
+    let mut cluster = Cluster::start_with(3, |config| config.append_batch_max = 8).await;
+    let leader = cluster.wait_for_leader().await;
+    let address = cluster.address(leader).to_owned();
+    submit_at_leader(&address, job_spec("first", 1), "first-1").await;
+
+    let mut scheduler = SchedulerServiceClient::new(channel(&address));
+    let mut stream = scheduler
+        .watch_cell(v1::WatchCellRequest {
+            scheduler_id: "test".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = stream.message().await.unwrap().unwrap();
+    let Some(v1::cell_update::Update::Snapshot(snapshot)) = first.update else {
+        panic!("first update is not a snapshot: {first:?}");
+    };
+    assert_eq!(snapshot.jobs.len(), 1);
+
+    let mut link = LinkServiceClient::new(channel(&address));
+    link.register_machine(v1::RegisterMachineRequest {
+        info: Some(v1::MachineInfo {
+            name: "m1".into(),
+            address: "127.0.0.1:1".into(),
+            capacity: Some(v1::Resources {
+                cpu_millis: 4000,
+                ram_bytes: 8 << 30,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        request_id: "register-m1".into(),
+    })
+    .await
+    .unwrap();
+    let next = tokio::time::timeout(Duration::from_millis(WAIT_DEADLINE_MS), stream.message())
+        .await
+        .expect("a change within the deadline")
+        .unwrap()
+        .unwrap();
+    assert!(next.index > first.index);
+    let Some(v1::cell_update::Update::Change(change)) = next.update else {
+        panic!("expected a change: {next:?}");
+    };
+    assert_eq!(change.machines_upserted.len(), 1);
+    assert_eq!(
+        change.machines_upserted[0].info.as_ref().unwrap().name,
+        "m1"
+    );
+
+    // Events are streamed by any replica, from an index on, then as they are committed.
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    let follower_address = cluster.address(follower).to_owned();
+    eventually("the job on the follower", || {
+        get_job(&follower_address, "first")
+    })
+    .await;
+    let mut cell = CellServiceClient::new(channel(&follower_address));
+    let mut events = cell
+        .stream_events(v1::StreamEventsRequest {
+            from_index: 0,
+            job: "first".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let event = events.message().await.unwrap().unwrap();
+    assert_eq!(event.job, "first");
+    let mut leader_cell = CellServiceClient::new(channel(&address));
+    leader_cell
+        .kill_job(v1::KillJobRequest {
+            name: "first".into(),
+            request_id: "kill-first".into(),
+        })
+        .await
+        .unwrap();
+    // Every event up to and including the kill arrives, in order, without another request.
+    let mut last_index = event.index;
+    let later = loop {
+        let next = tokio::time::timeout(Duration::from_millis(WAIT_DEADLINE_MS), events.message())
+            .await
+            .expect("the kill event within the deadline")
+            .unwrap()
+            .unwrap();
+        assert!(next.index > last_index);
+        last_index = next.index;
+        if next.kind == "job_killed" {
+            break next;
+        }
+    };
+    assert_eq!(later.job, "first");
+
+    // Followers do not serve the cell stream.
+    let mut follower_scheduler = SchedulerServiceClient::new(channel(cluster.address(follower)));
+    let status = follower_scheduler
+        .watch_cell(v1::WatchCellRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable);
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_leader_takes_over_and_a_leader_without_quorum_times_out() {
+    let mut cluster = Cluster::start_with(3, |config| config.proposal_timeout_ms = 500).await;
+    let first_leader = cluster.wait_for_leader().await;
+    submit_at_leader(
+        cluster.address(first_leader),
+        job_spec("before", 1),
+        "before-1",
+    )
+    .await;
+
+    cluster.stop_one(first_leader).await;
+    let leader = cluster.wait_for_leader().await;
+    assert_ne!(leader, first_leader);
+    submit_at_leader(cluster.address(leader), job_spec("after", 1), "after-1").await;
+    let survivor = (1..=3)
+        .find(|id| *id != leader && *id != first_leader)
+        .unwrap();
+    let survivor_address = cluster.address(survivor).to_owned();
+    for name in ["before", "after"] {
+        eventually("both jobs on the survivor", || {
+            get_job(&survivor_address, name)
+        })
+        .await;
+    }
+
+    // Alone, the leader cannot decide anything: the write is answered UNAVAILABLE in time.
+    cluster.stop_one(survivor).await;
+    let mut client = CellServiceClient::new(channel(cluster.address(leader)));
+    let started = std::time::Instant::now();
+    let status = client
+        .submit_job(v1::SubmitJobRequest {
+            spec: Some(job_spec("lonely", 1)),
+            request_id: "lonely-1".into(),
+            check_index: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(get_job(cluster.address(leader), "lonely").await.is_none());
+    cluster.stop().await;
+}

@@ -1,0 +1,545 @@
+//! The pure differ: what changed on one machine since the master was last told.
+//!
+//! A [`MachineRecord`] is what the master was last told about one machine. Given the outcome
+//! of a poll it yields the [`MachineDiff`] to forward (if anything changed) and the record to
+//! keep once that diff has reached the master. No I/O, no clock: the loop owns both.
+//!
+//! Rules (docs/lifecycle.md, "Link shard diffs"):
+//! - a task is identified by `(job, index, incarnation)`; it is forwarded when it is new or its
+//!   `(state, exit_code, restarts, pid)` changed;
+//! - a task that vanished from the report while still in the desired set is forwarded as
+//!   `KILLED` with a message (the borglet lost it); one that left the desired set is dropped
+//!   silently (the borglet reported it `KILLED` once and forgot it);
+//! - the first report of a machine (after a start of the link shard, or after the machine was
+//!   forwarded unreachable) is forwarded in full, even when it holds no task, so the master
+//!   learns the machine answers;
+//! - after `unreachable_polls_max` failed polls in a row the machine is forwarded once as
+//!   unreachable.
+
+use borg_proto::v1::{AssignedTask, MachineDiff, PollResponse, Resources, TaskReport, TaskState};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Machine usage is forwarded again when a dimension moved by more than this share of the
+/// last forwarded value (and by more than the noise floor below).
+pub const USAGE_CHANGE_NOTABLE_PERCENT: u64 = 10;
+/// CPU usage changes smaller than this are noise, whatever their share.
+pub const USAGE_CPU_NOISE_MILLIS: u64 = 50;
+/// RAM and disk usage changes smaller than this are noise, whatever their share.
+pub const USAGE_BYTES_NOISE: u64 = 16 << 20;
+
+/// Message of a synthesised `KILLED` report for a task the borglet stopped reporting.
+pub const VANISHED_MESSAGE: &str =
+    "task vanished from its borglet's report while still desired on the machine";
+
+/// Identity of a task on a machine: reports of other incarnations are different tasks.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TaskKey {
+    pub job: String,
+    pub index: u32,
+    pub incarnation: u64,
+}
+
+impl TaskKey {
+    pub fn of_report(report: &TaskReport) -> TaskKey {
+        TaskKey {
+            job: report.job.clone(),
+            index: report.index,
+            incarnation: report.incarnation,
+        }
+    }
+
+    pub fn of_assigned(task: &AssignedTask) -> TaskKey {
+        TaskKey {
+            job: task.job.clone(),
+            index: task.index,
+            incarnation: task.incarnation,
+        }
+    }
+}
+
+/// The parts of a report whose change is worth telling the master.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Fingerprint {
+    state: i32,
+    exit_code: Option<i32>,
+    restarts: u32,
+    pid: u32,
+}
+
+impl Fingerprint {
+    fn of(report: &TaskReport) -> Fingerprint {
+        Fingerprint {
+            state: report.state,
+            exit_code: report.exit_code,
+            restarts: report.restarts,
+            pid: report.pid,
+        }
+    }
+}
+
+/// What the master was last told about one machine (all of it rebuildable: a fresh record
+/// makes the next report go out in full).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MachineRecord {
+    /// Tasks as last forwarded; `None` until a report is forwarded, and again once the
+    /// machine was forwarded unreachable, so that its next report goes out in full.
+    forwarded: Option<BTreeMap<TaskKey, Fingerprint>>,
+    /// Machine usage as last forwarded.
+    usage_forwarded: Option<Resources>,
+    /// Failed polls in a row.
+    failed_polls: u32,
+    /// The master was told the machine is unreachable and has not heard from it since.
+    unreachable_forwarded: bool,
+}
+
+/// The outcome of observing one poll: what to forward, and the record to keep once it is
+/// forwarded (see [`MachineRecord::unforwarded`] for when it could not be).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observation {
+    pub diff: Option<MachineDiff>,
+    pub next: MachineRecord,
+}
+
+impl MachineRecord {
+    /// Failed polls in a row so far.
+    pub fn failed_polls(&self) -> u32 {
+        self.failed_polls
+    }
+
+    /// Whether the master was told the machine is unreachable (and not told otherwise since).
+    pub fn is_unreachable_forwarded(&self) -> bool {
+        self.unreachable_forwarded
+    }
+
+    /// Diffs a successful poll of `machine` (that was sent `desired`) against this record.
+    pub fn observe_report(
+        &self,
+        machine: &str,
+        desired: &[AssignedTask],
+        response: &PollResponse,
+    ) -> Observation {
+        let mut reported: BTreeMap<TaskKey, Fingerprint> = BTreeMap::new();
+        let mut changed: Vec<TaskReport> = Vec::new();
+        for report in &response.tasks {
+            let key = TaskKey::of_report(report);
+            // A duplicate key in one report: the first copy decides (and is forwarded once).
+            if reported.contains_key(&key) {
+                continue;
+            }
+            let fingerprint = Fingerprint::of(report);
+            let previous = self.forwarded.as_ref().and_then(|f| f.get(&key));
+            if previous != Some(&fingerprint) {
+                changed.push(report.clone());
+            }
+            reported.insert(key, fingerprint);
+        }
+        if let Some(forwarded) = &self.forwarded {
+            let desired: BTreeSet<TaskKey> = desired.iter().map(TaskKey::of_assigned).collect();
+            for key in forwarded.keys() {
+                if !reported.contains_key(key) && desired.contains(key) {
+                    changed.push(vanished(key));
+                }
+            }
+        }
+        let usage = response.usage.filter(|now| match &self.usage_forwarded {
+            None => true,
+            Some(before) => usage_changed_notably(before, now),
+        });
+        let first_report = self.forwarded.is_none();
+        let next = MachineRecord {
+            forwarded: Some(reported),
+            usage_forwarded: usage.or(self.usage_forwarded),
+            failed_polls: 0,
+            unreachable_forwarded: false,
+        };
+        let diff = (first_report || !changed.is_empty() || usage.is_some()).then(|| MachineDiff {
+            machine: machine.to_owned(),
+            unreachable: false,
+            unreachable_polls: 0,
+            changed,
+            usage,
+        });
+        Observation { diff, next }
+    }
+
+    /// Counts a failed poll of `machine`; forwards it as unreachable once the count reaches
+    /// `unreachable_polls_max` (and not again until it has answered).
+    pub fn observe_failure(&self, machine: &str, unreachable_polls_max: u32) -> Observation {
+        let failed_polls = self.failed_polls.saturating_add(1);
+        if self.unreachable_forwarded || failed_polls < unreachable_polls_max {
+            return Observation {
+                diff: None,
+                next: MachineRecord {
+                    failed_polls,
+                    ..self.clone()
+                },
+            };
+        }
+        Observation {
+            diff: Some(MachineDiff {
+                machine: machine.to_owned(),
+                unreachable: true,
+                unreachable_polls: failed_polls,
+                changed: Vec::new(),
+                usage: None,
+            }),
+            // The master re-pends the machine's tasks; whatever it reports next is news.
+            next: MachineRecord {
+                forwarded: None,
+                usage_forwarded: None,
+                failed_polls,
+                unreachable_forwarded: true,
+            },
+        }
+    }
+
+    /// The record to keep when the diff computed with `next` did not reach the master: what
+    /// was forwarded before stays (so the same changes are found and sent again), while the
+    /// count of failed polls moves on.
+    pub fn unforwarded(self, next: &MachineRecord) -> MachineRecord {
+        MachineRecord {
+            failed_polls: next.failed_polls,
+            ..self
+        }
+    }
+}
+
+fn vanished(key: &TaskKey) -> TaskReport {
+    TaskReport {
+        job: key.job.clone(),
+        index: key.index,
+        incarnation: key.incarnation,
+        state: TaskState::Killed as i32,
+        message: VANISHED_MESSAGE.to_owned(),
+        ..TaskReport::default()
+    }
+}
+
+/// Whether machine usage moved enough to be worth a forward.
+pub fn usage_changed_notably(before: &Resources, now: &Resources) -> bool {
+    fn moved(before: u64, now: u64, noise: u64) -> bool {
+        let delta = before.abs_diff(now);
+        delta > noise
+            && u128::from(delta) * 100
+                > u128::from(before) * u128::from(USAGE_CHANGE_NOTABLE_PERCENT)
+    }
+    moved(before.cpu_millis, now.cpu_millis, USAGE_CPU_NOISE_MILLIS)
+        || moved(before.ram_bytes, now.ram_bytes, USAGE_BYTES_NOISE)
+        || moved(before.disk_bytes, now.disk_bytes, USAGE_BYTES_NOISE)
+        || before.gpus != now.gpus
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MACHINE: &str = "m1";
+
+    fn assigned(job: &str, index: u32, incarnation: u64) -> AssignedTask {
+        AssignedTask {
+            job: job.into(),
+            index,
+            incarnation,
+            ..AssignedTask::default()
+        }
+    }
+
+    fn running(job: &str, index: u32, incarnation: u64, pid: u32) -> TaskReport {
+        TaskReport {
+            job: job.into(),
+            index,
+            incarnation,
+            state: TaskState::Running as i32,
+            pid,
+            ..TaskReport::default()
+        }
+    }
+
+    fn response(tasks: Vec<TaskReport>) -> PollResponse {
+        PollResponse {
+            machine: MACHINE.into(),
+            tasks,
+            ..PollResponse::default()
+        }
+    }
+
+    /// A record that has forwarded `tasks` (with `desired` as the desired set).
+    fn forwarded(desired: &[AssignedTask], tasks: Vec<TaskReport>) -> MachineRecord {
+        MachineRecord::default()
+            .observe_report(MACHINE, desired, &response(tasks))
+            .next
+    }
+
+    #[test]
+    fn the_first_report_is_forwarded_in_full() {
+        let desired = [assigned("web", 0, 1), assigned("web", 1, 1)];
+        let tasks = vec![running("web", 0, 1, 100), running("web", 1, 1, 101)];
+        let seen =
+            MachineRecord::default().observe_report(MACHINE, &desired, &response(tasks.clone()));
+        let diff = seen.diff.expect("first report is forwarded");
+        assert_eq!(diff.machine, MACHINE);
+        assert!(!diff.unreachable);
+        assert_eq!(diff.changed, tasks);
+    }
+
+    #[test]
+    fn an_empty_first_report_is_still_forwarded_once() {
+        let seen = MachineRecord::default().observe_report(MACHINE, &[], &response(vec![]));
+        let diff = seen.diff.expect("the master learns the machine answers");
+        assert!(diff.changed.is_empty());
+        let again = seen.next.observe_report(MACHINE, &[], &response(vec![]));
+        assert_eq!(again.diff, None);
+    }
+
+    #[test]
+    fn an_unchanged_report_forwards_nothing() {
+        let desired = [assigned("web", 0, 1)];
+        let record = forwarded(&desired, vec![running("web", 0, 1, 100)]);
+        let mut same = running("web", 0, 1, 100);
+        // Usage and start time of a task are not part of what the master is told again.
+        same.usage = Some(Resources {
+            cpu_millis: 5,
+            ..Resources::default()
+        });
+        same.started_ms = 1234;
+        let seen = record.observe_report(MACHINE, &desired, &response(vec![same]));
+        assert_eq!(seen.diff, None);
+        assert_eq!(seen.next, record);
+    }
+
+    #[test]
+    fn a_new_task_is_forwarded_alone() {
+        let desired = [assigned("web", 0, 1), assigned("web", 1, 1)];
+        let record = forwarded(&desired, vec![running("web", 0, 1, 100)]);
+        let seen = record.observe_report(
+            MACHINE,
+            &desired,
+            &response(vec![running("web", 0, 1, 100), running("web", 1, 1, 101)]),
+        );
+        assert_eq!(seen.diff.unwrap().changed, vec![running("web", 1, 1, 101)]);
+    }
+
+    #[test]
+    fn each_field_of_the_fingerprint_is_a_change() {
+        let desired = [assigned("web", 0, 1)];
+        let record = forwarded(&desired, vec![running("web", 0, 1, 100)]);
+        let mut variants = Vec::new();
+        let mut r = running("web", 0, 1, 100);
+        r.state = TaskState::Failed as i32;
+        variants.push(r);
+        let mut r = running("web", 0, 1, 100);
+        r.exit_code = Some(1);
+        variants.push(r);
+        let mut r = running("web", 0, 1, 100);
+        r.restarts = 1;
+        variants.push(r);
+        variants.push(running("web", 0, 1, 200));
+        for changed in variants {
+            let seen = record.observe_report(MACHINE, &desired, &response(vec![changed.clone()]));
+            assert_eq!(seen.diff.unwrap().changed, vec![changed]);
+        }
+    }
+
+    #[test]
+    fn a_new_incarnation_is_a_new_task() {
+        let record = forwarded(&[assigned("web", 0, 1)], vec![running("web", 0, 1, 100)]);
+        let desired = [assigned("web", 0, 2)];
+        let mut old = running("web", 0, 1, 100);
+        old.state = TaskState::Killed as i32;
+        let seen = record.observe_report(
+            MACHINE,
+            &desired,
+            &response(vec![old.clone(), running("web", 0, 2, 300)]),
+        );
+        assert_eq!(
+            seen.diff.unwrap().changed,
+            vec![old, running("web", 0, 2, 300)]
+        );
+    }
+
+    #[test]
+    fn a_task_that_vanished_while_desired_is_forwarded_killed() {
+        let desired = [assigned("web", 0, 1), assigned("web", 1, 1)];
+        let record = forwarded(
+            &desired,
+            vec![running("web", 0, 1, 100), running("web", 1, 1, 101)],
+        );
+        let seen = record.observe_report(
+            MACHINE,
+            &desired,
+            &response(vec![running("web", 0, 1, 100)]),
+        );
+        let changed = seen.diff.unwrap().changed;
+        assert_eq!(changed.len(), 1);
+        assert_eq!(changed[0].job, "web");
+        assert_eq!(changed[0].index, 1);
+        assert_eq!(changed[0].incarnation, 1);
+        assert_eq!(changed[0].state, TaskState::Killed as i32);
+        assert_eq!(changed[0].message, VANISHED_MESSAGE);
+        // Forwarded once: the next identical report says nothing.
+        let again = seen.next.observe_report(
+            MACHINE,
+            &desired,
+            &response(vec![running("web", 0, 1, 100)]),
+        );
+        assert_eq!(again.diff, None);
+    }
+
+    #[test]
+    fn a_task_that_left_the_desired_set_vanishes_silently() {
+        let record = forwarded(
+            &[assigned("web", 0, 1), assigned("web", 1, 1)],
+            vec![running("web", 0, 1, 100), running("web", 1, 1, 101)],
+        );
+        let desired = [assigned("web", 0, 1)];
+        let seen = record.observe_report(
+            MACHINE,
+            &desired,
+            &response(vec![running("web", 0, 1, 100)]),
+        );
+        assert_eq!(seen.diff, None);
+    }
+
+    #[test]
+    fn a_desired_task_of_another_incarnation_does_not_keep_a_vanished_one_alive() {
+        let record = forwarded(&[assigned("web", 0, 1)], vec![running("web", 0, 1, 100)]);
+        let seen = record.observe_report(MACHINE, &[assigned("web", 0, 2)], &response(vec![]));
+        assert_eq!(seen.diff, None);
+    }
+
+    #[test]
+    fn duplicate_reports_of_one_task_are_forwarded_once() {
+        let desired = [assigned("web", 0, 1)];
+        let seen = MachineRecord::default().observe_report(
+            MACHINE,
+            &desired,
+            &response(vec![running("web", 0, 1, 100), running("web", 0, 1, 999)]),
+        );
+        assert_eq!(seen.diff.unwrap().changed, vec![running("web", 0, 1, 100)]);
+    }
+
+    #[test]
+    fn unreachable_is_forwarded_once_after_the_bound() {
+        let record = forwarded(&[], vec![running("web", 0, 1, 100)]);
+        let first = record.observe_failure(MACHINE, 3);
+        assert_eq!(first.diff, None);
+        assert_eq!(first.next.failed_polls(), 1);
+        let second = first.next.observe_failure(MACHINE, 3);
+        assert_eq!(second.diff, None);
+        let third = second.next.observe_failure(MACHINE, 3);
+        let diff = third.diff.expect("forwarded at the bound");
+        assert!(diff.unreachable);
+        assert_eq!(diff.unreachable_polls, 3);
+        assert!(diff.changed.is_empty());
+        assert!(third.next.is_unreachable_forwarded());
+        let fourth = third.next.observe_failure(MACHINE, 3);
+        assert_eq!(fourth.diff, None, "forwarded once only");
+        assert_eq!(fourth.next.failed_polls(), 4);
+    }
+
+    #[test]
+    fn a_success_resets_the_count_of_failed_polls() {
+        let desired = [assigned("web", 0, 1)];
+        let record = forwarded(&desired, vec![running("web", 0, 1, 100)]);
+        let failed = record.observe_failure(MACHINE, 2).next;
+        let back = failed.observe_report(
+            MACHINE,
+            &desired,
+            &response(vec![running("web", 0, 1, 100)]),
+        );
+        assert_eq!(
+            back.diff, None,
+            "nothing changed and it was never forwarded unreachable"
+        );
+        assert_eq!(back.next.failed_polls(), 0);
+        let failed = back.next.observe_failure(MACHINE, 2);
+        assert_eq!(failed.diff, None, "the count starts again");
+    }
+
+    #[test]
+    fn a_machine_that_comes_back_forwards_its_full_report() {
+        let desired = [assigned("web", 0, 1)];
+        let tasks = vec![running("web", 0, 1, 100)];
+        let record = forwarded(&desired, tasks.clone());
+        let down = record.observe_failure(MACHINE, 1);
+        assert!(down.diff.unwrap().unreachable);
+        let back = down
+            .next
+            .observe_report(MACHINE, &desired, &response(tasks.clone()));
+        let diff = back.diff.expect("recovery is forwarded");
+        assert!(!diff.unreachable);
+        assert_eq!(diff.changed, tasks);
+        assert!(!back.next.is_unreachable_forwarded());
+        // And an empty machine that comes back is forwarded too.
+        let empty = forwarded(&[], vec![]).observe_failure(MACHINE, 1).next;
+        assert!(empty
+            .observe_report(MACHINE, &[], &response(vec![]))
+            .diff
+            .is_some());
+    }
+
+    #[test]
+    fn a_diff_that_was_not_forwarded_is_found_again() {
+        let desired = [assigned("web", 0, 1)];
+        let record = forwarded(&desired, vec![running("web", 0, 1, 100)]);
+        let changed = response(vec![running("web", 0, 1, 200)]);
+        let seen = record.observe_report(MACHINE, &desired, &changed);
+        assert!(seen.diff.is_some());
+        let kept = record.clone().unforwarded(&seen.next);
+        let retry = kept.observe_report(MACHINE, &desired, &changed);
+        assert_eq!(retry.diff, seen.diff);
+
+        // An unreachable forward that failed is attempted again on the next failure.
+        let down = record.observe_failure(MACHINE, 1);
+        let kept = record.clone().unforwarded(&down.next);
+        assert_eq!(kept.failed_polls(), 1);
+        assert!(kept.observe_failure(MACHINE, 1).diff.unwrap().unreachable);
+    }
+
+    #[test]
+    fn usage_is_forwarded_when_it_moves_notably() {
+        let usage = |cpu_millis, ram_bytes| Resources {
+            cpu_millis,
+            ram_bytes,
+            ..Resources::default()
+        };
+        let with_usage = |u| PollResponse {
+            usage: Some(u),
+            ..response(vec![])
+        };
+        let first = MachineRecord::default().observe_report(
+            MACHINE,
+            &[],
+            &with_usage(usage(1000, 1 << 30)),
+        );
+        assert_eq!(first.diff.unwrap().usage, Some(usage(1000, 1 << 30)));
+        let small = first
+            .next
+            .observe_report(MACHINE, &[], &with_usage(usage(1060, 1 << 30)));
+        assert_eq!(small.diff, None, "6% is not notable");
+        let big = small
+            .next
+            .observe_report(MACHINE, &[], &with_usage(usage(1200, 1 << 30)));
+        assert_eq!(big.diff.unwrap().usage, Some(usage(1200, 1 << 30)));
+        // A borglet that sends no usage changes nothing.
+        let none = big.next.observe_report(MACHINE, &[], &response(vec![]));
+        assert_eq!(none.diff, None);
+    }
+
+    #[test]
+    fn usage_noise_on_small_values_is_ignored() {
+        let before = Resources::default();
+        let now = Resources {
+            cpu_millis: USAGE_CPU_NOISE_MILLIS,
+            ram_bytes: USAGE_BYTES_NOISE,
+            ..Resources::default()
+        };
+        assert!(!usage_changed_notably(&before, &now));
+        let more = Resources {
+            cpu_millis: USAGE_CPU_NOISE_MILLIS + 1,
+            ..Resources::default()
+        };
+        assert!(usage_changed_notably(&before, &more));
+        assert!(usage_changed_notably(&more, &before));
+    }
+}

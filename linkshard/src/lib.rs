@@ -1,0 +1,76 @@
+//! Link shard: polls the borglets of its share of the cell, diffs their reports and forwards
+//! only the changes to the master (docs/lifecycle.md, "Link shard diffs").
+//!
+//! Each round (every `poll_interval_ms`): `LinkService.GetAssignment` from any master
+//! replica, `BorgletService.Poll` of every assigned machine with its desired set (bounded
+//! concurrency, per-poll timeout), a diff of each report against what the master was last
+//! told ([`diff`], pure), and one `LinkService.ForwardDiffs` per batch of changed machines
+//! (none when nothing changed). All state is rebuildable: a restarted shard forwards every
+//! machine's full report once.
+
+pub mod borglets;
+pub mod config;
+pub mod diff;
+pub mod error;
+pub mod metrics;
+pub mod shard;
+
+pub use config::LinkShardConfig;
+pub use error::LinkShardError;
+
+use borg_common::{MasterClient, MasterClientConfig};
+use std::time::Duration;
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
+
+/// Runs the link shard until `shutdown` is cancelled. Only bad configuration or an
+/// unavailable metrics address make it return an error; an unreachable master or borglet is
+/// logged, counted and tried again next round.
+pub async fn run(
+    config: LinkShardConfig,
+    shutdown: CancellationToken,
+) -> Result<(), LinkShardError> {
+    config.validate()?;
+    let registry = prometheus::Registry::new();
+    let metrics = metrics::Metrics::register(&registry)?;
+    if let Some(address) = config.metrics_address {
+        let bound = borg_common::serve_metrics(address, registry, shutdown.clone())
+            .await
+            .map_err(|source| LinkShardError::MetricsServer { address, source })?;
+        tracing::info!(shard = %config.shard_id, %bound, "serving link shard metrics");
+    }
+    let master =
+        MasterClient::new(MasterClientConfig::new(config.masters.clone())).map_err(|status| {
+            LinkShardError::MasterClient {
+                message: status.message().to_owned(),
+            }
+        })?;
+    tracing::info!(
+        shard = %config.shard_id,
+        shard_index = config.shard_index,
+        shard_count = config.shard_count,
+        poll_interval_ms = config.poll_interval_ms,
+        "link shard started"
+    );
+    let mut ticker = tokio::time::interval(Duration::from_millis(config.poll_interval_ms));
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let shard_id = config.shard_id.clone();
+    let mut shard = shard::Shard::new(config, master, metrics);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = ticker.tick() => {}
+        }
+        // A round cut short by shutdown loses nothing: the state is rebuilt after a restart.
+        let outcome = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            outcome = shard.round() => outcome,
+        };
+        match outcome {
+            Ok(summary) => tracing::trace!(shard = %shard_id, ?summary, "round done"),
+            Err(error) => tracing::warn!(shard = %shard_id, %error, "round skipped"),
+        }
+    }
+    tracing::info!(shard = %shard_id, "link shard stopped");
+    Ok(())
+}

@@ -1,0 +1,286 @@
+//! One link shard's rounds: assignment from the master, concurrent polls, diffs, forwards.
+
+use crate::borglets::{poll, BorgletPool, PollFailure};
+use crate::config::LinkShardConfig;
+use crate::diff::{MachineRecord, Observation};
+use crate::metrics::{
+    Metrics, POLL_OUTCOME_ERROR, POLL_OUTCOME_OK, POLL_OUTCOME_TIMEOUT, POLL_OUTCOME_WRONG_MACHINE,
+};
+use borg_common::MasterClient;
+use borg_proto::v1::link_service_client::LinkServiceClient;
+use borg_proto::v1::{
+    ForwardDiffsRequest, GetAssignmentRequest, MachineAssignment, MachineDiff, PollRequest,
+    PollResponse,
+};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+use tokio::task::JoinSet;
+use tonic::Status;
+
+/// What one round did, for logs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoundSummary {
+    pub machines: usize,
+    pub polls_failed: usize,
+    pub diffs_forwarded: usize,
+    pub diffs_unforwarded: usize,
+}
+
+/// A round that could not even learn the shard's machines.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot get the assignment of shard {shard_index}/{shard_count} from the master: {code:?}: {message}")]
+pub struct AssignmentError {
+    pub shard_index: u32,
+    pub shard_count: u32,
+    pub code: tonic::Code,
+    pub message: String,
+}
+
+type PollOutcome = (String, Result<PollResponse, PollFailure>, Duration);
+
+pub struct Shard {
+    config: LinkShardConfig,
+    master: MasterClient,
+    borglets: BorgletPool,
+    /// What the master was last told, per machine of the shard.
+    records: HashMap<String, MachineRecord>,
+    metrics: Metrics,
+}
+
+impl Shard {
+    pub fn new(config: LinkShardConfig, master: MasterClient, metrics: Metrics) -> Shard {
+        let poll_timeout = Duration::from_millis(config.poll_timeout_ms);
+        Shard {
+            config,
+            master,
+            borglets: BorgletPool::new(poll_timeout),
+            records: HashMap::new(),
+            metrics,
+        }
+    }
+
+    pub async fn round(&mut self) -> Result<RoundSummary, AssignmentError> {
+        let started = Instant::now();
+        let result = self.round_inner().await;
+        self.metrics
+            .round_duration_seconds
+            .observe(started.elapsed().as_secs_f64());
+        result
+    }
+
+    async fn round_inner(&mut self) -> Result<RoundSummary, AssignmentError> {
+        let (machines, master_index) = self.assignment().await?;
+        let names: BTreeSet<String> = machines.keys().cloned().collect();
+        self.borglets.retain(&names);
+        self.records.retain(|machine, _| names.contains(machine));
+        self.metrics
+            .machines_in_shard
+            .set(i64::try_from(machines.len()).unwrap_or(i64::MAX));
+
+        let outcomes = self.poll_all(&machines, master_index).await;
+        let mut summary = RoundSummary {
+            machines: machines.len(),
+            ..RoundSummary::default()
+        };
+        let mut to_forward: Vec<(String, Observation)> = Vec::new();
+        for (machine, outcome, latency) in outcomes {
+            self.metrics
+                .poll_latency_seconds
+                .observe(latency.as_secs_f64());
+            let record = self.records.entry(machine.clone()).or_default();
+            let observation = match outcome {
+                Ok(response) => {
+                    self.metrics
+                        .polls
+                        .with_label_values(&[POLL_OUTCOME_OK])
+                        .inc();
+                    let desired = machines
+                        .get(&machine)
+                        .map(|a| a.desired.as_slice())
+                        .unwrap_or_default();
+                    if record.is_unreachable_forwarded() {
+                        tracing::info!(shard = %self.config.shard_id, %machine, "unreachable machine answers again");
+                    }
+                    record.observe_report(&machine, desired, &response)
+                }
+                Err(failure) => {
+                    summary.polls_failed += 1;
+                    self.metrics
+                        .polls
+                        .with_label_values(&[outcome_label(&failure)])
+                        .inc();
+                    tracing::debug!(shard = %self.config.shard_id, %machine, failed_polls = record.failed_polls() + 1, %failure, "poll failed");
+                    record.observe_failure(&machine, self.config.unreachable_polls_max)
+                }
+            };
+            if observation.diff.is_some() {
+                to_forward.push((machine, observation));
+            } else {
+                *record = observation.next;
+            }
+        }
+
+        // After one refused batch the rest wait for the next round rather than each spend
+        // the master client's whole call deadline.
+        let mut master_refused = false;
+        while !to_forward.is_empty() {
+            let take = to_forward.len().min(self.config.forward_batch_machines_max);
+            let batch: Vec<(String, Observation)> = to_forward.drain(..take).collect();
+            let forwarded = !master_refused && self.forward(&batch).await;
+            master_refused |= !forwarded;
+            for (machine, observation) in batch {
+                let record = self.records.entry(machine).or_default();
+                if forwarded {
+                    *record = observation.next;
+                } else {
+                    *record = std::mem::take(record).unforwarded(&observation.next);
+                }
+            }
+            if forwarded {
+                summary.diffs_forwarded += take;
+            } else {
+                summary.diffs_unforwarded += take;
+            }
+        }
+        Ok(summary)
+    }
+
+    /// The shard's machines by name (the first of duplicate names wins) and the master's
+    /// log index they were read at.
+    async fn assignment(
+        &mut self,
+    ) -> Result<(BTreeMap<String, MachineAssignment>, u64), AssignmentError> {
+        let request = GetAssignmentRequest {
+            shard_index: self.config.shard_index,
+            shard_count: self.config.shard_count,
+        };
+        let response = self
+            .master
+            .call(|channel| async move {
+                LinkServiceClient::new(channel)
+                    .get_assignment(request)
+                    .await
+                    .map(tonic::Response::into_inner)
+            })
+            .await
+            .map_err(|status| {
+                self.metrics
+                    .master_errors
+                    .with_label_values(&["get_assignment"])
+                    .inc();
+                AssignmentError {
+                    shard_index: self.config.shard_index,
+                    shard_count: self.config.shard_count,
+                    code: status.code(),
+                    message: status.message().to_owned(),
+                }
+            })?;
+        let mut machines = BTreeMap::new();
+        for assignment in response.machines {
+            machines
+                .entry(assignment.machine.clone())
+                .or_insert(assignment);
+        }
+        Ok((machines, response.index))
+    }
+
+    /// Polls every machine, at most `poll_concurrency_max` at once.
+    async fn poll_all(
+        &mut self,
+        machines: &BTreeMap<String, MachineAssignment>,
+        master_index: u64,
+    ) -> Vec<PollOutcome> {
+        let timeout = Duration::from_millis(self.config.poll_timeout_ms);
+        let mut in_flight: JoinSet<PollOutcome> = JoinSet::new();
+        let mut outcomes = Vec::with_capacity(machines.len());
+        for (machine, assignment) in machines {
+            while in_flight.len() >= self.config.poll_concurrency_max {
+                collect_one(&mut in_flight, &mut outcomes).await;
+            }
+            let channel = match self.borglets.channel(machine, &assignment.address) {
+                Ok(channel) => channel,
+                Err(failure) => {
+                    outcomes.push((machine.clone(), Err(failure), Duration::ZERO));
+                    continue;
+                }
+            };
+            let request = PollRequest {
+                machine: machine.clone(),
+                desired: assignment.desired.clone(),
+                master_index,
+            };
+            let machine = machine.clone();
+            in_flight.spawn(async move {
+                let started = Instant::now();
+                let result = poll(channel, request, timeout).await;
+                (machine, result, started.elapsed())
+            });
+        }
+        while !in_flight.is_empty() {
+            collect_one(&mut in_flight, &mut outcomes).await;
+        }
+        outcomes
+    }
+
+    /// Sends one batch of diffs; true when the master took it.
+    async fn forward(&mut self, batch: &[(String, Observation)]) -> bool {
+        let diffs: Vec<MachineDiff> = batch
+            .iter()
+            .filter_map(|(_, observation)| observation.diff.clone())
+            .collect();
+        let request = ForwardDiffsRequest {
+            shard_id: self.config.shard_id.clone(),
+            request_id: borg_common::new_request_id(&self.config.shard_id),
+            diffs,
+        };
+        let result: Result<_, Status> = self
+            .master
+            .call(|channel| {
+                let request = request.clone();
+                async move { LinkServiceClient::new(channel).forward_diffs(request).await }
+            })
+            .await;
+        match result {
+            Ok(_) => {
+                let tasks: usize = request.diffs.iter().map(|d| d.changed.len()).sum();
+                self.metrics
+                    .diffs_forwarded
+                    .inc_by(u64::try_from(request.diffs.len()).unwrap_or(u64::MAX));
+                self.metrics
+                    .tasks_changed
+                    .inc_by(u64::try_from(tasks).unwrap_or(u64::MAX));
+                for diff in request.diffs.iter().filter(|d| d.unreachable) {
+                    self.metrics.machines_unreachable_forwarded.inc();
+                    tracing::info!(shard = %self.config.shard_id, machine = %diff.machine, failed_polls = diff.unreachable_polls, "forwarded machine as unreachable");
+                }
+                tracing::debug!(shard = %self.config.shard_id, diffs = request.diffs.len(), tasks, "forwarded diffs");
+                true
+            }
+            Err(status) => {
+                self.metrics
+                    .master_errors
+                    .with_label_values(&["forward_diffs"])
+                    .inc();
+                tracing::warn!(shard = %self.config.shard_id, diffs = request.diffs.len(), code = ?status.code(), error = %status.message(), "forwarding diffs failed; they are sent again next round");
+                false
+            }
+        }
+    }
+}
+
+async fn collect_one(in_flight: &mut JoinSet<PollOutcome>, outcomes: &mut Vec<PollOutcome>) {
+    match in_flight.join_next().await {
+        Some(Ok(outcome)) => outcomes.push(outcome),
+        // A poll task that panicked: that machine is simply not observed this round.
+        Some(Err(error)) => tracing::error!(%error, "poll task failed"),
+        None => {}
+    }
+}
+
+fn outcome_label(failure: &PollFailure) -> &'static str {
+    match failure {
+        PollFailure::Timeout { .. } => POLL_OUTCOME_TIMEOUT,
+        PollFailure::WrongMachine { .. } => POLL_OUTCOME_WRONG_MACHINE,
+        PollFailure::BadAddress { .. } | PollFailure::Rpc { .. } => POLL_OUTCOME_ERROR,
+    }
+}

@@ -1,0 +1,337 @@
+//! Wire → view: applies the master's `CellUpdate`s (a snapshot, then changes) to a
+//! `CellView`. Malformed items are skipped and reported, never a panic: one bad job must not
+//! stop the scheduler from placing every other.
+
+use crate::view::{CellView, JobView, MachineView, TaskView};
+use borg_proto::convert::{self, ConvertError};
+use borg_proto::v1;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ViewSyncError {
+    #[error("cell update at index {index} carries neither a snapshot nor a change")]
+    EmptyUpdate { index: u64 },
+    #[error("cell change at index {index} arrived before any snapshot; the watch must restart")]
+    ChangeBeforeSnapshot { index: u64 },
+    #[error("machine {machine:?} skipped: {source}")]
+    BadMachine {
+        machine: String,
+        #[source]
+        source: ConvertError,
+    },
+    #[error("job {job:?} skipped: {source}")]
+    BadJob {
+        job: String,
+        #[source]
+        source: ConvertError,
+    },
+}
+
+/// Applies the stream's updates to a view and remembers whether a snapshot has been seen.
+#[derive(Debug, Default)]
+pub struct ViewSync {
+    view: CellView,
+    has_snapshot: bool,
+}
+
+impl ViewSync {
+    pub fn new() -> Self {
+        ViewSync::default()
+    }
+
+    pub fn view(&self) -> &CellView {
+        &self.view
+    }
+
+    pub fn has_snapshot(&self) -> bool {
+        self.has_snapshot
+    }
+
+    /// Forgets the view; the next update must be a snapshot (after a reconnect).
+    pub fn reset(&mut self) {
+        self.view.clear();
+        self.has_snapshot = false;
+    }
+
+    /// Applies one update. `Err` means the stream is unusable (restart the watch); `Ok`
+    /// lists the items that were skipped as malformed.
+    pub fn apply(&mut self, update: v1::CellUpdate) -> Result<Vec<ViewSyncError>, ViewSyncError> {
+        let index = update.index;
+        match update.update {
+            Some(v1::cell_update::Update::Snapshot(snapshot)) => {
+                self.has_snapshot = true;
+                Ok(apply_snapshot(&mut self.view, index, snapshot))
+            }
+            Some(v1::cell_update::Update::Change(change)) => {
+                if !self.has_snapshot {
+                    return Err(ViewSyncError::ChangeBeforeSnapshot { index });
+                }
+                Ok(apply_change(&mut self.view, index, change))
+            }
+            None => Err(ViewSyncError::EmptyUpdate { index }),
+        }
+    }
+}
+
+/// Replaces the view with a snapshot taken at `index`.
+pub fn apply_snapshot(
+    view: &mut CellView,
+    index: u64,
+    snapshot: v1::CellSnapshot,
+) -> Vec<ViewSyncError> {
+    view.clear();
+    apply_change(
+        view,
+        index,
+        v1::CellChange {
+            machines_upserted: snapshot.machines,
+            machines_removed: Vec::new(),
+            jobs_upserted: snapshot.jobs,
+            jobs_removed: Vec::new(),
+        },
+    )
+}
+
+/// Applies a change at `index`. A malformed job is removed from the view (its old picture
+/// would be wrong) and reported.
+pub fn apply_change(view: &mut CellView, index: u64, change: v1::CellChange) -> Vec<ViewSyncError> {
+    let mut skipped = Vec::new();
+    for name in &change.machines_removed {
+        view.remove_machine(name);
+    }
+    for machine in change.machines_upserted {
+        match machine_from_wire(machine) {
+            Ok(machine) => view.upsert_machine(machine),
+            Err(error) => skipped.push(error),
+        }
+    }
+    for name in &change.jobs_removed {
+        view.remove_job(name);
+    }
+    for job in change.jobs_upserted {
+        let name = job
+            .spec
+            .as_ref()
+            .map(|s| s.name.clone())
+            .unwrap_or_default();
+        match job_from_wire(job) {
+            Ok(job) => view.upsert_job(job),
+            Err(error) => {
+                view.remove_job(&name);
+                skipped.push(error);
+            }
+        }
+    }
+    view.set_index(index);
+    skipped
+}
+
+pub fn machine_from_wire(machine: v1::Machine) -> Result<MachineView, ViewSyncError> {
+    let name = machine
+        .info
+        .as_ref()
+        .map(|i| i.name.clone())
+        .unwrap_or_default();
+    let bad = |source| ViewSyncError::BadMachine {
+        machine: name.clone(),
+        source,
+    };
+    let info = machine.info.ok_or_else(|| {
+        bad(ConvertError::Missing {
+            field: "machine.info",
+        })
+    })?;
+    let state = convert::machine_state_from_wire(machine.state).map_err(bad)?;
+    let mut view = MachineView::new(info.into(), state, machine.version);
+    view.reported_allocated = convert::resources_or_zero(machine.allocated);
+    Ok(view)
+}
+
+pub fn job_from_wire(job: v1::Job) -> Result<JobView, ViewSyncError> {
+    let name = job
+        .spec
+        .as_ref()
+        .map(|s| s.name.clone())
+        .unwrap_or_default();
+    let bad = |source| ViewSyncError::BadJob {
+        job: name.clone(),
+        source,
+    };
+    let spec = job
+        .spec
+        .ok_or_else(|| bad(ConvertError::Missing { field: "job.spec" }))?;
+    let spec = borg_model::JobSpec::try_from(spec).map_err(bad)?;
+    let active = match v1::JobState::try_from(job.state) {
+        // Unspecified: an older master that does not set it; treat as active.
+        Ok(v1::JobState::Active) | Ok(v1::JobState::Unspecified) => true,
+        Ok(v1::JobState::Killed) | Ok(v1::JobState::Done) => false,
+        Err(_) => {
+            return Err(bad(ConvertError::UnknownEnum {
+                field: "job.state",
+                value: job.state,
+            }))
+        }
+    };
+    let mut tasks = BTreeMap::new();
+    for task in job.tasks {
+        let state = convert::task_state_from_wire(task.state).map_err(bad)?;
+        tasks.insert(
+            task.index,
+            TaskView {
+                state,
+                machine: task.machine,
+                incarnation: task.incarnation,
+            },
+        );
+    }
+    Ok(JobView {
+        name: spec.name,
+        owner: spec.owner,
+        priority: spec.priority,
+        limits: spec.task.resources,
+        constraints: Arc::from(spec.constraints),
+        active,
+        tasks,
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn wire_machine(name: &str, version: u64) -> v1::Machine {
+        v1::Machine {
+            info: Some(v1::MachineInfo {
+                name: name.into(),
+                address: "127.0.0.1:1".into(),
+                capacity: Some(v1::Resources {
+                    cpu_millis: 1000,
+                    ram_bytes: 1 << 30,
+                    disk_bytes: 0,
+                    gpus: 0,
+                }),
+                attributes: Default::default(),
+            }),
+            state: v1::MachineState::Up as i32,
+            version,
+            ..Default::default()
+        }
+    }
+
+    pub(crate) fn wire_job(name: &str, tasks: Vec<(v1::TaskState, &str)>) -> v1::Job {
+        v1::Job {
+            spec: Some(v1::JobSpec {
+                name: name.into(),
+                owner: "alice".into(),
+                priority: 100,
+                replicas: tasks.len() as u32,
+                task: Some(v1::TaskTemplate {
+                    command: "/bin/true".into(),
+                    resources: Some(v1::Resources {
+                        cpu_millis: 100,
+                        ram_bytes: 1 << 20,
+                        disk_bytes: 0,
+                        gpus: 0,
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            state: v1::JobState::Active as i32,
+            tasks: tasks
+                .into_iter()
+                .enumerate()
+                .map(|(i, (state, machine))| v1::Task {
+                    job: name.into(),
+                    index: i as u32,
+                    state: state as i32,
+                    machine: machine.into(),
+                    incarnation: 1,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_snapshot_then_changes_build_the_view() {
+        let mut sync = ViewSync::new();
+        let change = v1::CellUpdate {
+            index: 3,
+            update: Some(v1::cell_update::Update::Change(v1::CellChange::default())),
+        };
+        assert_eq!(
+            sync.apply(change.clone()),
+            Err(ViewSyncError::ChangeBeforeSnapshot { index: 3 })
+        );
+        let snapshot = v1::CellUpdate {
+            index: 5,
+            update: Some(v1::cell_update::Update::Snapshot(v1::CellSnapshot {
+                machines: vec![wire_machine("m1", 1)],
+                jobs: vec![wire_job("a", vec![(v1::TaskState::Pending, "")])],
+            })),
+        };
+        assert_eq!(sync.apply(snapshot), Ok(vec![]));
+        assert_eq!(sync.view().index(), 5);
+        assert_eq!(sync.view().pending_tasks().len(), 1);
+
+        let placed = v1::CellUpdate {
+            index: 6,
+            update: Some(v1::cell_update::Update::Change(v1::CellChange {
+                machines_upserted: vec![wire_machine("m1", 2)],
+                jobs_upserted: vec![wire_job("a", vec![(v1::TaskState::Scheduled, "m1")])],
+                ..Default::default()
+            })),
+        };
+        assert_eq!(sync.apply(placed), Ok(vec![]));
+        assert!(sync.view().pending_tasks().is_empty());
+        assert_eq!(sync.view().machine("m1").unwrap().version, 2);
+        assert_eq!(sync.view().placed_on("m1").count(), 1);
+
+        let removed = v1::CellUpdate {
+            index: 7,
+            update: Some(v1::cell_update::Update::Change(v1::CellChange {
+                jobs_removed: vec!["a".into()],
+                machines_removed: vec!["m1".into()],
+                ..Default::default()
+            })),
+        };
+        assert_eq!(sync.apply(removed), Ok(vec![]));
+        assert_eq!(sync.view().machine_count(), 0);
+        assert_eq!(sync.view().placed_on("m1").count(), 0);
+    }
+
+    #[test]
+    fn malformed_items_are_skipped_and_named() {
+        let mut bad_job = wire_job("bad", vec![(v1::TaskState::Pending, "")]);
+        bad_job.tasks[0].state = 42;
+        let mut bad_machine = wire_machine("m2", 1);
+        bad_machine.state = 0;
+        let mut sync = ViewSync::new();
+        let skipped = sync
+            .apply(v1::CellUpdate {
+                index: 1,
+                update: Some(v1::cell_update::Update::Snapshot(v1::CellSnapshot {
+                    machines: vec![wire_machine("m1", 1), bad_machine],
+                    jobs: vec![
+                        wire_job("good", vec![(v1::TaskState::Pending, "")]),
+                        bad_job,
+                    ],
+                })),
+            })
+            .unwrap();
+        assert_eq!(skipped.len(), 2);
+        assert!(skipped[0].to_string().contains("m2"), "{}", skipped[0]);
+        assert!(skipped[1].to_string().contains("bad"), "{}", skipped[1]);
+        assert_eq!(sync.view().machine_count(), 1);
+        assert_eq!(sync.view().pending_tasks().len(), 1);
+        assert!(sync
+            .apply(v1::CellUpdate {
+                index: 2,
+                update: None
+            })
+            .is_err());
+    }
+}

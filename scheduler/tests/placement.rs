@@ -1,0 +1,278 @@
+//! Behaviour of `schedule`: order, feasibility, scoring, accounting within a plan, and the
+//! reasons recorded for tasks that stay pending.
+
+mod common;
+
+use borg_model::{ConstraintOp, MachineState, Resources, TaskId};
+use common::*;
+use scheduler::{schedule, FitPolicy, PlacementConfig};
+
+const GI: u64 = 1 << 30;
+
+#[test]
+fn owners_take_turns_within_a_priority_and_high_priority_goes_first() {
+    // Room for exactly three tasks.
+    let view = view_of(vec![machine("m1", 300, GI, &[])], vec![]);
+    let r = Resources::new(100, 1);
+    let pending = vec![
+        pending("a", 0, "alice", 100, r, vec![]),
+        pending("a", 1, "alice", 100, r, vec![]),
+        pending("a", 2, "alice", 100, r, vec![]),
+        pending("b", 0, "bob", 100, r, vec![]),
+        pending("low", 0, "carol", 50, r, vec![]),
+        pending("high", 0, "dave", 150, r, vec![]),
+    ];
+    let plan = schedule(&view, &pending, &PlacementConfig::new(), 1);
+    let placed: Vec<String> = plan.placements.iter().map(|p| p.task.to_string()).collect();
+    assert_eq!(placed, vec!["high/0", "a/0", "b/0"]);
+    let unplaced: Vec<String> = plan.unplaced.iter().map(|(t, _)| t.to_string()).collect();
+    assert_eq!(unplaced, vec!["a/1", "a/2", "low/0"]);
+}
+
+#[test]
+fn a_plan_accounts_its_own_placements() {
+    let view = view_of(
+        vec![machine("m1", 1000, GI, &[]), machine("m2", 1000, GI, &[])],
+        vec![],
+    );
+    let pending: Vec<_> = (0..5)
+        .map(|i| pending("j", i, "alice", 100, Resources::new(400, 1), vec![]))
+        .collect();
+    let plan = schedule(&view, &pending, &PlacementConfig::new(), 3);
+    // Two fit per machine; the fifth fits nowhere.
+    assert_eq!(plan.placements.len(), 4);
+    for m in ["m1", "m2"] {
+        assert_eq!(plan.placements.iter().filter(|p| p.machine == m).count(), 2);
+    }
+    assert_eq!(plan.unplaced.len(), 1);
+    assert_eq!(plan.unplaced[0].1.resource_shortfalls.get("cpu"), Some(&2));
+}
+
+#[test]
+fn the_same_seed_gives_the_same_plan() {
+    let machines: Vec<_> = (0..40)
+        .map(|i| machine(&format!("m{i:02}"), 1000 + i * 10, GI, &[]))
+        .collect();
+    let pending: Vec<_> = (0..100)
+        .map(|i| {
+            pending(
+                &format!("j{}", i % 7),
+                i,
+                &format!("u{}", i % 3),
+                100 + (i % 2) * 100,
+                Resources::new(150, 1),
+                vec![],
+            )
+        })
+        .collect();
+    let view = view_of(machines, vec![]);
+    let mut config = PlacementConfig::new();
+    config.feasible_candidates_max = 3;
+    let first = schedule(&view, &pending, &config, 42);
+    let second = schedule(&view, &pending, &config, 42);
+    assert_eq!(first, second);
+    assert!(!first.placements.is_empty());
+}
+
+#[test]
+fn placing_without_preemption_is_preferred() {
+    let view = view_of(
+        vec![
+            machine("busy", 1000, GI, &[]),
+            machine("idle", 1000, GI, &[]),
+        ],
+        vec![
+            running_job("batch", 100, Resources::new(900, 1), &["busy"]),
+            running_job("other", 100, Resources::new(500, 1), &["idle"]),
+        ],
+    );
+    let task = pending("p", 0, "alice", 200, Resources::new(400, 1), vec![]);
+    for seed in 0..10 {
+        let plan = schedule(
+            &view,
+            std::slice::from_ref(&task),
+            &PlacementConfig::new(),
+            seed,
+        );
+        assert_eq!(plan.placements[0].machine, "idle", "seed {seed}");
+        assert!(plan.placements[0].preempt.is_empty());
+    }
+}
+
+#[test]
+fn preemption_evicts_lower_bands_and_never_production() {
+    let view = view_of(
+        vec![machine("m1", 1000, GI, &[]), machine("m2", 1000, GI, &[])],
+        vec![
+            running_job("batch", 150, Resources::new(800, 1), &["m1"]),
+            running_job("prod", 250, Resources::new(800, 1), &["m2"]),
+        ],
+    );
+    let prod = pending("p", 0, "alice", 200, Resources::new(500, 1), vec![]);
+    let plan = schedule(
+        &view,
+        std::slice::from_ref(&prod),
+        &PlacementConfig::new(),
+        0,
+    );
+    assert_eq!(plan.placements.len(), 1);
+    let placement = &plan.placements[0];
+    assert_eq!(placement.machine, "m1");
+    assert_eq!(placement.machine_version, 7);
+    assert_eq!(placement.preempt.len(), 1);
+    assert_eq!(placement.preempt[0].task, TaskId::new("batch", 0));
+    assert_eq!(placement.preempt[0].incarnation, 3);
+
+    // A batch task at a lower batch priority may not evict the batch task.
+    let batch = pending("b", 0, "alice", 120, Resources::new(500, 1), vec![]);
+    let plan = schedule(
+        &view,
+        std::slice::from_ref(&batch),
+        &PlacementConfig::new(),
+        0,
+    );
+    assert!(plan.placements.is_empty());
+    assert_eq!(plan.unplaced[0].1.resource_shortfalls.get("cpu"), Some(&2));
+}
+
+#[test]
+fn a_victim_is_evicted_once_per_plan() {
+    let view = view_of(
+        vec![machine("m1", 1000, GI, &[])],
+        vec![running_job("batch", 100, Resources::new(1000, 1), &["m1"])],
+    );
+    let pending: Vec<_> = (0..2)
+        .map(|i| pending("p", i, "alice", 200, Resources::new(500, 1), vec![]))
+        .collect();
+    let plan = schedule(&view, &pending, &PlacementConfig::new(), 0);
+    assert_eq!(plan.placements.len(), 2);
+    assert_eq!(plan.placements[0].preempt.len(), 1);
+    assert!(
+        plan.placements[1].preempt.is_empty(),
+        "the room was freed by the first"
+    );
+}
+
+#[test]
+fn best_fit_packs_and_worst_fit_spreads() {
+    let view = view_of(
+        vec![
+            machine("full", 1000, GI, &[]),
+            machine("empty", 1000, GI, &[]),
+        ],
+        vec![running_job(
+            "x",
+            100,
+            Resources::new(600, GI / 2),
+            &["full"],
+        )],
+    );
+    let task = pending("j", 0, "alice", 100, Resources::new(100, 1), vec![]);
+    let mut config = PlacementConfig::new();
+    let plan = schedule(&view, std::slice::from_ref(&task), &config, 0);
+    assert_eq!(plan.placements[0].machine, "full");
+    config.fit_policy = FitPolicy::WorstFit;
+    let plan = schedule(&view, std::slice::from_ref(&task), &config, 0);
+    assert_eq!(plan.placements[0].machine, "empty");
+}
+
+#[test]
+fn soft_constraints_and_spreading_steer_the_choice() {
+    let view = view_of(
+        vec![
+            machine("a", 1000, GI, &[("rack", "r1")]),
+            machine("b", 1000, GI, &[("rack", "r2")]),
+            machine("c", 1000, GI, &[("rack", "r2")]),
+        ],
+        vec![],
+    );
+    let prefer_r1 = vec![constraint("rack", ConstraintOp::Eq, &["r1"], true)];
+    let task = pending("j", 0, "alice", 100, Resources::new(100, 1), prefer_r1);
+    for seed in 0..5 {
+        let plan = schedule(
+            &view,
+            std::slice::from_ref(&task),
+            &PlacementConfig::new(),
+            seed,
+        );
+        assert_eq!(plan.placements[0].machine, "a", "seed {seed}");
+    }
+    // Three tasks of one job land on three machines.
+    let tasks: Vec<_> = (0..3)
+        .map(|i| pending("j", i, "alice", 100, Resources::new(100, 1), vec![]))
+        .collect();
+    let plan = schedule(&view, &tasks, &PlacementConfig::new(), 9);
+    let mut machines: Vec<_> = plan.placements.iter().map(|p| p.machine.clone()).collect();
+    machines.sort();
+    assert_eq!(machines, vec!["a", "b", "c"]);
+}
+
+#[test]
+fn hard_constraints_are_respected_and_failures_counted() {
+    let mut down = machine("down", 1000, GI, &[("rack", "r1")]);
+    down.state = MachineState::Down;
+    let view = view_of(
+        vec![
+            machine("r1-small", 100, GI, &[("rack", "r1")]),
+            machine("r2", 1000, GI, &[("rack", "r2")]),
+            machine("r3", 1000, GI, &[("rack", "r3")]),
+            down,
+        ],
+        vec![],
+    );
+    let on_r1 = vec![constraint("rack", ConstraintOp::Eq, &["r1"], false)];
+    let tasks = vec![
+        pending("j", 0, "alice", 100, Resources::new(500, 1), on_r1.clone()),
+        pending("j", 1, "alice", 100, Resources::new(500, 1), on_r1),
+    ];
+    let plan = schedule(&view, &tasks, &PlacementConfig::new(), 0);
+    assert!(plan.placements.is_empty());
+    assert_eq!(plan.unplaced.len(), 2);
+    let reason = &plan.unplaced[0].1;
+    assert_eq!(reason.machines_total, 4);
+    assert_eq!(reason.machines_examined, 4);
+    assert_eq!(reason.machines_not_up, 1);
+    assert_eq!(reason.constraint_failures.len(), 1);
+    assert_eq!(reason.constraint_failures[0].machines, 2);
+    assert_eq!(reason.resource_shortfalls.get("cpu"), Some(&1));
+    let text = reason.to_string();
+    assert!(text.contains("2 failed constraint rack == r1"), "{text}");
+    assert!(text.contains("1 short of cpu"), "{text}");
+
+    let on_r2 = vec![constraint("rack", ConstraintOp::In, &["r2"], false)];
+    let task = pending("k", 0, "alice", 100, Resources::new(500, 1), on_r2);
+    let plan = schedule(
+        &view,
+        std::slice::from_ref(&task),
+        &PlacementConfig::new(),
+        0,
+    );
+    assert_eq!(placed_on(&plan).get("k/0").map(String::as_str), Some("r2"));
+}
+
+#[test]
+fn bounds_defer_and_limit_examination() {
+    let machines: Vec<_> = (0..20)
+        .map(|i| machine(&format!("m{i}"), 1000, GI, &[]))
+        .collect();
+    let view = view_of(machines, vec![]);
+    let tasks: Vec<_> = (0..10)
+        .map(|i| pending("j", i, "alice", 100, Resources::new(2000, 1), vec![]))
+        .collect();
+    let mut config = PlacementConfig::new();
+    config.tasks_max = 4;
+    config.machines_examined_max = 5;
+    let plan = schedule(&view, &tasks, &config, 0);
+    assert_eq!(plan.deferred, 6);
+    assert_eq!(plan.unplaced.len(), 4);
+    assert_eq!(plan.unplaced[0].1.machines_examined, 5);
+    assert_eq!(plan.unplaced[0].1.machines_total, 20);
+}
+
+#[test]
+fn an_empty_cell_explains_itself() {
+    let view = view_of(vec![], vec![]);
+    let task = pending("j", 0, "alice", 100, Resources::new(1, 1), vec![]);
+    let plan = schedule(&view, &[task], &PlacementConfig::new(), 0);
+    assert_eq!(plan.unplaced[0].1.to_string(), "no machines in the cell");
+}

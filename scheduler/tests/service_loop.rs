@@ -1,0 +1,427 @@
+//! The scheduler process loop against a *fake* `SchedulerService` served by tonic on
+//! 127.0.0.1:0. The fake is not the master: it plays the protocol (a snapshot then changes
+//! on `WatchCell`; `CommitPlan` accepting placements of pending tasks with the named
+//! incarnation) so that the loop's handling of it can be checked: placing, not placing a
+//! task twice, following a leader hint, reconnecting after the stream ends, shutting down.
+//! The lead's integration tests run the loop against the real master.
+
+use borg_proto::v1;
+use borg_proto::v1::scheduler_service_server::{SchedulerService, SchedulerServiceServer};
+use scheduler::{run, SchedulerConfig};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+/// Buffered updates per watcher of the fake.
+const FAKE_WATCH_BUFFER: usize = 64;
+
+#[derive(Default)]
+struct FakeState {
+    index: u64,
+    machines: BTreeMap<String, v1::Machine>,
+    jobs: BTreeMap<String, v1::Job>,
+    watchers: Vec<mpsc::Sender<Result<v1::CellUpdate, Status>>>,
+    watch_count: usize,
+    /// The first watch gets its snapshot, then the stream ends.
+    end_first_watch: bool,
+    commits: Vec<v1::CommitPlanRequest>,
+    /// This many CommitPlan calls reject every placement (as a master whose state moved on
+    /// would) and change nothing.
+    reject_commits: usize,
+}
+
+#[derive(Clone, Default)]
+struct Fake {
+    state: Arc<Mutex<FakeState>>,
+    /// Answer every call with "not the leader; the leader is there".
+    redirect_to: Option<String>,
+}
+
+impl FakeState {
+    fn broadcast(&mut self, change: v1::CellChange) {
+        self.index += 1;
+        let update = v1::CellUpdate {
+            index: self.index,
+            update: Some(v1::cell_update::Update::Change(change)),
+        };
+        self.watchers
+            .retain(|w| w.try_send(Ok(update.clone())).is_ok());
+    }
+
+    fn submit(&mut self, name: &str, replicas: u32, cpu_millis: u64) {
+        let job = v1::Job {
+            spec: Some(v1::JobSpec {
+                name: name.into(),
+                owner: "alice".into(),
+                priority: 100,
+                replicas,
+                task: Some(v1::TaskTemplate {
+                    command: "/bin/true".into(),
+                    resources: Some(v1::Resources {
+                        cpu_millis,
+                        ram_bytes: 1 << 20,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            state: v1::JobState::Active as i32,
+            tasks: (0..replicas)
+                .map(|index| v1::Task {
+                    job: name.into(),
+                    index,
+                    state: v1::TaskState::Pending as i32,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        };
+        self.jobs.insert(name.into(), job.clone());
+        self.broadcast(v1::CellChange {
+            jobs_upserted: vec![job],
+            ..Default::default()
+        });
+    }
+
+    fn add_machine(&mut self, name: &str, cpu_millis: u64) {
+        self.machines.insert(
+            name.into(),
+            v1::Machine {
+                info: Some(v1::MachineInfo {
+                    name: name.into(),
+                    address: "127.0.0.1:1".into(),
+                    capacity: Some(v1::Resources {
+                        cpu_millis,
+                        ram_bytes: 1 << 30,
+                        ..Default::default()
+                    }),
+                    attributes: Default::default(),
+                }),
+                state: v1::MachineState::Up as i32,
+                version: 1,
+                allocated: Some(v1::Resources::default()),
+                ..Default::default()
+            },
+        );
+    }
+
+    fn scheduled_tasks(&self) -> usize {
+        self.jobs
+            .values()
+            .flat_map(|j| &j.tasks)
+            .filter(|t| t.state == v1::TaskState::Scheduled as i32)
+            .count()
+    }
+
+    fn placement(&mut self, p: &v1::Placement) -> Result<(), String> {
+        let task = p.task.as_ref().ok_or("no task")?;
+        let job = self.jobs.get_mut(&task.job).ok_or("no such job")?;
+        let limits = job
+            .spec
+            .as_ref()
+            .and_then(|s| s.task.as_ref())
+            .and_then(|t| t.resources)
+            .unwrap_or_default();
+        let t = job
+            .tasks
+            .iter_mut()
+            .find(|t| t.index == task.index)
+            .ok_or("no such task")?;
+        if t.state != v1::TaskState::Pending as i32 || t.incarnation != task.incarnation {
+            return Err(format!(
+                "task {}/{} is not pending at that incarnation",
+                task.job, task.index
+            ));
+        }
+        let machine = self.machines.get_mut(&p.machine).ok_or("no such machine")?;
+        let mut allocated = machine.allocated.unwrap_or_default();
+        let capacity = machine
+            .info
+            .as_ref()
+            .and_then(|i| i.capacity)
+            .unwrap_or_default();
+        if allocated.cpu_millis + limits.cpu_millis > capacity.cpu_millis {
+            return Err("cpu exhausted".into());
+        }
+        allocated.cpu_millis += limits.cpu_millis;
+        machine.allocated = Some(allocated);
+        machine.version += 1;
+        t.state = v1::TaskState::Scheduled as i32;
+        t.machine = p.machine.clone();
+        t.incarnation += 1;
+        Ok(())
+    }
+}
+
+#[tonic::async_trait]
+impl SchedulerService for Fake {
+    type WatchCellStream = ReceiverStream<Result<v1::CellUpdate, Status>>;
+
+    async fn watch_cell(
+        &self,
+        _request: Request<v1::WatchCellRequest>,
+    ) -> Result<Response<Self::WatchCellStream>, Status> {
+        if let Some(leader) = &self.redirect_to {
+            return Err(borg_proto::leader::not_leader(Some(leader)));
+        }
+        let (tx, rx) = mpsc::channel(FAKE_WATCH_BUFFER);
+        let mut state = self.state.lock().unwrap();
+        state.watch_count += 1;
+        let snapshot = v1::CellUpdate {
+            index: state.index,
+            update: Some(v1::cell_update::Update::Snapshot(v1::CellSnapshot {
+                machines: state.machines.values().cloned().collect(),
+                jobs: state.jobs.values().cloned().collect(),
+            })),
+        };
+        tx.try_send(Ok(snapshot))
+            .map_err(|_| Status::internal("fake watch buffer full"))?;
+        if !(state.end_first_watch && state.watch_count == 1) {
+            state.watchers.push(tx);
+        }
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn commit_plan(
+        &self,
+        request: Request<v1::CommitPlanRequest>,
+    ) -> Result<Response<v1::CommitPlanResponse>, Status> {
+        if let Some(leader) = &self.redirect_to {
+            return Err(borg_proto::leader::not_leader(Some(leader)));
+        }
+        let request = request.into_inner();
+        let mut state = self.state.lock().unwrap();
+        state.commits.push(request.clone());
+        if state.reject_commits > 0 {
+            state.reject_commits -= 1;
+            let results = request
+                .placements
+                .iter()
+                .map(|p| v1::PlacementResult {
+                    task: p.task.clone(),
+                    accepted: false,
+                    reason: "machine version is stale".into(),
+                })
+                .collect();
+            // Nothing changed, so no update is sent: the scheduler must retry on its own.
+            state.index += 1;
+            return Ok(Response::new(v1::CommitPlanResponse {
+                results,
+                index: state.index,
+            }));
+        }
+        let mut results = Vec::new();
+        let (mut jobs, mut machines) = (BTreeSet::new(), BTreeSet::new());
+        for p in &request.placements {
+            let outcome = state.placement(p);
+            if outcome.is_ok() {
+                jobs.insert(p.task.as_ref().map(|t| t.job.clone()).unwrap_or_default());
+                machines.insert(p.machine.clone());
+            }
+            results.push(v1::PlacementResult {
+                task: p.task.clone(),
+                accepted: outcome.is_ok(),
+                reason: outcome.err().unwrap_or_default(),
+            });
+        }
+        let change = v1::CellChange {
+            jobs_upserted: jobs.iter().map(|j| state.jobs[j].clone()).collect(),
+            machines_upserted: machines.iter().map(|m| state.machines[m].clone()).collect(),
+            ..Default::default()
+        };
+        state.broadcast(change);
+        Ok(Response::new(v1::CommitPlanResponse {
+            results,
+            index: state.index,
+        }))
+    }
+}
+
+async fn serve(fake: Fake, shutdown: CancellationToken) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(SchedulerServiceServer::new(fake))
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(listener),
+                shutdown.cancelled_owned(),
+            )
+            .await
+    });
+    address
+}
+
+/// Polls `condition` until it holds or `deadline` passes.
+async fn wait_for(what: &str, deadline: Duration, mut condition: impl FnMut() -> bool) {
+    let until = tokio::time::Instant::now() + deadline;
+    while !condition() {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn config(masters: Vec<String>) -> SchedulerConfig {
+    let mut config = SchedulerConfig::new(masters);
+    config.scheduler_id = "test-scheduler".into();
+    config.plan_batch_max = 2;
+    config.reconnect_backoff_initial_ms = 10;
+    config.reconnect_backoff_max_ms = 100;
+    config
+}
+
+#[tokio::test]
+async fn pending_tasks_are_placed_once_in_bounded_batches() {
+    let fake = Fake::default();
+    {
+        let mut state = fake.state.lock().unwrap();
+        state.add_machine("m1", 1000);
+        state.add_machine("m2", 1000);
+        state.submit("web", 5, 100);
+    }
+    let server_shutdown = CancellationToken::new();
+    let address = serve(fake.clone(), server_shutdown.clone()).await;
+    let shutdown = CancellationToken::new();
+    let scheduler = tokio::spawn(run(config(vec![address.to_string()]), shutdown.clone()));
+
+    let state = Arc::clone(&fake.state);
+    wait_for("5 tasks scheduled", Duration::from_secs(20), || {
+        state.lock().unwrap().scheduled_tasks() == 5
+    })
+    .await;
+    // A job submitted later arrives as a change and is placed too.
+    state.lock().unwrap().submit("batch", 3, 100);
+    wait_for("8 tasks scheduled", Duration::from_secs(20), || {
+        state.lock().unwrap().scheduled_tasks() == 8
+    })
+    .await;
+
+    shutdown.cancel();
+    let result = tokio::time::timeout(Duration::from_secs(10), scheduler)
+        .await
+        .expect("run returns after shutdown")
+        .expect("run does not panic");
+    assert!(result.is_ok(), "{result:?}");
+    server_shutdown.cancel();
+
+    let state = state.lock().unwrap();
+    let placements: Vec<&v1::Placement> =
+        state.commits.iter().flat_map(|c| &c.placements).collect();
+    assert_eq!(placements.len(), 8, "each task is placed exactly once");
+    assert!(
+        state.commits.iter().all(|c| c.placements.len() <= 2),
+        "batches are bounded"
+    );
+    let ids: BTreeSet<&str> = state
+        .commits
+        .iter()
+        .map(|c| c.request_id.as_str())
+        .collect();
+    assert_eq!(ids.len(), state.commits.len(), "request ids are unique");
+    assert!(state
+        .commits
+        .iter()
+        .all(|c| c.scheduler_id == "test-scheduler"));
+}
+
+#[tokio::test]
+async fn the_leader_is_followed_and_a_lost_stream_is_reopened() {
+    let leader = Fake::default();
+    {
+        let mut state = leader.state.lock().unwrap();
+        state.add_machine("m1", 1000);
+        state.end_first_watch = true;
+    }
+    let server_shutdown = CancellationToken::new();
+    let leader_address = serve(leader.clone(), server_shutdown.clone()).await;
+    let follower = Fake {
+        redirect_to: Some(leader_address.to_string()),
+        ..Fake::default()
+    };
+    let follower_address = serve(follower, server_shutdown.clone()).await;
+
+    let shutdown = CancellationToken::new();
+    let scheduler = tokio::spawn(run(
+        config(vec![follower_address.to_string()]),
+        shutdown.clone(),
+    ));
+    let state = Arc::clone(&leader.state);
+    wait_for("the watch to be reopened", Duration::from_secs(20), || {
+        state.lock().unwrap().watch_count >= 2
+    })
+    .await;
+    state.lock().unwrap().submit("web", 2, 100);
+    wait_for("2 tasks scheduled", Duration::from_secs(20), || {
+        state.lock().unwrap().scheduled_tasks() == 2
+    })
+    .await;
+
+    shutdown.cancel();
+    let result = tokio::time::timeout(Duration::from_secs(10), scheduler)
+        .await
+        .expect("run returns after shutdown")
+        .expect("run does not panic");
+    assert!(result.is_ok(), "{result:?}");
+    server_shutdown.cancel();
+}
+
+#[tokio::test]
+async fn a_bad_configuration_is_refused() {
+    let result = run(SchedulerConfig::new(vec![]), CancellationToken::new()).await;
+    assert!(matches!(result, Err(scheduler::SchedulerError::NoMasters)));
+    let mut config = SchedulerConfig::new(vec!["127.0.0.1:1".into()]);
+    config.plan_batch_max = 0;
+    let result = run(config, CancellationToken::new()).await;
+    assert!(
+        matches!(
+            result,
+            Err(scheduler::SchedulerError::InvalidConfig {
+                field: "plan_batch_max",
+                ..
+            })
+        ),
+        "{result:?}"
+    );
+}
+
+#[tokio::test]
+async fn rejected_placements_are_retried() {
+    let fake = Fake::default();
+    {
+        let mut state = fake.state.lock().unwrap();
+        state.add_machine("m1", 1000);
+        state.submit("web", 2, 100);
+        state.reject_commits = 2;
+    }
+    let server_shutdown = CancellationToken::new();
+    let address = serve(fake.clone(), server_shutdown.clone()).await;
+    let shutdown = CancellationToken::new();
+    let mut config = config(vec![address.to_string()]);
+    config.retry_interval_ms = 20;
+    let scheduler = tokio::spawn(run(config, shutdown.clone()));
+
+    let state = Arc::clone(&fake.state);
+    wait_for("2 tasks scheduled", Duration::from_secs(20), || {
+        state.lock().unwrap().scheduled_tasks() == 2
+    })
+    .await;
+    shutdown.cancel();
+    let result = tokio::time::timeout(Duration::from_secs(10), scheduler)
+        .await
+        .expect("run returns after shutdown")
+        .expect("run does not panic");
+    assert!(result.is_ok(), "{result:?}");
+    server_shutdown.cancel();
+    let state = state.lock().unwrap();
+    // Two rejected rounds, then the accepted one (plans of at most 2 placements).
+    assert_eq!(state.commits.len(), 3, "{:?}", state.commits.len());
+}

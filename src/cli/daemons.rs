@@ -1,0 +1,270 @@
+//! `borg master|scheduler|linkshard|borglet`: run one daemon until Ctrl-C or SIGTERM.
+
+use super::{shutdown_on_signal, GlobalArgs};
+use anyhow::{bail, Context};
+use clap::Args;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Debug, Args)]
+pub struct MasterArgs {
+    /// This replica's id (1-based), one of the ids in --peers.
+    #[arg(long)]
+    pub id: u64,
+    /// Every replica of the cell, this one included: `1=host:port,2=host:port,...`.
+    /// This replica listens on its own entry.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub peers: Vec<String>,
+    /// Where the replica keeps its RocksDB (log, Paxos metadata, checkpoints).
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// Serve Prometheus metrics at http://ADDR/metrics.
+    #[arg(long)]
+    pub metrics: Option<SocketAddr>,
+    /// Paxos tick; election and heartbeat timeouts are counted in ticks.
+    #[arg(long)]
+    pub tick_interval_ms: Option<u64>,
+    /// Ticks without hearing the leader before a new election.
+    #[arg(long)]
+    pub election_timeout_ticks: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct SchedulerArgs {
+    /// Name of this scheduler in plans and logs.
+    #[arg(long, default_value = "scheduler-1")]
+    pub id: String,
+    /// Seed of the randomised machine order (same seed and state → same placements).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Most placements sent in one plan.
+    #[arg(long)]
+    pub plan_batch_max: Option<usize>,
+    #[arg(long)]
+    pub metrics: Option<SocketAddr>,
+}
+
+#[derive(Debug, Args)]
+pub struct LinkShardArgs {
+    /// This shard's index among --shard-count shards.
+    #[arg(long, default_value_t = 0)]
+    pub shard_index: u32,
+    #[arg(long, default_value_t = 1)]
+    pub shard_count: u32,
+    /// How often every borglet of the shard is polled.
+    #[arg(long, default_value_t = 1000)]
+    pub poll_interval_ms: u64,
+    #[arg(long)]
+    pub metrics: Option<SocketAddr>,
+}
+
+#[derive(Debug, Args)]
+pub struct BorgletArgs {
+    /// Address the borglet serves on and registers with the master (host:port).
+    #[arg(long, default_value = "127.0.0.1:7141")]
+    pub listen: String,
+    /// Machine name in the cell (default: the host name).
+    #[arg(long)]
+    pub machine: Option<String>,
+    /// Task sandboxes, logs and the borglet's state.
+    #[arg(long, default_value = "/var/lib/borg/borglet")]
+    pub data_dir: PathBuf,
+    /// Machine attribute for constraints, `key=value`; repeat for several.
+    #[arg(long = "attr", value_name = "KEY=VALUE")]
+    pub attributes: Vec<String>,
+    /// Parent cgroup of every task cgroup; nothing outside it is touched.
+    #[arg(long, default_value = "borg")]
+    pub cgroup_parent: String,
+    /// Run tasks without cgroups even when they are available.
+    #[arg(long)]
+    pub no_cgroups: bool,
+    /// Offer this many millicores instead of all cores.
+    #[arg(long)]
+    pub cpu_millis: Option<u64>,
+    /// Offer this much memory (bytes) instead of all of it.
+    #[arg(long)]
+    pub ram_bytes: Option<u64>,
+    /// Stop every task when the borglet exits (by default tasks outlive it).
+    #[arg(long)]
+    pub kill_tasks_on_exit: bool,
+    #[arg(long)]
+    pub metrics: Option<SocketAddr>,
+}
+
+/// Parses `1=host:port,2=host:port` into id → address.
+pub fn parse_peers(entries: &[String]) -> anyhow::Result<BTreeMap<u64, String>> {
+    let mut peers = BTreeMap::new();
+    for entry in entries {
+        let (id, address) = entry
+            .split_once('=')
+            .with_context(|| format!("peer {entry:?} is not ID=HOST:PORT"))?;
+        let id: u64 = id
+            .trim()
+            .parse()
+            .with_context(|| format!("peer {entry:?}: id {id:?} is not a number"))?;
+        if id == 0 {
+            bail!("peer {entry:?}: replica ids start at 1");
+        }
+        let address = address.trim();
+        if address.rsplit_once(':').is_none() {
+            bail!("peer {entry:?}: address {address:?} has no port");
+        }
+        if peers.insert(id, address.to_owned()).is_some() {
+            bail!("replica id {id} appears twice in --peers");
+        }
+    }
+    Ok(peers)
+}
+
+/// Parses repeated `key=value` attributes.
+pub fn parse_attributes(entries: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+    entries
+        .iter()
+        .map(|entry| {
+            let (key, value) = entry
+                .split_once('=')
+                .with_context(|| format!("attribute {entry:?} is not KEY=VALUE"))?;
+            if key.trim().is_empty() {
+                bail!("attribute {entry:?} has an empty key");
+            }
+            Ok((key.trim().to_owned(), value.trim().to_owned()))
+        })
+        .collect()
+}
+
+pub fn master_config(args: &MasterArgs) -> anyhow::Result<borgmaster::ReplicaConfig> {
+    let peers = parse_peers(&args.peers)?;
+    if !peers.contains_key(&args.id) {
+        bail!(
+            "--id {} is not among --peers (ids: {:?})",
+            args.id,
+            peers.keys().collect::<Vec<_>>()
+        );
+    }
+    let mut config = borgmaster::ReplicaConfig::new(args.id, peers, args.data_dir.clone());
+    config.metrics_address = args.metrics;
+    if let Some(ms) = args.tick_interval_ms {
+        config.tick_interval_ms = ms;
+    }
+    if let Some(ticks) = args.election_timeout_ticks {
+        config.election_timeout_ticks = ticks;
+    }
+    Ok(config)
+}
+
+pub async fn run_master(args: MasterArgs) -> anyhow::Result<()> {
+    let config = master_config(&args)?;
+    let shutdown = shutdown_on_signal();
+    borgmaster::run(config, shutdown)
+        .await
+        .context("master replica failed")
+}
+
+pub fn scheduler_config(args: &SchedulerArgs, masters: Vec<String>) -> scheduler::SchedulerConfig {
+    let mut config = scheduler::SchedulerConfig::new(masters);
+    config.scheduler_id = args.id.clone();
+    config.seed = args.seed;
+    config.metrics_address = args.metrics;
+    if let Some(max) = args.plan_batch_max {
+        config.plan_batch_max = max;
+    }
+    config
+}
+
+pub async fn run_scheduler(args: SchedulerArgs, global: &GlobalArgs) -> anyhow::Result<()> {
+    let config = scheduler_config(&args, global.master.clone());
+    scheduler::run(config, shutdown_on_signal())
+        .await
+        .context("scheduler failed")
+}
+
+pub fn linkshard_config(args: &LinkShardArgs, masters: Vec<String>) -> linkshard::LinkShardConfig {
+    let mut config = linkshard::LinkShardConfig::new(masters, args.shard_index, args.shard_count);
+    config.poll_interval_ms = args.poll_interval_ms;
+    config.metrics_address = args.metrics;
+    config
+}
+
+pub async fn run_linkshard(args: LinkShardArgs, global: &GlobalArgs) -> anyhow::Result<()> {
+    if args.shard_count == 0 || args.shard_index >= args.shard_count {
+        bail!(
+            "--shard-index {} must be below --shard-count {}",
+            args.shard_index,
+            args.shard_count
+        );
+    }
+    let config = linkshard_config(&args, global.master.clone());
+    linkshard::run(config, shutdown_on_signal())
+        .await
+        .context("link shard failed")
+}
+
+pub fn host_name() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .filter(|h| borg_model::is_valid_name(h))
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+pub fn borglet_config(
+    args: &BorgletArgs,
+    masters: Vec<String>,
+) -> anyhow::Result<borglet::BorgletConfig> {
+    let machine = args.machine.clone().unwrap_or_else(host_name);
+    if !borg_model::is_valid_name(&machine) {
+        bail!("machine name {machine:?} is invalid: use letters, digits, '-', '_' or '.'");
+    }
+    let mut config =
+        borglet::BorgletConfig::new(masters, args.listen.clone(), machine, args.data_dir.clone());
+    config.attributes = parse_attributes(&args.attributes)?;
+    config.cgroup_parent = args.cgroup_parent.clone();
+    if args.no_cgroups {
+        config.cgroups = borglet::CgroupMode::Off;
+    }
+    if args.cpu_millis.is_some() || args.ram_bytes.is_some() {
+        let detected = borglet::machine::detect_capacity().context("reading this machine's capacity")?;
+        config.capacity_override = Some(borg_model::Resources {
+            cpu_millis: args.cpu_millis.unwrap_or(detected.cpu_millis),
+            ram_bytes: args.ram_bytes.unwrap_or(detected.ram_bytes),
+            ..detected
+        });
+    }
+    config.kill_tasks_on_exit = args.kill_tasks_on_exit;
+    config.metrics_address = args.metrics;
+    Ok(config)
+}
+
+pub async fn run_borglet(args: BorgletArgs, global: &GlobalArgs) -> anyhow::Result<()> {
+    let config = borglet_config(&args, global.master.clone())?;
+    borglet::run(config, shutdown_on_signal())
+        .await
+        .context("borglet failed")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_parse_and_bad_ones_are_explained() {
+        let peers = parse_peers(&["1=127.0.0.1:7101".into(), "2=127.0.0.1:7102".into()]).unwrap();
+        assert_eq!(peers[&2], "127.0.0.1:7102");
+        let error = parse_peers(&["x=127.0.0.1:1".into()]).unwrap_err();
+        assert!(error.to_string().contains("not a number"), "{error}");
+        let error = parse_peers(&["1=a:1".into(), "1=b:2".into()]).unwrap_err();
+        assert!(error.to_string().contains("twice"), "{error}");
+        assert!(parse_peers(&["0=a:1".into()]).is_err());
+        assert!(parse_peers(&["1=nohost".into()]).is_err());
+    }
+
+    #[test]
+    fn attributes_parse() {
+        let attrs = parse_attributes(&["rack=r1".into(), "os = linux".into()]).unwrap();
+        assert_eq!(attrs["rack"], "r1");
+        assert_eq!(attrs["os"], "linux");
+        assert!(parse_attributes(&["=x".into()]).is_err());
+        assert!(parse_attributes(&["novalue".into()]).is_err());
+    }
+}

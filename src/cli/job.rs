@@ -1,0 +1,334 @@
+//! `borg job ...`: submit, follow, inspect and stop jobs.
+
+use super::exit::TimedOut;
+use super::render;
+use super::{master_client, GlobalArgs, OutputFormat};
+use anyhow::{bail, Context};
+use borg_common::{new_request_id, now_ms, MasterClient};
+use borg_proto::v1;
+use borg_proto::v1::cell_service_client::CellServiceClient;
+use clap::Subcommand;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How often `job run` re-reads the job while following it.
+const FOLLOW_POLL_INTERVAL_MS: u64 = 500;
+
+#[derive(Debug, Subcommand)]
+pub enum JobCommand {
+    /// Submit the jobs of a BCL file (creating or updating them) and follow them until their
+    /// tasks run.
+    Run {
+        file: PathBuf,
+        /// Return as soon as the cell accepted the job.
+        #[arg(long)]
+        detach: bool,
+        /// Refuse unless the job's modify index is still N (0: the job must not exist yet).
+        #[arg(long)]
+        check_index: Option<u64>,
+        /// Give up following after this many seconds.
+        #[arg(long, default_value_t = 120)]
+        wait_timeout_s: u64,
+    },
+    /// Show a job: summary and every task (state, machine, restarts, age).
+    Status {
+        name: String,
+        /// Read through the leader rather than any replica.
+        #[arg(long)]
+        consistent: bool,
+    },
+    /// Stop every task of a job.
+    Kill { name: String },
+    /// List the jobs of the cell.
+    List {
+        /// Only jobs of this owner.
+        #[arg(long)]
+        owner: Option<String>,
+    },
+    /// Evaluate a BCL file and print the jobs it defines, without submitting anything.
+    Inspect { file: PathBuf },
+}
+
+pub async fn run(command: JobCommand, global: &GlobalArgs) -> anyhow::Result<()> {
+    match command {
+        JobCommand::Inspect { file } => inspect(&file),
+        JobCommand::Run {
+            file,
+            detach,
+            check_index,
+            wait_timeout_s,
+        } => {
+            let client = master_client(global)?;
+            submit_file(&client, &file, check_index, detach, wait_timeout_s, global.output).await
+        }
+        JobCommand::Status { name, consistent } => {
+            let client = master_client(global)?;
+            let job = get_job(&client, &name, consistent).await?;
+            match global.output {
+                OutputFormat::Json => println!("{:#}", render::job_json(&job)),
+                OutputFormat::Text => println!("{}", render::job_text(&job, now_ms())),
+            }
+            Ok(())
+        }
+        JobCommand::Kill { name } => {
+            let client = master_client(global)?;
+            let request_id = new_request_id("kill");
+            let response = client
+                .call(|channel| {
+                    let request = v1::KillJobRequest {
+                        name: name.clone(),
+                        request_id: request_id.clone(),
+                    };
+                    async move {
+                        CellServiceClient::new(channel)
+                            .kill_job(request)
+                            .await
+                            .map(|r| r.into_inner())
+                    }
+                })
+                .await
+                .with_context(|| format!("killing job {name:?}"))?;
+            match global.output {
+                OutputFormat::Json => println!(
+                    "{:#}",
+                    serde_json::json!({"killed": name, "index": response.index})
+                ),
+                OutputFormat::Text => {
+                    println!("job {name} killed (index {}); its tasks are being stopped", response.index)
+                }
+            }
+            Ok(())
+        }
+        JobCommand::List { owner } => {
+            let client = master_client(global)?;
+            let response = client
+                .call(|channel| {
+                    let request = v1::ListJobsRequest {
+                        consistent: false,
+                        owner: owner.clone().unwrap_or_default(),
+                    };
+                    async move {
+                        CellServiceClient::new(channel)
+                            .list_jobs(request)
+                            .await
+                            .map(|r| r.into_inner())
+                    }
+                })
+                .await
+                .context("listing jobs")?;
+            match global.output {
+                OutputFormat::Json => println!(
+                    "{:#}",
+                    serde_json::Value::Array(response.jobs.iter().map(render::job_json).collect())
+                ),
+                OutputFormat::Text => println!("{}", render::jobs_text(&response.jobs)),
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The user submitting: `BORG_USER`, else the login name of this process' user.
+pub fn current_user() -> String {
+    if let Ok(user) = std::env::var("BORG_USER") {
+        if !user.is_empty() {
+            return user;
+        }
+    }
+    nix::unistd::User::from_uid(nix::unistd::getuid())
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+/// Evaluates a BCL file into job specs, filling in the owner where the file left it out.
+pub fn load_jobs(file: &std::path::Path) -> anyhow::Result<Vec<borg_model::JobSpec>> {
+    let loaded = bcl::load_file(file).map_err(|diagnostics| anyhow::anyhow!("{diagnostics}"))?;
+    let user = current_user();
+    let mut jobs = loaded.jobs;
+    if jobs.is_empty() {
+        bail!("{} defines no job: add `job NAME = {{ ... }}`", file.display());
+    }
+    for job in &mut jobs {
+        if job.owner.is_empty() {
+            job.owner = user.clone();
+        }
+        job.validate()
+            .with_context(|| format!("in {}", file.display()))?;
+    }
+    Ok(jobs)
+}
+
+fn inspect(file: &std::path::Path) -> anyhow::Result<()> {
+    let jobs = load_jobs(file)?;
+    println!("{}", serde_json::to_string_pretty(&jobs)?);
+    Ok(())
+}
+
+pub async fn submit_file(
+    client: &MasterClient,
+    file: &std::path::Path,
+    check_index: Option<u64>,
+    detach: bool,
+    wait_timeout_s: u64,
+    output: OutputFormat,
+) -> anyhow::Result<()> {
+    let jobs = load_jobs(file)?;
+    if check_index.is_some() && jobs.len() > 1 {
+        bail!("--check-index applies to one job, but {} defines {}", file.display(), jobs.len());
+    }
+    let mut submitted = Vec::new();
+    for spec in jobs {
+        let name = spec.name.clone();
+        let response = submit(client, spec, check_index)
+            .await
+            .with_context(|| format!("submitting job {name:?}"))?;
+        if output == OutputFormat::Text {
+            println!(
+                "job {name} {} at index {}",
+                if response.created { "created" } else { "updated" },
+                response.index
+            );
+        }
+        submitted.push(name);
+    }
+    let mut final_jobs = Vec::new();
+    for name in &submitted {
+        let job = if detach {
+            get_job(client, name, false).await?
+        } else {
+            follow(client, name, Duration::from_secs(wait_timeout_s), output).await?
+        };
+        final_jobs.push(job);
+    }
+    match output {
+        OutputFormat::Json => println!(
+            "{:#}",
+            serde_json::Value::Array(final_jobs.iter().map(render::job_json).collect())
+        ),
+        OutputFormat::Text if !detach => {
+            for job in &final_jobs {
+                println!("\n{}", render::job_text(job, now_ms()));
+            }
+        }
+        OutputFormat::Text => {}
+    }
+    Ok(())
+}
+
+pub async fn submit(
+    client: &MasterClient,
+    spec: borg_model::JobSpec,
+    check_index: Option<u64>,
+) -> Result<v1::SubmitJobResponse, tonic::Status> {
+    let request_id = new_request_id("submit");
+    let spec = v1::JobSpec::from(spec);
+    client
+        .call(|channel| {
+            let request = v1::SubmitJobRequest {
+                spec: Some(spec.clone()),
+                request_id: request_id.clone(),
+                check_index,
+            };
+            async move {
+                CellServiceClient::new(channel)
+                    .submit_job(request)
+                    .await
+                    .map(|r| r.into_inner())
+            }
+        })
+        .await
+}
+
+pub async fn get_job(
+    client: &MasterClient,
+    name: &str,
+    consistent: bool,
+) -> anyhow::Result<v1::Job> {
+    let response = client
+        .call(|channel| {
+            let request = v1::GetJobRequest {
+                name: name.to_owned(),
+                consistent,
+            };
+            async move {
+                CellServiceClient::new(channel)
+                    .get_job(request)
+                    .await
+                    .map(|r| r.into_inner())
+            }
+        })
+        .await
+        .with_context(|| format!("reading job {name:?}"))?;
+    response
+        .job
+        .with_context(|| format!("the master answered without job {name:?}"))
+}
+
+/// Whether a job has reached what `job run` waits for: every task running (services) or
+/// finished (batch), or the job is no longer active.
+fn settled(job: &v1::Job) -> bool {
+    if job.state != v1::JobState::Active as i32 {
+        return true;
+    }
+    let batch = job
+        .spec
+        .as_ref()
+        .is_some_and(|s| s.job_type == v1::JobType::Batch as i32);
+    !job.tasks.is_empty()
+        && job.tasks.iter().all(|t| {
+            let state = render::task_state_name(t.state);
+            if batch {
+                matches!(state, "succeeded" | "failed" | "killed")
+            } else {
+                matches!(state, "running" | "succeeded" | "failed" | "killed")
+            }
+        })
+}
+
+/// Re-reads the job until it settles, printing a line whenever its summary changes.
+async fn follow(
+    client: &MasterClient,
+    name: &str,
+    timeout: Duration,
+    output: OutputFormat,
+) -> anyhow::Result<v1::Job> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut last_line = String::new();
+    loop {
+        let job = get_job(client, name, false).await?;
+        let line = render::task_summary(&job)
+            .into_iter()
+            .filter(|(_, count)| *count > 0)
+            .map(|(state, count)| format!("{count} {state}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        if output == OutputFormat::Text && line != last_line {
+            println!("  {name}: {line}");
+            last_line = line.clone();
+        }
+        if settled(&job) {
+            let failed = job
+                .tasks
+                .iter()
+                .filter(|t| render::task_state_name(t.state) == "failed")
+                .count();
+            if failed > 0 {
+                bail!(
+                    "{failed} task(s) of job {name} failed; see `borg job status {name}` for exit codes and messages"
+                );
+            }
+            return Ok(job);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(anyhow::Error::new(TimedOut {
+                what: format!(
+                    "job {name} to run ({line}); it keeps trying: see `borg job status {name}`"
+                ),
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(FOLLOW_POLL_INTERVAL_MS)).await;
+    }
+}

@@ -1,0 +1,152 @@
+//! Command-line interface: argument definitions and dispatch to one module per command group.
+
+mod daemons;
+mod dev;
+mod exit;
+mod job;
+mod machine;
+mod render;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+pub use exit::exit_code_of;
+
+/// Master replicas of a `borg dev` cell with the default port base.
+pub const DEV_MASTERS: &str = "127.0.0.1:7101,127.0.0.1:7102,127.0.0.1:7103";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "borg",
+    version,
+    about = "A Borg-style cell manager: run jobs on a cell of machines",
+    long_about = "A Borg-style cell manager. `borg dev` starts a whole cell on this machine; \
+                  `borg job run FILE.bcl` runs a job on it; `borg job status NAME` shows it.",
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Master replicas to talk to (host:port, comma-separated); any one will do, the leader is
+    /// found from there.
+    #[arg(long, global = true, env = "BORG_MASTER", default_value = DEV_MASTERS, value_delimiter = ',')]
+    pub master: Vec<String>,
+    /// Output format of commands that print results.
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+    /// Log filter for daemons and diagnostics (tracing's RUST_LOG syntax).
+    #[arg(long, global = true, env = "BORG_LOG")]
+    pub log: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Submit, inspect and stop jobs.
+    #[command(subcommand)]
+    Job(job::JobCommand),
+    /// Look at the machines of the cell.
+    #[command(subcommand)]
+    Machine(machine::MachineCommand),
+    /// Run a borgmaster replica.
+    Master(daemons::MasterArgs),
+    /// Run the scheduler.
+    Scheduler(daemons::SchedulerArgs),
+    /// Run a link shard.
+    Linkshard(daemons::LinkShardArgs),
+    /// Run the machine agent.
+    Borglet(daemons::BorgletArgs),
+    /// Start a whole cell on loopback in this process (masters, scheduler, link shard, borglet).
+    Dev(dev::DevArgs),
+    /// Start a dev cell, run examples/hello.bcl on it and show its status.
+    Demo(dev::DemoArgs),
+    /// Print shell completions.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+/// Daemons log at info by default; client commands only warn.
+pub fn init_tracing(cli: &Cli) {
+    let default = match cli.command {
+        Command::Master(_)
+        | Command::Scheduler(_)
+        | Command::Linkshard(_)
+        | Command::Borglet(_)
+        | Command::Dev(_) => "info",
+        _ => "warn",
+    };
+    let filter = cli.global.log.clone().unwrap_or_else(|| default.to_owned());
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    let global = cli.global;
+    match cli.command {
+        Command::Job(command) => job::run(command, &global).await,
+        Command::Machine(command) => machine::run(command, &global).await,
+        Command::Master(args) => daemons::run_master(args).await,
+        Command::Scheduler(args) => daemons::run_scheduler(args, &global).await,
+        Command::Linkshard(args) => daemons::run_linkshard(args, &global).await,
+        Command::Borglet(args) => daemons::run_borglet(args, &global).await,
+        Command::Dev(args) => dev::run_dev(args).await,
+        Command::Demo(args) => dev::run_demo(args, &global).await,
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "borg", &mut std::io::stdout());
+            Ok(())
+        }
+    }
+}
+
+/// A client of the masters named on the command line.
+pub fn master_client(global: &GlobalArgs) -> anyhow::Result<borg_common::MasterClient> {
+    let endpoints = global
+        .master
+        .iter()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect();
+    Ok(borg_common::MasterClient::from_endpoints(endpoints)?)
+}
+
+/// Cancelled on the first Ctrl-C or SIGTERM.
+pub fn shutdown_on_signal() -> tokio_util::sync::CancellationToken {
+    let token = tokio_util::sync::CancellationToken::new();
+    let trigger = token.clone();
+    tokio::spawn(async move {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot listen for SIGTERM; only Ctrl-C stops this");
+                    let _ = tokio::signal::ctrl_c().await;
+                    trigger.cancel();
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutting down");
+        trigger.cancel();
+    });
+    token
+}

@@ -1,0 +1,109 @@
+//! A job goes from a BCL file through every real component to running processes, and
+//! `borg job kill` stops them.
+
+mod support;
+
+use std::time::Duration;
+use support::{process_alive, process_cmdline, wait_for, TestCell};
+
+const SLEEPER: &str = r#"
+// Three long-running replicas; the test kills them.
+job sleeper = {
+  priority = 100
+  replicas = 3
+  command = "/bin/sleep"
+  args = ["100000"]
+  requirements = { cpu = 50m  ram = 16Mi }
+}
+"#;
+
+fn running_pids(cell: &TestCell, job: &str, expected: usize) -> Option<Vec<u32>> {
+    let status = cell.borg_json(&["job", "status", job])?;
+    let pids: Vec<u32> = status["tasks"]
+        .as_array()?
+        .iter()
+        .filter(|t| t["state"] == "running")
+        .filter_map(|t| t["pid"].as_u64())
+        .filter(|pid| *pid > 0)
+        .map(|pid| pid as u32)
+        .collect();
+    (pids.len() == expected).then_some(pids)
+}
+
+#[test]
+fn a_job_runs_as_real_processes_and_kill_stops_them() {
+    let cell = TestCell::full(3);
+    let file = cell.write_file("sleeper.bcl", SLEEPER);
+    let submitted = cell.borg(&["job", "run", "--detach", file.to_str().unwrap()]);
+    assert!(
+        submitted.status.success(),
+        "job run failed: {}",
+        String::from_utf8_lossy(&submitted.stderr)
+    );
+
+    let pids = wait_for("3 running tasks", Duration::from_secs(60), || {
+        running_pids(&cell, "sleeper", 3)
+    });
+    for pid in &pids {
+        assert!(process_alive(*pid), "task process {pid} is not alive");
+        let cmdline = process_cmdline(*pid);
+        assert!(cmdline.contains("sleep 100000"), "pid {pid} runs {cmdline:?}");
+    }
+    let cgroups_usable = nix::unistd::geteuid().is_root()
+        && std::path::Path::new("/sys/fs/cgroup/memory/cgroup.procs").exists();
+    if cgroups_usable {
+        for pid in &pids {
+            let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+            assert!(
+                cgroup.contains(&cell.cgroup_parent),
+                "task {pid} is not in a cgroup under {}: {cgroup}",
+                cell.cgroup_parent
+            );
+        }
+    }
+    let status = cell.borg_json(&["job", "status", "sleeper"]).unwrap();
+    assert!(
+        status["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["machine"] == cell.machine.as_str()),
+        "{status:#}"
+    );
+
+    let killed = cell.borg(&["job", "kill", "sleeper"]);
+    assert!(
+        killed.status.success(),
+        "job kill failed: {}",
+        String::from_utf8_lossy(&killed.stderr)
+    );
+    wait_for(
+        "every task process to exit",
+        Duration::from_secs(30),
+        || pids.iter().all(|pid| !process_alive(*pid)).then_some(()),
+    );
+    let status = cell.borg_json(&["job", "status", "sleeper"]).unwrap();
+    assert_eq!(status["state"], "killed", "{status:#}");
+    assert!(status["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|t| t["state"] == "killed"));
+}
+
+#[test]
+fn unknown_jobs_and_bad_files_give_clear_errors_and_exit_codes() {
+    let cell = TestCell::with_masters(3);
+    cell.wait_for_leader();
+    let missing = cell.borg(&["job", "status", "no-such-job"]);
+    assert_eq!(missing.status.code(), Some(3), "not found exits 3");
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no-such-job"));
+
+    let bad = cell.write_file("bad.bcl", "job broken = {\n  replicas = \n}\n");
+    let rejected = cell.borg(&["job", "run", "--detach", bad.to_str().unwrap()]);
+    assert!(!rejected.status.success());
+    let stderr = String::from_utf8_lossy(&rejected.stderr);
+    assert!(stderr.contains("bad.bcl:"), "error names the file: {stderr}");
+    let listed = cell.borg_json(&["job", "list"]).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 0, "a bad file changes nothing");
+}
