@@ -47,11 +47,15 @@ pub enum JobCommand {
     },
     /// Evaluate a BCL file and print the jobs it defines, without submitting anything.
     Inspect { file: PathBuf },
+    /// Show what submitting a file would change (tasks created, destroyed, recreated), whether
+    /// the tasks would fit now and whom they would preempt, and the index for --check-index.
+    Plan { file: PathBuf },
 }
 
 pub async fn run(command: JobCommand, global: &GlobalArgs) -> anyhow::Result<()> {
     match command {
         JobCommand::Inspect { file } => inspect(&file),
+        JobCommand::Plan { file } => super::plan::run(&file, global).await,
         JobCommand::Run {
             file,
             detach,

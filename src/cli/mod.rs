@@ -5,6 +5,7 @@ mod dev;
 mod exit;
 mod job;
 mod machine;
+mod plan;
 mod render;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
