@@ -149,20 +149,17 @@ pub fn current_user() -> String {
 
 /// Evaluates a BCL file into job specs, filling in the owner where the file left it out.
 pub fn load_jobs(file: &std::path::Path) -> anyhow::Result<Vec<borg_model::JobSpec>> {
-    let loaded = bcl::load_file(file).map_err(|diagnostics| anyhow::anyhow!("{diagnostics}"))?;
-    let user = current_user();
-    let mut jobs = loaded.jobs;
-    if jobs.is_empty() {
+    let mut loaded =
+        bcl::load_file(file).map_err(|diagnostics| anyhow::anyhow!("{diagnostics}"))?;
+    loaded.fill_owner(&current_user());
+    if loaded.jobs.is_empty() {
         bail!("{} defines no job: add `job NAME = {{ ... }}`", file.display());
     }
-    for job in &mut jobs {
-        if job.owner.is_empty() {
-            job.owner = user.clone();
-        }
+    for job in &loaded.jobs {
         job.validate()
             .with_context(|| format!("in {}", file.display()))?;
     }
-    Ok(jobs)
+    Ok(loaded.jobs)
 }
 
 fn inspect(file: &std::path::Path) -> anyhow::Result<()> {
