@@ -47,7 +47,10 @@ fn a_job_runs_as_real_processes_and_kill_stops_them() {
     for pid in &pids {
         assert!(process_alive(*pid), "task process {pid} is not alive");
         let cmdline = process_cmdline(*pid);
-        assert!(cmdline.contains("sleep 100000"), "pid {pid} runs {cmdline:?}");
+        assert!(
+            cmdline.contains("sleep 100000"),
+            "pid {pid} runs {cmdline:?}"
+        );
     }
     let cgroups_usable = nix::unistd::geteuid().is_root()
         && std::path::Path::new("/sys/fs/cgroup/memory/cgroup.procs").exists();
@@ -103,7 +106,14 @@ fn unknown_jobs_and_bad_files_give_clear_errors_and_exit_codes() {
     let rejected = cell.borg(&["job", "run", "--detach", bad.to_str().unwrap()]);
     assert!(!rejected.status.success());
     let stderr = String::from_utf8_lossy(&rejected.stderr);
-    assert!(stderr.contains("bad.bcl:"), "error names the file: {stderr}");
+    assert!(
+        stderr.contains("bad.bcl:"),
+        "error names the file: {stderr}"
+    );
     let listed = cell.borg_json(&["job", "list"]).unwrap();
-    assert_eq!(listed.as_array().unwrap().len(), 0, "a bad file changes nothing");
+    assert_eq!(
+        listed.as_array().unwrap().len(),
+        0,
+        "a bad file changes nothing"
+    );
 }

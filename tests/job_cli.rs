@@ -26,14 +26,20 @@ fn plan_shows_the_diff_and_check_index_guards_against_lost_updates() {
     let file = cell.write_file("api.bcl", V1);
     let path = file.to_str().unwrap();
 
-    let plan = cell.borg_json(&["job", "plan", path]).expect("plan of a new job");
+    let plan = cell
+        .borg_json(&["job", "plan", path])
+        .expect("plan of a new job");
     assert_eq!(plan[0]["exists"], false);
     assert_eq!(plan[0]["tasks_created"].as_array().unwrap().len(), 2);
     // No machine has registered: the dry run says nothing would fit.
     assert_eq!(plan[0]["dry_run"]["placed"], 0);
 
     let created = cell.borg(&["job", "run", "--detach", "--check-index", "0", path]);
-    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
     let status = cell.borg_json(&["job", "status", "api"]).unwrap();
     let index = status["modify_index"].as_u64().unwrap();
 
@@ -56,8 +62,54 @@ fn plan_shows_the_diff_and_check_index_guards_against_lost_updates() {
     assert_eq!(unchanged["replicas"], 2);
     let current = index.to_string();
     let updated = cell.borg(&["job", "run", "--detach", "--check-index", &current, path]);
-    assert!(updated.status.success(), "{}", String::from_utf8_lossy(&updated.stderr));
+    assert!(
+        updated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&updated.stderr)
+    );
     let status = cell.borg_json(&["job", "status", "api"]).unwrap();
     assert_eq!(status["replicas"], 4);
     assert_eq!(status["tasks"].as_array().unwrap().len(), 4);
+}
+
+#[test]
+fn files_the_cell_cannot_run_faithfully_are_refused_before_anything_is_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("leader.bcl");
+    std::fs::write(
+        &path,
+        r#"
+job leader = {
+  priority = 100
+  replicas = 2
+  command = "/bin/sleep"
+  args = ["1000"]
+  requirements = { cpu = 100m  ram = 16Mi }
+  tasks = { 0 = { env = { ROLE = 'leader' } } }
+}
+"#,
+    )
+    .unwrap();
+    // No master listens on port 1: the refusal must come before any RPC.
+    let output = std::process::Command::new(support::BORG)
+        .args(["--master", "127.0.0.1:1", "job", "run", "--detach"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("per-task overrides"), "{stderr}");
+    assert!(stderr.contains("leader.bcl"), "{stderr}");
+    // inspect still shows the whole evaluation, overrides included.
+    let inspected = std::process::Command::new(support::BORG)
+        .args(["job", "inspect"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(inspected.status.success());
+    let json: serde_json::Value = serde_json::from_slice(&inspected.stdout).unwrap();
+    assert_eq!(
+        json["job_extras"]["leader"]["task_overrides"]["0"]["env"]["ROLE"],
+        "leader"
+    );
 }

@@ -48,7 +48,11 @@ fn a_cell_restarted_on_its_data_directories_still_knows_its_jobs() {
 
     // The restarted cell takes new writes.
     let again = cell.borg(&["job", "kill", "persistent"]);
-    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
     let killed = cell
         .borg_json(&["job", "status", "--consistent", "persistent"])
         .unwrap();

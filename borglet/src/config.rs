@@ -1,9 +1,11 @@
 //! Configuration of one borglet instance (plain data; the `borg` binary maps flags onto it).
 
+use crate::pressure::MachinePressure;
 use borg_model::Resources;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// Whether task processes are put in cgroups.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -13,6 +15,18 @@ pub enum CgroupMode {
     #[default]
     Auto,
     /// Never create cgroups.
+    Off,
+}
+
+/// Whether tasks run in their own namespaces as an unprivileged user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IsolationMode {
+    /// Own PID, mount and UTS namespaces (private /proc and /tmp) and `task_user` when the
+    /// borglet runs as root; otherwise tasks run as the borglet's user without namespaces, and
+    /// a log line and a metric say so.
+    #[default]
+    Auto,
+    /// Tasks run in the borglet's namespaces as the borglet's user.
     Off,
 }
 
@@ -37,6 +51,8 @@ pub struct BorgletConfig {
     /// Capacity to register instead of what procfs reports.
     pub capacity_override: Option<Resources>,
     pub metrics_address: Option<SocketAddr>,
+    /// Cluster token sent to the masters (the control-plane role); None sends none.
+    pub master_token: Option<String>,
     /// Time between SIGTERM and SIGKILL when a task is stopped.
     pub stop_grace_period_ms: u64,
     /// Stop every task when the borglet shuts down (`borg dev`); a production borglet leaves
@@ -55,6 +71,27 @@ pub struct BorgletConfig {
     pub finished_sandboxes_max: usize,
     /// `PATH` given to tasks (commands without a slash are looked up in it).
     pub task_path: String,
+    pub isolation: IsolationMode,
+    /// Unprivileged user tasks run as (with isolation); must exist and must not be root.
+    pub task_user: String,
+    /// Largest size of each task log file (`stdout`, `stderr`); 0 means unbounded.
+    pub log_max_bytes: u64,
+    /// Rotated log files kept per stream besides the current one.
+    pub log_files_kept: u32,
+    /// Below this much free memory (MemAvailable) tasks are killed, lowest priority first,
+    /// never production; 0 turns reclamation off.
+    pub reclaim_free_memory_min_bytes: u64,
+    /// From this machine CPU busyness on, batch-class tasks are capped at their CPU limit.
+    pub cpu_busy_threshold_percent: u32,
+    /// Time between rounds of memory reclamation and CPU capping.
+    pub enforcement_interval_ms: u64,
+    /// Users besides a task's owner allowed to run commands in it (borgssh). Not yet
+    /// authenticated: the caller names itself.
+    pub exec_admin_users: Vec<String>,
+    /// Longest a borgssh command may run before it is killed.
+    pub exec_timeout_max_ms: u64,
+    /// Where machine load is read; `None` reads procfs. Tests inject `pressure::TestPressure`.
+    pub pressure: Option<Arc<dyn MachinePressure>>,
 }
 
 impl BorgletConfig {
@@ -74,6 +111,7 @@ impl BorgletConfig {
             cgroups: CgroupMode::Auto,
             capacity_override: None,
             metrics_address: None,
+            master_token: None,
             stop_grace_period_ms: 10_000,
             kill_tasks_on_exit: false,
             register_retry_max_ms: 5_000,
@@ -82,6 +120,16 @@ impl BorgletConfig {
             desired_tasks_max: 10_000,
             finished_sandboxes_max: 200,
             task_path: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_owned(),
+            isolation: IsolationMode::Auto,
+            task_user: "nobody".to_owned(),
+            log_max_bytes: 16 << 20,
+            log_files_kept: 3,
+            reclaim_free_memory_min_bytes: 256 << 20,
+            cpu_busy_threshold_percent: 90,
+            enforcement_interval_ms: 1_000,
+            exec_admin_users: vec!["admin".to_owned()],
+            exec_timeout_max_ms: 300_000,
+            pressure: None,
         }
     }
 }

@@ -8,10 +8,15 @@
 
 pub mod assignment;
 pub mod cgroups;
+pub mod child;
 pub mod config;
+pub mod enforce;
 pub mod error;
+pub mod log_reader;
+pub mod log_rotation;
 pub mod machine;
 pub mod metrics;
+pub mod pressure;
 pub mod register;
 pub mod restart;
 pub mod runner;
@@ -21,7 +26,7 @@ pub mod state_dir;
 pub mod substitute;
 pub mod supervisor;
 
-pub use config::{BorgletConfig, CgroupMode};
+pub use config::{BorgletConfig, CgroupMode, IsolationMode};
 pub use error::BorgletError;
 pub use machine::{detect_capacity, detect_capacity_at, CapacityError};
 
@@ -36,6 +41,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use supervisor::{Supervisor, SupervisorSettings};
 use tokio_util::sync::CancellationToken;
+
+/// Largest Poll request accepted: room for `desired_tasks_max` (10,000) tasks with large
+/// templates; tonic's default of 4 MiB is too small for that.
+pub const POLL_REQUEST_MAX_BYTES: usize = 64 << 20;
 
 /// Runs a borglet until `shutdown` is cancelled, then stops serving and, when
 /// `kill_tasks_on_exit` is set, stops every task before returning.
@@ -75,6 +84,12 @@ fn validate(config: &BorgletConfig) -> Result<(), BorgletError> {
             ),
         });
     }
+    if config.isolation == IsolationMode::Auto && !borg_model::is_valid_name(&config.task_user) {
+        return Err(BorgletError::InvalidConfig {
+            field: "task_user",
+            reason: format!("{:?} is not a valid user name", config.task_user),
+        });
+    }
     if config.desired_tasks_max == 0 {
         return Err(BorgletError::InvalidConfig {
             field: "desired_tasks_max",
@@ -82,6 +97,75 @@ fn validate(config: &BorgletConfig) -> Result<(), BorgletError> {
         });
     }
     Ok(())
+}
+
+/// Memory reclamation and CPU capping every `enforcement_interval_ms` until `stop`.
+async fn enforce_loop(supervisor: Arc<Supervisor>, config: BorgletConfig, stop: CancellationToken) {
+    let pressure: Arc<dyn pressure::MachinePressure> = config
+        .pressure
+        .clone()
+        .unwrap_or_else(|| Arc::new(pressure::ProcfsPressure::new()));
+    let limits = supervisor::EnforcementSettings {
+        reclaim_free_memory_min_bytes: config.reclaim_free_memory_min_bytes,
+        cpu_busy_threshold_permille: config.cpu_busy_threshold_percent.saturating_mul(10),
+    };
+    let interval = std::time::Duration::from_millis(config.enforcement_interval_ms.max(1));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = stop.cancelled() => return,
+        }
+        let (supervisor, pressure) = (Arc::clone(&supervisor), Arc::clone(&pressure));
+        // Reads procfs and cgroup files: off the async threads.
+        let round =
+            tokio::task::spawn_blocking(move || supervisor.enforce(pressure.as_ref(), &limits));
+        if let Err(error) = round.await {
+            tracing::warn!(%error, "an enforcement round failed");
+        }
+    }
+}
+
+/// Namespaces and the task user when configured and possible (root); none otherwise.
+fn task_isolation(config: &BorgletConfig) -> Result<runner::Isolation, BorgletError> {
+    if config.isolation == IsolationMode::Off {
+        tracing::warn!("task isolation is off: tasks run as the borglet's user in its namespaces");
+        return Ok(runner::Isolation::default());
+    }
+    if !nix::unistd::geteuid().is_root() {
+        tracing::warn!(
+            "not running as root: tasks run WITHOUT namespaces, as the borglet's own user"
+        );
+        return Ok(runner::Isolation::default());
+    }
+    let invalid = |reason: String| BorgletError::InvalidConfig {
+        field: "task_user",
+        reason,
+    };
+    let user = nix::unistd::User::from_name(&config.task_user)
+        .map_err(|e| invalid(format!("cannot look up {:?}: {e}", config.task_user)))?
+        .ok_or_else(|| {
+            invalid(format!(
+                "user {:?} does not exist; create it (useradd --system {0}) or name another",
+                config.task_user
+            ))
+        })?;
+    if user.uid.is_root() {
+        return Err(invalid(format!(
+            "{:?} is root; tasks never run as root",
+            config.task_user
+        )));
+    }
+    tracing::info!(user = %config.task_user, uid = user.uid.as_raw(),
+        "tasks run in their own PID, mount and UTS namespaces as an unprivileged user");
+    Ok(runner::Isolation {
+        namespaces: true,
+        private_tmp: None,
+        user: Some(runner::TaskUser {
+            name: config.task_user.clone(),
+            uid: user.uid.as_raw(),
+            gid: user.gid.as_raw(),
+        }),
+    })
 }
 
 /// The address to register: the configured host with the bound port; a wildcard host is
@@ -135,6 +219,10 @@ impl Borglet {
                 None
             }
         };
+        let isolation = task_isolation(&config)?;
+        metrics
+            .isolation_enabled
+            .set(i64::from(isolation.namespaces));
         let listener = tokio::net::TcpListener::bind(&config.listen_address)
             .await
             .map_err(|source| BorgletError::Bind {
@@ -159,6 +247,11 @@ impl Borglet {
             task_path: config.task_path.clone(),
             desired_tasks_max: config.desired_tasks_max,
             finished_sandboxes_max: config.finished_sandboxes_max,
+            isolation,
+            log: log_rotation::LogLimits {
+                max_bytes: config.log_max_bytes,
+                files_kept: config.log_files_kept,
+            },
         };
         let supervisor = Arc::new(Supervisor::new(settings, cgroups.clone(), metrics.clone()));
         supervisor
@@ -223,7 +316,10 @@ impl Borglet {
             tracing::warn!("no master addresses configured: the machine is not registered");
             None
         } else {
-            match MasterClient::from_endpoints(self.config.masters.clone()) {
+            match MasterClient::new(borg_common::MasterClientConfig {
+                token: self.config.master_token.clone(),
+                ..borg_common::MasterClientConfig::new(self.config.masters.clone())
+            }) {
                 Ok(client) => {
                     let registration = register::Registration {
                         client,
@@ -242,11 +338,21 @@ impl Borglet {
                 }
             }
         };
+        let enforcement = tokio::spawn(enforce_loop(
+            Arc::clone(&self.supervisor),
+            self.config.clone(),
+            stop.clone(),
+        ));
         tracing::info!(machine = %self.info.name, address = %self.local_addr, "borglet serving");
         let service = BorgletServiceServer::new(service::BorgletRpc {
             supervisor: Arc::clone(&self.supervisor),
             info: self.info.clone(),
-        });
+            metrics: self.metrics.clone(),
+            log_readers: Arc::new(tokio::sync::Semaphore::new(log_reader::LOG_READERS_MAX)),
+            exec_admin_users: self.config.exec_admin_users.clone(),
+            exec_timeout_max_ms: self.config.exec_timeout_max_ms,
+        })
+        .max_decoding_message_size(POLL_REQUEST_MAX_BYTES);
         let incoming =
             tonic::transport::server::TcpIncoming::from(self.listener).with_nodelay(Some(true));
         let served = tonic::transport::Server::builder()
@@ -254,6 +360,7 @@ impl Borglet {
             .serve_with_incoming_shutdown(incoming, stop.cancelled())
             .await;
         stop.cancel();
+        let _ = enforcement.await;
         if let Some(registration) = registration {
             let _ = registration.await;
         }

@@ -40,6 +40,12 @@ pub struct BorgletMetrics {
     pub task_start_latency: Histogram,
     pub polls: IntCounter,
     pub cgroups_enabled: IntGauge,
+    pub isolation_enabled: IntGauge,
+    pub free_memory_bytes: IntGauge,
+    pub reclaim_kills: IntCounterVec,
+    pub tasks_cpu_capped: IntGauge,
+    pub enforcement_rounds: IntCounter,
+    pub exec_sessions: IntCounterVec,
     pub registrations: IntCounterVec,
 }
 
@@ -72,6 +78,36 @@ impl BorgletMetrics {
                 "borglet_cgroups_enabled",
                 "1 when tasks run in cgroups, 0 when they run without (see the log for why)",
             )?,
+            isolation_enabled: IntGauge::new(
+                "borglet_isolation_enabled",
+                "1 when tasks run in their own namespaces as an unprivileged user, 0 when not (see the log for why)",
+            )?,
+            free_memory_bytes: IntGauge::new(
+                "borglet_free_memory_bytes",
+                "The machine's free memory at the last enforcement round",
+            )?,
+            reclaim_kills: IntCounterVec::new(
+                Opts::new(
+                    "borglet_reclaim_kills_total",
+                    "Tasks killed to reclaim memory when the machine ran short, by priority band",
+                ),
+                &["band"],
+            )?,
+            tasks_cpu_capped: IntGauge::new(
+                "borglet_tasks_cpu_capped",
+                "Batch-class tasks capped at their CPU limit because the machine is busy",
+            )?,
+            enforcement_rounds: IntCounter::new(
+                "borglet_enforcement_rounds_total",
+                "Rounds of memory reclamation and CPU capping",
+            )?,
+            exec_sessions: IntCounterVec::new(
+                Opts::new(
+                    "borglet_exec_sessions_total",
+                    "borgssh commands run inside tasks, by result (ran, failed, refused)",
+                ),
+                &["result"],
+            )?,
             registrations: IntCounterVec::new(
                 Opts::new(
                     "borglet_registrations_total",
@@ -86,6 +122,12 @@ impl BorgletMetrics {
         registry.register(Box::new(metrics.task_start_latency.clone()))?;
         registry.register(Box::new(metrics.polls.clone()))?;
         registry.register(Box::new(metrics.cgroups_enabled.clone()))?;
+        registry.register(Box::new(metrics.isolation_enabled.clone()))?;
+        registry.register(Box::new(metrics.free_memory_bytes.clone()))?;
+        registry.register(Box::new(metrics.reclaim_kills.clone()))?;
+        registry.register(Box::new(metrics.tasks_cpu_capped.clone()))?;
+        registry.register(Box::new(metrics.enforcement_rounds.clone()))?;
+        registry.register(Box::new(metrics.exec_sessions.clone()))?;
         registry.register(Box::new(metrics.registrations.clone()))?;
         Ok(metrics)
     }

@@ -1,11 +1,17 @@
 //! Task processes: starting one (own session and process group, cgroup joined before exec,
-//! stdout/stderr to files), signalling its group, and describing how it ended.
+//! own namespaces and unprivileged user, stdout/stderr to size-bounded files through its
+//! keeper; see `child`), signalling its group, and describing how it ended.
 
+use crate::child::{self, Prepared, PreparedIsolation, PreparedLog};
+use crate::log_rotation::{rotated_paths, LogLimits};
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 use std::collections::BTreeMap;
+use std::ffi::CString;
 use std::fs::{File, OpenOptions};
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
@@ -22,6 +28,27 @@ pub struct LaunchSpec {
     pub stderr: PathBuf,
     /// `cgroup.procs` files the child writes "0" to before exec (see `TaskCgroups::join_files`).
     pub cgroup_join_files: Vec<PathBuf>,
+    pub isolation: Isolation,
+    pub log: LogLimits,
+}
+
+/// How a task is separated from the machine and from other tasks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Isolation {
+    /// Own PID, mount and UTS namespaces with a /proc of its own (needs root).
+    pub namespaces: bool,
+    /// Directory bind-mounted on /tmp (with `namespaces`).
+    pub private_tmp: Option<PathBuf>,
+    /// User the program runs as; `None` keeps the borglet's.
+    pub user: Option<TaskUser>,
+}
+
+/// An unprivileged user that tasks run as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskUser {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -132,6 +159,53 @@ pub fn process_start_ticks(pid: u32) -> Option<u64> {
     (!matches!(stat.state, 'Z' | 'X' | 'x')).then_some(stat.starttime)
 }
 
+fn c_string(text: &[u8], what: &str) -> Result<CString, SpawnError> {
+    CString::new(text).map_err(|_| SpawnError::Exec {
+        program: what.to_owned(),
+        source: std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{what} contains a NUL byte"),
+        ),
+    })
+}
+
+fn c_path(path: &Path) -> Result<CString, SpawnError> {
+    c_string(path.as_os_str().as_bytes(), &path.to_string_lossy())
+}
+
+/// The program's path: as given when it holds a slash, else the first executable file of
+/// that name in the task's `PATH` (looked up before the fork, as a shell would).
+pub fn resolve_program(program: &str, env: &BTreeMap<String, String>) -> Option<PathBuf> {
+    if program.contains('/') {
+        return Some(PathBuf::from(program));
+    }
+    if program.is_empty() {
+        return None;
+    }
+    let search = env.get("PATH").map(String::as_str).unwrap_or("");
+    search
+        .split(':')
+        .filter(|dir| !dir.is_empty())
+        .map(|dir| Path::new(dir).join(program))
+        .find(|path| {
+            std::fs::metadata(path)
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
+fn prepared_log(file: &File, path: &Path, limits: LogLimits) -> Result<PreparedLog, SpawnError> {
+    let size_bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
+    Ok(PreparedLog {
+        fd: file.as_raw_fd(),
+        size_bytes,
+        max_bytes: limits.max_bytes,
+        paths: rotated_paths(path, limits.files_kept)
+            .iter()
+            .map(|p| c_path(p))
+            .collect::<Result<_, _>>()?,
+    })
+}
+
 fn open_log(path: &Path) -> Result<File, SpawnError> {
     OpenOptions::new()
         .create(true)
@@ -143,10 +217,15 @@ fn open_log(path: &Path) -> Result<File, SpawnError> {
         })
 }
 
-/// Starts the process. The child joins the task's cgroup and starts a new session (so it leads
-/// its own process group) before exec: everything it runs is accounted to the task and can be
-/// signalled as a group.
-pub fn spawn(spec: &LaunchSpec) -> Result<TaskProcess, SpawnError> {
+/// What `spawn` and `run_inside` hand to the child, and the files it must keep open until the
+/// fork is done.
+struct PreparedLaunch {
+    prepared: Prepared,
+    program_path: PathBuf,
+    open_files: Vec<File>,
+}
+
+fn prepare(spec: &LaunchSpec) -> Result<PreparedLaunch, SpawnError> {
     let stdout = open_log(&spec.stdout)?;
     let stderr = open_log(&spec.stderr)?;
     // Opened here, written in the child: opening files between fork and exec is not safe.
@@ -164,47 +243,202 @@ pub fn spawn(spec: &LaunchSpec) -> Result<TaskProcess, SpawnError> {
                 })
         })
         .collect::<Result<_, _>>()?;
-    let join_fds: Vec<i32> = join_files.iter().map(AsRawFd::as_raw_fd).collect();
+    let program_path =
+        resolve_program(&spec.program, &spec.env).ok_or_else(|| SpawnError::Exec {
+            program: spec.program.clone(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no such program in the task's PATH",
+            ),
+        })?;
+    let argv = std::iter::once(spec.program.as_str())
+        .chain(spec.args.iter().map(String::as_str))
+        .map(|arg| c_string(arg.as_bytes(), "an argument"))
+        .collect::<Result<Vec<_>, _>>()?;
+    let envp = spec
+        .env
+        .iter()
+        .map(|(name, value)| c_string(format!("{name}={value}").as_bytes(), "the environment"))
+        .collect::<Result<Vec<_>, _>>()?;
+    let namespaces = match (spec.isolation.namespaces, &spec.isolation.private_tmp) {
+        (false, _) => None,
+        (true, tmp) => Some(PreparedIsolation {
+            private_tmp: tmp.as_deref().map(c_path).transpose()?,
+            sandbox_rebind: match (tmp, spec.cwd.strip_prefix("/tmp")) {
+                (Some(_), Ok(relative)) if relative.components().next().is_some() => {
+                    let mut dirs = Vec::new();
+                    let mut path = PathBuf::from("/tmp");
+                    for part in relative.components() {
+                        path.push(part);
+                        dirs.push(c_path(&path)?);
+                    }
+                    Some((c_path(&spec.cwd)?, dirs))
+                }
+                _ => None,
+            },
+        }),
+    };
+    let prepared = Prepared::new(
+        c_path(&program_path)?,
+        argv,
+        envp,
+        c_path(&spec.cwd)?,
+        spec.isolation.user.as_ref().map(|u| (u.uid, u.gid)),
+        namespaces,
+        prepared_log(&stdout, &spec.stdout, spec.log)?,
+        prepared_log(&stderr, &spec.stderr, spec.log)?,
+        join_files.iter().map(AsRawFd::as_raw_fd).collect(),
+    );
+    let mut open_files = join_files;
+    open_files.extend([stdout, stderr]);
+    Ok(PreparedLaunch {
+        prepared,
+        program_path,
+        open_files,
+    })
+}
 
-    let mut command = tokio::process::Command::new(&spec.program);
+/// Spawns the process that runs `body` in the child (it never execs itself; the program is
+/// exec'd by a process it forks). `piped` gives it stdout and stderr pipes, else /dev/null.
+fn spawn_child(
+    spec: &LaunchSpec,
+    piped: bool,
+    mut body: impl FnMut(&Prepared) -> std::io::Result<()> + Send + Sync + 'static,
+) -> Result<tokio::process::Child, SpawnError> {
+    let PreparedLaunch {
+        prepared,
+        program_path,
+        open_files,
+    } = prepare(spec)?;
+    let output = || if piped { Stdio::piped() } else { Stdio::null() };
+    // The path is only what the child is named for; `body` decides what runs.
+    let mut command = tokio::process::Command::new(&program_path);
     command
-        .args(&spec.args)
-        .env_clear()
-        .envs(&spec.env)
-        .current_dir(&spec.cwd)
         .stdin(Stdio::null())
-        .stdout(Stdio::from(stdout))
-        .stderr(Stdio::from(stderr))
-        .kill_on_drop(false);
+        .stdout(output())
+        .stderr(output())
+        .kill_on_drop(piped);
     // SAFETY: the closure runs in the child between fork and exec and only makes
-    // async-signal-safe system calls (write, setsid) on descriptors opened before the fork,
-    // which stay open until `spawn` returns because `join_files` outlives it.
+    // async-signal-safe system calls on data prepared above (see `child`), which stays alive
+    // until the spawn returns because the command owns it.
     unsafe {
-        command.pre_exec(move || {
-            for &fd in &join_fds {
-                let fd = BorrowedFd::borrow_raw(fd);
-                nix::unistd::write(fd, b"0").map_err(std::io::Error::from)?;
-            }
-            nix::unistd::setsid().map_err(std::io::Error::from)?;
-            Ok(())
-        });
+        command.pre_exec(move || body(&prepared));
     }
     let child = command.spawn().map_err(|source| SpawnError::Exec {
         program: spec.program.clone(),
         source,
     })?;
-    drop(join_files);
+    drop(command);
+    drop(open_files);
+    Ok(child)
+}
+
+/// Starts the task. Its keeper (see `child`) joins the task's cgroup and starts a new session
+/// (so it leads its own process group) before anything else: everything the task runs is
+/// accounted to it and can be signalled as a group. Returns once the program was exec'd (or
+/// could not be).
+pub fn spawn(spec: &LaunchSpec) -> Result<TaskProcess, SpawnError> {
+    let child = spawn_child(spec, false, child::keeper)?;
     let pid = child.id().ok_or_else(|| SpawnError::Exec {
         program: spec.program.clone(),
         source: std::io::Error::other("the process exited before its pid was read"),
     })?;
     Ok(TaskProcess {
         pid,
-        // Set at fork, unchanged by exec; 0 only if the child is already gone.
+        // Set at fork; 0 only if the child is already gone.
         start_ticks: process_start_ticks(pid).unwrap_or(0),
         started_ms: borg_common::now_ms(),
         handle: ProcessHandle::Child(child),
     })
+}
+
+/// What a command run inside a task printed and how it ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InsideOutput {
+    pub exit: TaskExit,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    /// Output beyond the bound was dropped, or the command was killed at its timeout.
+    pub truncated: bool,
+    pub timed_out: bool,
+}
+
+/// Reads a stream to its end, keeping at most `max_bytes` of it; returns whether more came.
+async fn read_bounded(
+    stream: Option<impl tokio::io::AsyncRead + Unpin>,
+    max_bytes: usize,
+) -> (Vec<u8>, bool) {
+    use tokio::io::AsyncReadExt;
+    let (mut kept, mut dropped) = (Vec::new(), false);
+    let Some(mut stream) = stream else {
+        return (kept, dropped);
+    };
+    let mut buffer = [0u8; 8192];
+    while let Ok(n) = stream.read(&mut buffer).await {
+        if n == 0 {
+            break;
+        }
+        let room = max_bytes.saturating_sub(kept.len()).min(n);
+        kept.extend_from_slice(&buffer[..room]);
+        dropped |= room < n;
+    }
+    (kept, dropped)
+}
+
+/// borgssh: runs `spec`'s program inside a running task, in its cgroup (`cgroup_join_files`)
+/// and the namespaces open at `namespaces` (PID first), as the task user; killed with its
+/// group after `timeout`. `spec`'s log paths are not used (give `/dev/null`).
+pub async fn run_inside(
+    spec: &LaunchSpec,
+    namespaces: Vec<File>,
+    timeout: std::time::Duration,
+    output_max_bytes: usize,
+) -> Result<InsideOutput, SpawnError> {
+    let namespace_fds: Vec<i32> = namespaces.iter().map(AsRawFd::as_raw_fd).collect();
+    let mut process = spawn_child(spec, true, move |prepared| {
+        child::enter(prepared, &namespace_fds)
+    })?;
+    drop(namespaces);
+    let pid = process.id().unwrap_or(0);
+    let output = async {
+        tokio::join!(
+            read_bounded(process.stdout.take(), output_max_bytes),
+            read_bounded(process.stderr.take(), output_max_bytes),
+        )
+    };
+    let ((stdout, out_dropped), (stderr, err_dropped), timed_out) =
+        match tokio::time::timeout(timeout, output).await {
+            Ok((stdout, stderr)) => (stdout, stderr, false),
+            Err(_) => {
+                signal_group(pid, Signal::SIGKILL);
+                ((Vec::new(), true), (Vec::new(), true), true)
+            }
+        };
+    let status = match tokio::time::timeout(timeout, process.wait()).await {
+        Ok(status) => status.ok(),
+        Err(_) => {
+            signal_group(pid, Signal::SIGKILL);
+            process.wait().await.ok()
+        }
+    };
+    Ok(InsideOutput {
+        exit: status.map_or(TaskExit::Signal(9), TaskExit::from_status),
+        stdout,
+        stderr,
+        truncated: out_dropped || err_dropped,
+        timed_out,
+    })
+}
+
+/// Follows the first child `levels` times from `pid` (keeper → init → program).
+pub fn first_descendant(pid: u32, levels: u32) -> Option<u32> {
+    let mut current = pid;
+    for _ in 0..levels {
+        let children =
+            std::fs::read_to_string(format!("/proc/{current}/task/{current}/children")).ok()?;
+        current = children.split_whitespace().next()?.parse().ok()?;
+    }
+    Some(current)
 }
 
 /// A pid the borglet may signal: never 0, 1 or itself (0 and negative values would address
@@ -281,6 +515,11 @@ mod tests {
             stdout: dir.join("stdout"),
             stderr: dir.join("stderr"),
             cgroup_join_files: vec![],
+            isolation: Isolation::default(),
+            log: LogLimits {
+                max_bytes: 0,
+                files_kept: 0,
+            },
         }
     }
 

@@ -27,9 +27,21 @@ impl Sandbox {
         self.dir.join("stderr")
     }
 
-    /// Creates the directory (kept across restarts of the task, so logs accumulate).
-    pub fn create(&self) -> std::io::Result<()> {
-        std::fs::create_dir_all(&self.dir)
+    /// Mounted on /tmp inside the task's namespaces.
+    pub fn tmp(&self) -> PathBuf {
+        self.dir.join("tmp")
+    }
+
+    /// Creates the directory and its `tmp` (kept across restarts of the task, so logs
+    /// accumulate), owned by the task's `(uid, gid)` when given so the task can write there.
+    pub fn create(&self, owner: Option<(u32, u32)>) -> std::io::Result<()> {
+        std::fs::create_dir_all(self.tmp())?;
+        if let Some((uid, gid)) = owner {
+            for dir in [&self.dir, &self.tmp()] {
+                std::os::unix::fs::chown(dir, Some(uid), Some(gid))?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -106,7 +118,7 @@ mod tests {
         let dir = |n: u64| Sandbox::of(data_dir.path(), &TaskKey::new("job", 0, n)).dir;
         for n in 1..=4 {
             Sandbox::of(data_dir.path(), &TaskKey::new("job", 0, n))
-                .create()
+                .create(None)
                 .unwrap();
         }
         // Incarnation 4 still runs; 1..=3 are leftovers of which the newest two stay.

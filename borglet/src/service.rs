@@ -1,6 +1,8 @@
-//! The gRPC face of the borglet: `BorgletService.Poll`.
+//! The gRPC face of the borglet: `Poll`, `ReadLogs` and `Exec` (borgssh).
 
-use crate::supervisor::{PollError, Supervisor};
+use crate::log_reader::{stream_log, LogRead, LOG_STREAM_QUEUE_MAX};
+use crate::metrics::BorgletMetrics;
+use crate::supervisor::{ExecError, PollError, Supervisor};
 use borg_common::now_ms;
 use borg_model::MachineInfo;
 use borg_proto::v1;
@@ -11,6 +13,29 @@ use tonic::{Request, Response, Status};
 pub struct BorgletRpc {
     pub supervisor: Arc<Supervisor>,
     pub info: MachineInfo,
+    pub metrics: BorgletMetrics,
+    /// Bounds the log streams served at once.
+    pub log_readers: Arc<tokio::sync::Semaphore>,
+    /// Users besides a task's owner who may enter it.
+    pub exec_admin_users: Vec<String>,
+    pub exec_timeout_max_ms: u64,
+}
+
+/// Most argv elements of a borgssh command.
+pub const EXEC_ARGS_MAX: usize = 1_024;
+
+impl From<ExecError> for Status {
+    fn from(error: ExecError) -> Status {
+        match &error {
+            ExecError::NotRunning { .. } => Status::failed_precondition(error.to_string()),
+            ExecError::EmptyCommand => Status::invalid_argument(error.to_string()),
+            ExecError::Namespaces { .. } => Status::unavailable(error.to_string()),
+            ExecError::Spawn(spawn) if spawn.is_permanent() => {
+                Status::invalid_argument(error.to_string())
+            }
+            ExecError::Spawn(_) => Status::internal(error.to_string()),
+        }
+    }
 }
 
 impl From<PollError> for Status {
@@ -24,6 +49,116 @@ impl From<PollError> for Status {
 
 #[tonic::async_trait]
 impl BorgletService for BorgletRpc {
+    type ReadLogsStream = tokio_stream::wrappers::ReceiverStream<Result<v1::LogChunk, Status>>;
+
+    async fn read_logs(
+        &self,
+        request: Request<v1::ReadLogsRequest>,
+    ) -> Result<Response<Self::ReadLogsStream>, Status> {
+        let request = request.into_inner();
+        let stream = v1::LogStream::try_from(request.stream).map_err(|_| {
+            Status::invalid_argument(format!("unknown log stream {}", request.stream))
+        })?;
+        let task = self
+            .supervisor
+            .locate(&request.job, request.index, request.incarnation)
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "task {}/{} has no logs on machine {}: it may run elsewhere, or its sandbox was deleted",
+                    request.job, request.index, self.info.name
+                ))
+            })?;
+        let permit = Arc::clone(&self.log_readers)
+            .try_acquire_owned()
+            .map_err(|_| {
+                Status::resource_exhausted(
+                    "this borglet serves its most log streams at once; try again later",
+                )
+            })?;
+        let read = LogRead {
+            path: match stream {
+                v1::LogStream::Stdout => task.sandbox.stdout(),
+                v1::LogStream::Stderr => task.sandbox.stderr(),
+            },
+            incarnation: task.key.incarnation,
+            tail_bytes: request.tail_bytes,
+            follow: request.follow,
+        };
+        let (sender, receiver) = tokio::sync::mpsc::channel(LOG_STREAM_QUEUE_MAX);
+        let supervisor = Arc::clone(&self.supervisor);
+        let key = task.key;
+        tokio::spawn(async move {
+            stream_log(read, || supervisor.is_live(&key), sender).await;
+            drop(permit);
+        });
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
+            receiver,
+        )))
+    }
+
+    async fn exec(
+        &self,
+        request: Request<v1::ExecRequest>,
+    ) -> Result<Response<v1::ExecResponse>, Status> {
+        let request = request.into_inner();
+        if request.command.is_empty() || request.command.len() > EXEC_ARGS_MAX {
+            return Err(Status::invalid_argument(format!(
+                "give a command of 1 to {EXEC_ARGS_MAX} arguments"
+            )));
+        }
+        let task = self
+            .supervisor
+            .locate(&request.job, request.index, request.incarnation)
+            .filter(|t| t.running_pid.is_some())
+            .ok_or_else(|| {
+                Status::failed_precondition(format!(
+                    "task {}/{} is not running on machine {}",
+                    request.job, request.index, self.info.name
+                ))
+            })?;
+        let owner = task.task.as_ref().map(|a| a.owner.as_str()).unwrap_or("");
+        // NOT AUTHENTICATED YET: `user` is what the caller says it is.
+        let allowed = !request.user.is_empty()
+            && (request.user == owner || self.exec_admin_users.contains(&request.user));
+        if !allowed {
+            self.metrics
+                .exec_sessions
+                .with_label_values(&["refused"])
+                .inc();
+            tracing::warn!(task = %task.key, user = %request.user, "borgssh refused: not the owner or an admin");
+            return Err(Status::permission_denied(format!(
+                "user {:?} may not enter task {}: only its owner ({owner}) or an admin may",
+                request.user, task.key
+            )));
+        }
+        let timeout_ms = match request.timeout_ms {
+            0 => self.exec_timeout_max_ms,
+            asked => asked.min(self.exec_timeout_max_ms),
+        };
+        tracing::info!(task = %task.key, user = %request.user, command = ?request.command, "borgssh session");
+        let output = self
+            .supervisor
+            .run_in_task(
+                &task,
+                &request.command,
+                std::time::Duration::from_millis(timeout_ms),
+            )
+            .await;
+        let result = if output.is_ok() { "ran" } else { "failed" };
+        self.metrics
+            .exec_sessions
+            .with_label_values(&[result])
+            .inc();
+        let output = output?;
+        Ok(Response::new(v1::ExecResponse {
+            exit_code: output.exit.exit_code(),
+            stdout: output.stdout,
+            stderr: output.stderr,
+            truncated: output.truncated || output.timed_out,
+            incarnation: task.key.incarnation,
+        }))
+    }
+
     async fn poll(
         &self,
         request: Request<v1::PollRequest>,

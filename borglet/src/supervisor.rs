@@ -8,14 +8,16 @@
 
 use crate::assignment::{InvalidAssignment, TaskAssignment, TaskKey};
 use crate::cgroups::{CgroupError, CgroupLimits, CgroupUsage, TaskCgroups};
+use crate::enforce::{cpu_capped, reclamation_victims, RunningTask};
 use crate::metrics::{BorgletMetrics, ExitReason};
+use crate::pressure::MachinePressure;
 use crate::restart::{AfterExit, RestartTracker};
 use crate::runner::{self, LaunchSpec, SpawnError, TaskExit, TaskProcess};
 use crate::sandbox::{delete_sandboxes, Sandbox, SandboxRetention};
 use crate::state_dir::{StateDir, TaskRecord};
 use crate::substitute::{substitute, Substitutions};
 use borg_common::now_ms;
-use borg_model::{Resources, TaskState};
+use borg_model::{Band, Resources, TaskState};
 use borg_proto::v1;
 use nix::sys::signal::Signal;
 use std::collections::{BTreeMap, BTreeSet};
@@ -33,6 +35,8 @@ pub const CGROUP_DRAIN_PAUSE_MS: u64 = 10;
 /// Attempts to remove an emptied task cgroup (the kernel may report it busy for a moment).
 pub const CGROUP_REMOVE_ATTEMPTS_MAX: u32 = 50;
 pub const CGROUP_REMOVE_PAUSE_MS: u64 = 20;
+/// Task starts (sandbox, cgroup, fork, exec) in progress at once.
+pub const STARTS_IN_FLIGHT_MAX: usize = 4;
 /// Extra time given to actors at shutdown beyond the grace and kill waits.
 const SHUTDOWN_MARGIN_MS: u64 = 2_000;
 
@@ -46,6 +50,9 @@ pub struct SupervisorSettings {
     pub task_path: String,
     pub desired_tasks_max: usize,
     pub finished_sandboxes_max: usize,
+    /// Namespaces and user of every task (`private_tmp` is set per task).
+    pub isolation: runner::Isolation,
+    pub log: crate::log_rotation::LogLimits,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +113,14 @@ struct Slot {
     cpu_sample: Option<(u64, Instant)>,
     stop: CancellationToken,
     actor: Option<JoinHandle<()>>,
+    /// What runs (absent for an assignment that cannot run).
+    task: Option<Arc<TaskAssignment>>,
+    /// Why the borglet killed the task on its own (memory reclamation); set before `stop`.
+    eviction: Option<String>,
+    /// Its CPU is capped by CFS quota now.
+    cpu_capped: bool,
+    /// The task's keeper process (the process group leader); `pid` is the program's.
+    keeper_pid: u32,
 }
 
 impl Slot {
@@ -122,6 +137,10 @@ impl Slot {
             cpu_sample: None,
             stop: CancellationToken::new(),
             actor: None,
+            task: None,
+            eviction: None,
+            cpu_capped: false,
+            keeper_pid: 0,
         }
     }
 
@@ -141,6 +160,54 @@ impl Slot {
     }
 }
 
+/// Output kept per stream of a borgssh command.
+pub const EXEC_OUTPUT_MAX_BYTES: usize = 1 << 20;
+
+/// A task found on this machine.
+#[derive(Debug, Clone)]
+pub struct LocatedTask {
+    pub key: TaskKey,
+    pub sandbox: Sandbox,
+    /// The keeper's pid while the task's process runs.
+    pub running_pid: Option<u32>,
+    pub task: Option<Arc<TaskAssignment>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error("task {task} is not running on this machine now")]
+    NotRunning { task: String },
+    #[error("no command given")]
+    EmptyCommand,
+    #[error("cannot open the namespaces of task {task}: {source}")]
+    Namespaces {
+        task: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Spawn(#[from] SpawnError),
+}
+
+/// The PID, UTS and mount namespaces of a task, through its init (the keeper's child).
+fn task_namespaces(keeper_pid: u32) -> std::io::Result<Vec<std::fs::File>> {
+    let init = runner::first_descendant(keeper_pid, 1)
+        .ok_or_else(|| std::io::Error::other("the task's namespace init is gone"))?;
+    ["pid", "uts", "mnt"]
+        .iter()
+        .map(|ns| std::fs::File::open(format!("/proc/{init}/ns/{ns}")))
+        .collect()
+}
+
+/// Thresholds of local enforcement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EnforcementSettings {
+    /// Below this much free memory, tasks are killed (lowest priority first).
+    pub reclaim_free_memory_min_bytes: u64,
+    /// From this CPU busyness on, batch-class tasks are capped at their limit.
+    pub cpu_busy_threshold_permille: u32,
+}
+
 /// What a poll answers besides the task reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Report {
@@ -158,6 +225,8 @@ pub struct Supervisor {
     sandboxes: Mutex<SandboxRetention>,
     /// Polls are applied one at a time.
     poll_lock: tokio::sync::Mutex<()>,
+    /// Bounds the task starts in progress.
+    start_permits: tokio::sync::Semaphore,
     /// Cancelled at shutdown when tasks are to outlive the borglet: actors return and leave
     /// their processes running.
     detach: CancellationToken,
@@ -177,6 +246,7 @@ impl Supervisor {
             metrics,
             table: Mutex::new(BTreeMap::new()),
             poll_lock: tokio::sync::Mutex::new(()),
+            start_permits: tokio::sync::Semaphore::new(STARTS_IN_FLIGHT_MAX),
             detach: CancellationToken::new(),
         }
     }
@@ -263,8 +333,11 @@ impl Supervisor {
             }
             match wanted {
                 Ok(assignment) => {
-                    table.insert(key, Slot::new(Phase::Running, "starting".to_owned()));
-                    to_start.push(Arc::new(assignment));
+                    let assignment = Arc::new(assignment);
+                    let mut slot = Slot::new(Phase::Running, "starting".to_owned());
+                    slot.task = Some(Arc::clone(&assignment));
+                    table.insert(key, slot);
+                    to_start.push(assignment);
                 }
                 Err(invalid) => {
                     tracing::warn!(task = %key, reason = %invalid.reason, "assigned task cannot run");
@@ -276,45 +349,47 @@ impl Supervisor {
         to_start
     }
 
-    /// Starts a newly desired task and hands its process to a new actor.
+    /// Hands a newly desired task to a new actor, which starts it (at most
+    /// [`STARTS_IN_FLIGHT_MAX`] at once, off the async threads) and then supervises it. A
+    /// Poll does not wait for the starts: a large desired set is answered at once; a task
+    /// reports SCHEDULED until its program runs, then RUNNING with its pid.
     fn start(self: &Arc<Self>, assignment: Arc<TaskAssignment>, since: Instant) {
         let Some(stop) = self.table().get(&assignment.key).map(|s| s.stop.clone()) else {
             return;
         };
-        let first = self.launch(&assignment, 0, since);
         let key = assignment.key.clone();
-        // The report that follows already tells what happened.
-        match &first {
-            Ok(process) => {
-                let (pid, started_ms) = (process.pid(), process.started_ms());
-                self.update(&key, |slot| {
-                    slot.pid = pid;
-                    slot.started_ms = started_ms;
-                    slot.message.clear();
-                });
-            }
-            Err(error) => {
-                let phase = if error.is_permanent() {
-                    Phase::Failed
-                } else {
-                    Phase::Restarting
-                };
-                let message = error.to_string();
-                self.update(&key, |slot| {
-                    if slot.phase != Phase::Stopping {
-                        slot.phase = phase;
-                        slot.message = message;
-                    }
-                });
-            }
-        }
-        let actor = tokio::spawn(Arc::clone(self).supervise(assignment, first, stop, 0));
+        let this = Arc::clone(self);
+        let actor = tokio::spawn(async move {
+            let first = tokio::select! {
+                permit = this.start_permits.acquire() => {
+                    let _permit = permit;
+                    let (launcher, task) = (Arc::clone(&this), Arc::clone(&assignment));
+                    tokio::task::spawn_blocking(move || launcher.launch(&task, 0, since))
+                        .await
+                        .unwrap_or_else(|error| {
+                            Err(StartError::Spawn(SpawnError::Exec {
+                                program: assignment.template.command.clone(),
+                                source: std::io::Error::other(error.to_string()),
+                            }))
+                        })
+                }
+                _ = stop.cancelled() => {
+                    let message = "stopped before it started: no longer in the desired set";
+                    this.finish(&assignment.key, Phase::Stopped, None, message.to_owned()).await;
+                    return;
+                }
+                _ = this.detach.cancelled() => return,
+            };
+            Arc::clone(&this)
+                .supervise(assignment, first, stop, 0)
+                .await;
+        });
         if let Some(slot) = self.table().get_mut(&key) {
             slot.actor = Some(actor);
         }
     }
 
-    fn launch_spec(
+    pub(crate) fn launch_spec(
         &self,
         a: &TaskAssignment,
         sandbox: &Sandbox,
@@ -359,6 +434,11 @@ impl Supervisor {
             stdout: sandbox.stdout(),
             stderr: sandbox.stderr(),
             cgroup_join_files,
+            isolation: runner::Isolation {
+                private_tmp: self.settings.isolation.namespaces.then(|| sandbox.tmp()),
+                ..self.settings.isolation.clone()
+            },
+            log: self.settings.log,
         }
     }
 
@@ -370,10 +450,18 @@ impl Supervisor {
         since: Instant,
     ) -> Result<TaskProcess, StartError> {
         let sandbox = Sandbox::of(&self.settings.data_dir, &a.key);
-        sandbox.create().map_err(|source| StartError::Sandbox {
-            path: sandbox.dir.clone(),
-            source,
-        })?;
+        let owner = self
+            .settings
+            .isolation
+            .user
+            .as_ref()
+            .map(|u| (u.uid, u.gid));
+        sandbox
+            .create(owner)
+            .map_err(|source| StartError::Sandbox {
+                path: sandbox.dir.clone(),
+                source,
+            })?;
         let cgroup_name = a.key.dir_name();
         let join_files = match &self.cgroups {
             Some(cgroups) => {
@@ -443,6 +531,7 @@ impl Supervisor {
             let (exit_code, message, success) = match attempt {
                 Ok(mut process) => {
                     let (pid, started_ms) = (process.pid(), process.started_ms());
+                    let program_pid = self.program_pid(pid);
                     let oom_before = self.cgroup_usage(key).oom_kills;
                     let restarts = tracker.total();
                     self.update(key, |slot| {
@@ -450,7 +539,8 @@ impl Supervisor {
                             slot.phase = Phase::Running;
                             slot.message.clear();
                         }
-                        slot.pid = pid;
+                        slot.keeper_pid = pid;
+                        slot.pid = program_pid;
                         slot.started_ms = started_ms;
                         slot.restarts = restarts;
                         slot.cpu_sample = None;
@@ -458,10 +548,12 @@ impl Supervisor {
                     let status = tokio::select! {
                         status = process.wait() => status,
                         _ = stop.cancelled() => {
-                            let exit = self.stop_process(key, &mut process).await;
-                            let message = match exit {
-                                Some(exit) => format!("stopped: no longer in the desired set ({})", exit.describe()),
-                                None => "stopped: no longer in the desired set".to_owned(),
+                            let eviction = self.eviction(key);
+                            let exit = self.stop_process(key, &mut process, eviction.is_none()).await;
+                            let message = match (eviction, exit) {
+                                (Some(reason), _) => reason,
+                                (None, Some(exit)) => format!("stopped: no longer in the desired set ({})", exit.describe()),
+                                (None, None) => "stopped: no longer in the desired set".to_owned(),
                             };
                             self.finish(key, Phase::Stopped, exit.map(TaskExit::exit_code), message).await;
                             return;
@@ -541,14 +633,17 @@ impl Supervisor {
                             slot.message = format!("{message}; restarting in {delay_ms} ms");
                         }
                         slot.pid = 0;
+                        slot.keeper_pid = 0;
                         slot.exit_code = exit_code;
                         slot.restarts = restarts;
                     });
                     tokio::select! {
                         _ = tokio::time::sleep(Duration::from_millis(delay_ms)) => {}
                         _ = stop.cancelled() => {
-                            let message = "stopped while waiting to restart: no longer in the desired set";
-                            self.finish(key, Phase::Stopped, exit_code, message.to_owned()).await;
+                            let message = self.eviction(key).unwrap_or_else(|| {
+                                "stopped while waiting to restart: no longer in the desired set".to_owned()
+                            });
+                            self.finish(key, Phase::Stopped, exit_code, message).await;
                             return;
                         }
                         _ = self.detach.cancelled() => return,
@@ -559,12 +654,37 @@ impl Supervisor {
         }
     }
 
-    /// SIGTERM to the task's process group and cgroup, SIGKILL after the grace period.
-    async fn stop_process(&self, key: &TaskKey, process: &mut TaskProcess) -> Option<TaskExit> {
+    /// The pid (in the machine's namespace) of the program a keeper runs, which is what users
+    /// see and what `ps` shows; the keeper's own when the program is already gone.
+    fn program_pid(&self, keeper_pid: u32) -> u32 {
+        let levels = if self.settings.isolation.namespaces {
+            2
+        } else {
+            1
+        };
+        runner::first_descendant(keeper_pid, levels).unwrap_or(keeper_pid)
+    }
+
+    fn eviction(&self, key: &TaskKey) -> Option<String> {
+        self.table().get(key).and_then(|slot| slot.eviction.clone())
+    }
+
+    /// SIGTERM to the task's process group and cgroup, SIGKILL after the grace period (at
+    /// once without `graceful`: memory reclamation cannot wait).
+    async fn stop_process(
+        &self,
+        key: &TaskKey,
+        process: &mut TaskProcess,
+        graceful: bool,
+    ) -> Option<TaskExit> {
         let pid = process.pid();
         runner::signal_group(pid, Signal::SIGTERM);
         self.signal_cgroup(key, Signal::SIGTERM);
-        let grace = Duration::from_millis(self.settings.stop_grace_period_ms);
+        let grace = Duration::from_millis(if graceful {
+            self.settings.stop_grace_period_ms
+        } else {
+            0
+        });
         let status = match tokio::time::timeout(grace, process.wait()).await {
             Ok(status) => status.ok().flatten(),
             Err(_) => {
@@ -645,7 +765,9 @@ impl Supervisor {
     fn retire_sandboxes<'a>(&self, keys: impl Iterator<Item = &'a TaskKey>) {
         let expired: Vec<PathBuf> = {
             let mut retention = self.sandboxes.lock().unwrap_or_else(|p| p.into_inner());
-            keys.flat_map(|key| retention.retire(Sandbox::of(&self.settings.data_dir, key).dir))
+            // An invalid job name (never run) could name a path outside the sandboxes.
+            keys.filter(|key| borg_model::is_valid_name(&key.job))
+                .flat_map(|key| retention.retire(Sandbox::of(&self.settings.data_dir, key).dir))
                 .collect()
         };
         if !expired.is_empty() {
@@ -692,13 +814,15 @@ impl Supervisor {
                 continue;
             };
             let mut slot = Slot::new(Phase::Running, "adopted after a borglet restart".to_owned());
-            slot.pid = record.pid;
+            slot.keeper_pid = record.pid;
+            slot.pid = self.program_pid(record.pid);
             slot.started_ms = record.started_ms;
             slot.restarts = record.restarts;
             let stop = slot.stop.clone();
+            let assignment = Arc::new(record.assignment);
+            slot.task = Some(Arc::clone(&assignment));
             self.table().insert(key.clone(), slot);
             tracing::info!(task = %key, pid = record.pid, "task adopted");
-            let assignment = Arc::new(record.assignment);
             let actor = tokio::spawn(Arc::clone(self).supervise(
                 assignment,
                 Ok(process),
@@ -737,6 +861,9 @@ impl Supervisor {
                     TaskState::Killed
                 }
                 (_, Phase::Stopping | Phase::Stopped) => TaskState::Killed,
+                // Accepted but not yet exec'd: the master keeps it `Scheduled` until the
+                // program really runs (and has a pid to show).
+                (_, Phase::Running) if slot.pid == 0 => TaskState::Scheduled,
                 (_, Phase::Running | Phase::Restarting) => TaskState::Running,
                 (true, Phase::Succeeded) => TaskState::Succeeded,
                 (true, Phase::Failed) => TaskState::Failed,
@@ -750,6 +877,198 @@ impl Supervisor {
         drop(table);
         self.retire_sandboxes(forget.iter());
         Report { tasks, usage }
+    }
+
+    /// Tasks whose process runs, with their current memory use (read from their cgroups).
+    pub fn running_tasks(&self) -> Vec<RunningTask> {
+        let running: Vec<(TaskKey, Arc<TaskAssignment>)> = self
+            .table()
+            .iter()
+            .filter(|(_, s)| s.phase == Phase::Running && s.pid != 0)
+            .filter_map(|(key, s)| Some((key.clone(), Arc::clone(s.task.as_ref()?))))
+            .collect();
+        running
+            .into_iter()
+            .map(|(key, a)| RunningTask {
+                memory_bytes: self.cgroup_usage(&key).memory_bytes,
+                priority: a.priority,
+                app_class: a.app_class,
+                cpu_limit_millis: a.template.resources.cpu_millis,
+                key,
+            })
+            .collect()
+    }
+
+    /// Kills a running task on the borglet's own account (no grace period); it is reported
+    /// KILLED with `reason`, and the master places it again. Returns whether it was running.
+    pub fn evict(&self, key: &TaskKey, reason: String) -> bool {
+        let mut table = self.table();
+        let Some(slot) = table.get_mut(key) else {
+            return false;
+        };
+        if !matches!(slot.phase, Phase::Running | Phase::Restarting) {
+            return false;
+        }
+        tracing::warn!(task = %key, %reason, "evicting task");
+        slot.phase = Phase::Stopping;
+        slot.message = reason.clone();
+        slot.eviction = Some(reason);
+        slot.stop.cancel();
+        true
+    }
+
+    /// One round of local enforcement: memory reclamation, then CPU caps.
+    pub fn enforce(&self, pressure: &dyn MachinePressure, limits: &EnforcementSettings) {
+        let running = self.running_tasks();
+        if let Some(free) = pressure.free_memory_bytes() {
+            self.metrics
+                .free_memory_bytes
+                .set(i64::try_from(free).unwrap_or(i64::MAX));
+            let min = limits.reclaim_free_memory_min_bytes;
+            if free < min {
+                let victims = reclamation_victims(&running, min - free);
+                if victims.is_empty() {
+                    tracing::warn!(free, min, "memory is short but no task may be reclaimed");
+                }
+                for key in victims {
+                    let Some(task) = running.iter().find(|t| t.key == key) else {
+                        continue;
+                    };
+                    let band = Band::of(task.priority);
+                    let reason = format!(
+                        "killed to reclaim memory: the machine had {} free, under its threshold of {}; lowest priority first (priority {}, {band:?} band)",
+                        borg_model::resources::format_bytes(free),
+                        borg_model::resources::format_bytes(min),
+                        task.priority
+                    );
+                    if self.evict(&key, reason) {
+                        self.metrics
+                            .reclaim_kills
+                            .with_label_values(&[&format!("{band:?}").to_lowercase()])
+                            .inc();
+                    }
+                }
+            }
+        }
+        if let (Some(cgroups), Some(busy)) = (&self.cgroups, pressure.cpu_busy_permille()) {
+            let machine_busy = busy >= limits.cpu_busy_threshold_permille;
+            for task in &running {
+                let capped = cpu_capped(task.app_class, machine_busy);
+                let was = self
+                    .table()
+                    .get(&task.key)
+                    .is_some_and(|slot| slot.cpu_capped);
+                if capped == was {
+                    continue;
+                }
+                let cap = capped.then_some(task.cpu_limit_millis.max(1));
+                match cgroups.set_cpu_cap(&task.key.dir_name(), cap) {
+                    Ok(()) => {
+                        tracing::info!(task = %task.key, capped, busy_permille = busy, "cpu cap changed");
+                        self.update(&task.key, |slot| slot.cpu_capped = capped);
+                    }
+                    Err(error) => {
+                        tracing::warn!(task = %task.key, %error, "cannot change the cpu cap")
+                    }
+                }
+            }
+            let capped = self.table().values().filter(|s| s.cpu_capped).count();
+            self.metrics
+                .tasks_cpu_capped
+                .set(i64::try_from(capped).unwrap_or(i64::MAX));
+        }
+        self.metrics.enforcement_rounds.inc();
+    }
+
+    /// The task `job/index` held here: the given incarnation, or with 0 the newest one. Tasks
+    /// already forgotten are found through the sandboxes still on disk.
+    pub fn locate(&self, job: &str, index: u32, incarnation: u64) -> Option<LocatedTask> {
+        if !borg_model::is_valid_name(job) {
+            return None;
+        }
+        let wanted = |key: &TaskKey| {
+            key.job == job
+                && key.index == index
+                && (incarnation == 0 || key.incarnation == incarnation)
+        };
+        let held = self
+            .table()
+            .iter()
+            .filter(|(key, _)| wanted(key))
+            .max_by_key(|(key, _)| key.incarnation)
+            .map(|(key, slot)| LocatedTask {
+                key: key.clone(),
+                sandbox: Sandbox::of(&self.settings.data_dir, key),
+                running_pid: (slot.phase == Phase::Running && slot.keeper_pid != 0)
+                    .then_some(slot.keeper_pid),
+                task: slot.task.clone(),
+            });
+        if held.is_some() {
+            return held;
+        }
+        let prefix = format!("{job}.{index}.");
+        let entries =
+            std::fs::read_dir(self.settings.data_dir.join(crate::sandbox::SANDBOXES_DIR)).ok()?;
+        entries
+            .flatten()
+            .filter_map(|entry| {
+                let name = entry.file_name().into_string().ok()?;
+                let found: u64 = name.strip_prefix(&prefix)?.parse().ok()?;
+                Some(TaskKey::new(job, index, found))
+            })
+            .filter(|key| wanted(key))
+            .max_by_key(|key| key.incarnation)
+            .map(|key| LocatedTask {
+                sandbox: Sandbox::of(&self.settings.data_dir, &key),
+                key,
+                running_pid: None,
+                task: None,
+            })
+    }
+
+    /// Whether the incarnation may still write output (running, restarting or stopping).
+    pub fn is_live(&self, key: &TaskKey) -> bool {
+        self.table().get(key).is_some_and(|slot| {
+            matches!(
+                slot.phase,
+                Phase::Running | Phase::Restarting | Phase::Stopping
+            )
+        })
+    }
+
+    /// borgssh: runs `command` inside the running task (its cgroup, namespaces and user).
+    pub async fn run_in_task(
+        &self,
+        task: &LocatedTask,
+        command: &[String],
+        timeout: Duration,
+    ) -> Result<runner::InsideOutput, ExecError> {
+        let (Some(keeper_pid), Some(a)) = (task.running_pid, &task.task) else {
+            return Err(ExecError::NotRunning {
+                task: task.key.to_string(),
+            });
+        };
+        let Some((program, args)) = command.split_first() else {
+            return Err(ExecError::EmptyCommand);
+        };
+        let join_files = match &self.cgroups {
+            Some(cgroups) => cgroups.join_files(&task.key.dir_name()),
+            None => Vec::new(),
+        };
+        let mut spec = self.launch_spec(a, &task.sandbox, join_files);
+        spec.program = program.clone();
+        spec.args = args.to_vec();
+        spec.stdout = PathBuf::from("/dev/null");
+        spec.stderr = PathBuf::from("/dev/null");
+        let namespaces = if self.settings.isolation.namespaces {
+            task_namespaces(keeper_pid).map_err(|source| ExecError::Namespaces {
+                task: task.key.to_string(),
+                source,
+            })?
+        } else {
+            Vec::new()
+        };
+        Ok(runner::run_inside(&spec, namespaces, timeout, EXEC_OUTPUT_MAX_BYTES).await?)
     }
 
     /// Stops supervising. With `kill_tasks`, every task is stopped (grace period, then

@@ -40,10 +40,27 @@ pub struct ReplicaConfig {
     pub deliver_timeout_ms: u64,
     /// Changes buffered per `WatchCell`/`StreamEvents` subscriber before it is cut off as lagging.
     pub watch_buffer_max: usize,
-    /// Write a checkpoint of the cell state after this many applied entries (0: never).
+    /// Write a checkpoint of the cell state after this many applied entries (0: not by count).
+    /// After each checkpoint the log below it is trimmed (see `paxos::compaction`).
     pub checkpoint_every_entries: u64,
+    /// Also write one when this many seconds passed since the last and something was applied
+    /// (0: not by time).
+    pub checkpoint_every_s: u64,
+    /// Log entries the leader keeps past its checkpoint for replicas that have not accepted
+    /// them (down or slow). Beyond this it trims anyway, and such a replica catches up by
+    /// fetching a checkpoint when it returns.
+    pub trim_lag_max_entries: u64,
+    /// Accept `ReplicaService.SetPeerFilter` (fault tests cut replicas apart with it). Off by
+    /// default: a production replica refuses it.
+    pub peer_filter_enabled: bool,
+    /// A replica starting on an empty data directory asks its peers for a checkpoint (snapshot
+    /// transfer) for at most this long; if none has one it starts empty (a new cell).
+    pub bootstrap_fetch_timeout_ms: u64,
     /// Largest gRPC message accepted from clients, schedulers, link shards and borglets.
     pub client_message_max_bytes: usize,
+    /// Token files of the bootstrap admin and the control plane; None: authentication is off
+    /// (every caller is trusted; for tests of replication alone).
+    pub auth: Option<crate::services::auth::AuthConfig>,
     /// Largest Paxos message (and `Deliver` call) between replicas; a recovering replica may
     /// be sent a long log suffix in one message.
     pub replica_message_max_bytes: usize,
@@ -68,7 +85,12 @@ impl ReplicaConfig {
             deliver_timeout_ms: 1_000,
             watch_buffer_max: 1_024,
             checkpoint_every_entries: 10_000,
+            checkpoint_every_s: 60,
+            trim_lag_max_entries: 100_000,
+            peer_filter_enabled: false,
+            bootstrap_fetch_timeout_ms: 5_000,
             client_message_max_bytes: 16 * 1024 * 1024,
+            auth: None,
             replica_message_max_bytes: 256 * 1024 * 1024,
         }
     }

@@ -4,13 +4,17 @@
 use crate::metrics::ReplicaMetrics;
 use crate::paxos::{Committed, Incoming, LeaderInfo, Progress, Proposal, ProposeError};
 use crate::state::{CellState, Command, LogEntry};
+use crate::storage::ReplicaDb;
+use crate::transport::PeerFilter;
 use borg_proto::leader::not_leader;
 use borg_proto::v1;
-use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock, RwLockReadGuard};
+use borg_proto::v1::replica_service_client::ReplicaServiceClient;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
+use tonic::transport::{Channel, Endpoint};
 use tonic::Status;
 
 pub struct ReplicaContext {
@@ -28,7 +32,18 @@ pub struct ReplicaContext {
     /// Largest encoded Paxos message accepted from a peer.
     pub message_max_bytes: usize,
     pub shutdown: CancellationToken,
+    /// The replica's database (checkpoints served to peers that catch up).
+    pub db: ReplicaDb,
+    /// Peers whose Paxos traffic is dropped (fault tests only).
+    pub peer_filter: Arc<PeerFilter>,
+    /// Whether `SetPeerFilter` is accepted (`ReplicaConfig::peer_filter_enabled`).
+    pub peer_filter_enabled: bool,
+    /// Channels to peers for forwarded writes, by address.
+    pub forward_channels: Mutex<HashMap<String, Channel>>,
 }
+
+/// Connect timeout of a forwarded write's channel to the leader.
+const FORWARD_CONNECT_TIMEOUT_MS: u64 = 500;
 
 impl ReplicaContext {
     pub fn leader(&self) -> LeaderInfo {
@@ -71,24 +86,38 @@ impl ReplicaContext {
         Ok(())
     }
 
-    /// Appends `command` through the leader's log and waits for its outcome. An empty
-    /// `request_id` gets a fresh one (no dedup across retries then).
+    /// Appends `command` through the leader's log and waits for its outcome: here when this
+    /// replica leads, else forwarded to the leader (the answer then waits until this replica
+    /// has applied the entry too, so what the caller reads next from here includes it). An
+    /// empty `request_id` gets a fresh one (no dedup across retries then).
     pub async fn propose(&self, request_id: String, command: Command) -> Result<Committed, Status> {
-        self.require_leader()?;
         let request_id = if request_id.is_empty() {
             borg_common::new_request_id("master")
         } else {
             request_id
         };
-        let (reply, answer) = oneshot::channel();
-        let proposal = Proposal {
-            entry: LogEntry {
-                request_id,
-                time_ms: 0,
-                command,
-            },
-            reply,
+        let entry = LogEntry {
+            request_id,
+            time_ms: 0,
+            command,
         };
+        let leader = self.leader();
+        if leader.is_self {
+            return self.propose_local(entry).await;
+        }
+        match leader.leader_address {
+            Some(address) if leader.leader_id != Some(self.id) => {
+                self.forward(&address, entry).await
+            }
+            other => Err(not_leader(other.as_deref())),
+        }
+    }
+
+    /// Appends `entry` through this replica's log; it must lead.
+    pub async fn propose_local(&self, entry: LogEntry) -> Result<Committed, Status> {
+        self.require_leader()?;
+        let (reply, answer) = oneshot::channel();
+        let proposal = Proposal { entry, reply };
         if self.proposals.try_send(proposal).is_err() {
             self.metrics
                 .proposals_refused
@@ -109,6 +138,66 @@ impl ReplicaContext {
                 timeout_ms: self.proposal_timeout_ms,
             })),
         }
+    }
+
+    /// Passes a write to the leader at `address` (one hop: the leader does not forward again)
+    /// and waits until this replica applied it. If the leader cannot be reached, the caller
+    /// gets the not-leader status with its address and may go there itself.
+    async fn forward(&self, address: &str, entry: LogEntry) -> Result<Committed, Status> {
+        let bytes = bincode::serialize(&entry)
+            .map_err(|e| Status::internal(format!("cannot encode the write to forward: {e}")))?;
+        let mut client = ReplicaServiceClient::new(self.forward_channel(address)?)
+            .max_decoding_message_size(self.message_max_bytes)
+            .max_encoding_message_size(self.message_max_bytes);
+        let mut request = tonic::Request::new(v1::ForwardRequest {
+            from: self.id,
+            entry: bytes,
+        });
+        request.set_timeout(Duration::from_millis(self.proposal_timeout_ms));
+        self.metrics.forwarded_writes.inc();
+        let response = match client.forward(request).await {
+            Ok(response) => response.into_inner(),
+            Err(status) if borg_proto::leader::leader_hint(&status).is_some() => {
+                return Err(status)
+            }
+            Err(status) if status.code() == tonic::Code::Unavailable => {
+                tracing::debug!(leader = address, error = %status.message(), "cannot forward a write");
+                return Err(not_leader(Some(address)));
+            }
+            Err(status) => return Err(status),
+        };
+        let committed: Committed = bincode::deserialize(&response.committed).map_err(|e| {
+            Status::internal(format!(
+                "the leader's answer to a forwarded write is unreadable: {e}"
+            ))
+        })?;
+        let mut progress = self.progress.clone();
+        let applied = tokio::time::timeout(
+            Duration::from_millis(self.proposal_timeout_ms),
+            progress.wait_for(|p| p.applied_index >= committed.index),
+        )
+        .await;
+        match applied {
+            Ok(Ok(_)) => Ok(committed),
+            _ => Err(not_leader(Some(address))),
+        }
+    }
+
+    fn forward_channel(&self, address: &str) -> Result<Channel, Status> {
+        let mut channels = self
+            .forward_channels
+            .lock()
+            .map_err(|_| Status::internal("forward channel lock poisoned"))?;
+        if let Some(channel) = channels.get(address) {
+            return Ok(channel.clone());
+        }
+        let channel = Endpoint::from_shared(format!("http://{address}"))
+            .map_err(|e| Status::internal(format!("bad leader address {address:?}: {e}")))?
+            .connect_timeout(Duration::from_millis(FORWARD_CONNECT_TIMEOUT_MS))
+            .tcp_nodelay(true)
+            .connect_lazy();
+        channels.insert(address.to_owned(), channel.clone());
+        Ok(channel)
     }
 }
 

@@ -37,6 +37,8 @@ pub enum MasterError {
     Paxos { reason: String },
     #[error("metrics: {reason}")]
     Metrics { reason: String },
+    #[error("authentication setup failed: {0}")]
+    Auth(#[from] borg_common::auth::TokenFileError),
     #[error("gRPC server failed: {0}")]
     Serve(#[from] tonic::transport::Error),
 }

@@ -9,6 +9,7 @@
 
 pub mod state;
 
+pub mod catchup;
 pub mod config;
 pub mod context;
 pub mod entry;

@@ -26,6 +26,13 @@ pub struct ReplicaMetrics {
     pub decided_index: IntGauge,
     pub applied_index: IntGauge,
     pub checkpoint_index: IntGauge,
+    /// Log entries below this index are trimmed (kept only in checkpoints).
+    pub compacted_index: IntGauge,
+    /// Checkpoints written, and failed attempts.
+    pub checkpoints: IntCounter,
+    pub checkpoint_failures: IntCounter,
+    /// Writes passed from this follower to the leader.
+    pub forwarded_writes: IntCounter,
     /// Watchers cut off because they fell behind.
     pub watchers_lagged: IntCounter,
 }
@@ -93,6 +100,19 @@ impl ReplicaMetrics {
                 "Highest log index applied to the cell state",
             )?,
             checkpoint_index: gauge("checkpoint_index", "Log index of the latest checkpoint")?,
+            compacted_index: gauge(
+                "compacted_index",
+                "Log entries below this index are trimmed (kept in checkpoints)",
+            )?,
+            checkpoints: counter("checkpoints_total", "Checkpoints written")?,
+            checkpoint_failures: counter(
+                "checkpoint_failures_total",
+                "Checkpoints that could not be written",
+            )?,
+            forwarded_writes: counter(
+                "forwarded_writes_total",
+                "Writes this replica passed to the leader as a follower",
+            )?,
             watchers_lagged: counter(
                 "watchers_lagged_total",
                 "Cell watchers disconnected because they fell behind",

@@ -3,23 +3,37 @@
 //! It ticks OmniPaxos' logical clock, feeds it messages from peers, appends proposals while
 //! this replica leads, sends outgoing messages to the peers' queues, and applies decided
 //! entries in log order: answering the proposer's waiter with the `Outcome`, publishing the
-//! change to watchers, and checkpointing the state every `checkpoint_every_entries`.
+//! change to watchers, and checkpointing the state every `checkpoint_every_entries` or
+//! `checkpoint_every_s`.
+//!
+//! Compaction: a checkpoint is serialized in the loop (it must match its index) and written
+//! (SHA-256, synced) on a blocking thread. Once it is durable, the log below it is trimmed:
+//! - the leader calls OmniPaxos' `trim` at its checkpoint index, or at the index every
+//!   replica has accepted if that is lower, so no live replica is left behind the trim point;
+//! - a follower applies the leader's `Trim(i)` only up to its own checkpoint, so every
+//!   replica can always restart from its checkpoint plus its own log suffix. Trims it cannot
+//!   apply yet are remembered and applied after its next checkpoint.
 //!
 //! Log indices: OmniPaxos' position `p` (0-based) is log index `p + 1`, so a state's
 //! `applied_index()` is also the next position to apply.
 
+use crate::catchup::fetch_best_checkpoint;
 use crate::entry::PaxosMessage;
 use crate::metrics::ReplicaMetrics;
 use crate::state::{CellState, LogEntry, Outcome};
-use crate::storage::{Checkpoint, ReplicaDb, RocksStorage};
+use crate::storage::{Checkpoint, ReplicaDb, RocksStorage, StorageError};
 use crate::transport::PeerSenders;
 use borg_proto::v1;
+use omnipaxos::ballot_leader_election::Ballot;
+use omnipaxos::messages::sequence_paxos::{Compaction, PaxosMessage as SeqMessage, PaxosMsg};
+use omnipaxos::messages::Message;
 use omnipaxos::util::LogEntry as PaxosLogEntry;
-use omnipaxos::OmniPaxos;
+use omnipaxos::{ClusterConfig, CompactionErr, OmniPaxos, ServerConfig};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub type Paxos = OmniPaxos<LogEntry, RocksStorage<LogEntry>>;
@@ -30,8 +44,8 @@ pub const APPLY_BATCH_MAX: usize = 1_024;
 /// Most queued messages or proposals handled per wake-up before the loop ticks again.
 const DRAIN_MAX: usize = 256;
 
-/// What a write's waiter learns.
-#[derive(Debug, Clone, PartialEq)]
+/// What a write's waiter learns (also the answer to a forwarded write, in bincode).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Committed {
     /// Log index the entry was decided at.
     pub index: u64,
@@ -80,6 +94,8 @@ pub struct Progress {
     pub checkpoint_index: u64,
     /// Wall-clock ms of the latest checkpoint (0: none).
     pub checkpoint_time_ms: u64,
+    /// Log positions below this are trimmed.
+    pub compacted_index: u64,
 }
 
 /// Channels between the loop and the rest of the replica.
@@ -99,7 +115,21 @@ pub struct LoopSettings {
     /// Writes waiting for their entry at once; more are refused as busy.
     pub waiters_max: usize,
     pub checkpoint_every_entries: u64,
+    pub checkpoint_every_s: u64,
+    pub trim_lag_max_entries: u64,
+    /// How to build OmniPaxos again after installing a fetched checkpoint.
+    pub server_config: ServerConfig,
+    pub cluster_config: ClusterConfig,
+    /// Bounds of a catch-up's checkpoint fetch.
+    pub fetch_timeout_ms: u64,
+    pub message_max_bytes: usize,
 }
+
+/// Least time between two attempts to catch up from a peer's checkpoint.
+const CATCH_UP_RETRY_INTERVAL_MS: u64 = 1_000;
+
+/// A checkpoint being written on a blocking thread: its index and time once durable.
+type CheckpointTask = JoinHandle<Result<(u64, u64), StorageError>>;
 
 struct Waiter {
     reply: oneshot::Sender<Result<Committed, ProposeError>>,
@@ -120,6 +150,13 @@ pub struct PaxosLoop {
     leader: LeaderInfo,
     progress: Progress,
     outgoing: Vec<PaxosMessage>,
+    checkpoint_task: Option<CheckpointTask>,
+    last_checkpoint_at: Instant,
+    /// Highest trim index a leader asked for (applied up to our own checkpoint).
+    trim_requested: usize,
+    /// A peer's checkpoint being fetched because this replica is behind the trim point.
+    catch_up_task: Option<JoinHandle<Option<Checkpoint>>>,
+    last_catch_up_at: Option<Instant>,
 }
 
 impl PaxosLoop {
@@ -147,16 +184,23 @@ impl PaxosLoop {
             leader: LeaderInfo::default(),
             progress,
             outgoing: Vec::new(),
+            checkpoint_task: None,
+            last_checkpoint_at: Instant::now(),
+            trim_requested: 0,
+            catch_up_task: None,
+            last_catch_up_at: None,
         }
     }
 
-    /// Runs until `shutdown`; then answers every waiter and returns.
-    pub async fn run(mut self, shutdown: CancellationToken) {
+    /// Runs until `shutdown`; then answers every waiter and returns. Fails (and stops) when
+    /// the log cannot be made durable: nothing may be sent that depends on it.
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), StorageError> {
         let mut ticker =
             tokio::time::interval(Duration::from_millis(self.settings.tick_interval_ms.max(1)));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         // Entries decided before a restart are applied before anything else happens.
         self.apply_decided();
+        let mut failure = None;
         loop {
             tokio::select! {
                 biased;
@@ -164,6 +208,17 @@ impl PaxosLoop {
                 _ = ticker.tick() => {
                     self.paxos.tick();
                     self.expire_waiters();
+                    self.maybe_checkpoint();
+                }
+                written = join_optional(&mut self.checkpoint_task) => {
+                    self.checkpoint_written(written.unwrap_or_else(|join| Err(StorageError::Task {
+                        reason: join.to_string(),
+                    })));
+                }
+                fetched = join_optional(&mut self.catch_up_task) => {
+                    if let Ok(Some(checkpoint)) = fetched {
+                        self.install_fetched(checkpoint);
+                    }
                 }
                 Some(incoming) = self.channels.incoming.recv() => {
                     self.handle_incoming(incoming);
@@ -184,6 +239,13 @@ impl PaxosLoop {
                     }
                 }
             }
+            // Group commit: one fsync for everything this pass wrote, before any message
+            // or reply that depends on it.
+            if let Err(error) = self.sync_log() {
+                tracing::error!(%error, "cannot make the log durable; stopping the replica");
+                failure = Some(error);
+                break;
+            }
             self.send_outgoing();
             self.update_leader();
             self.apply_decided();
@@ -193,12 +255,36 @@ impl PaxosLoop {
                 let _ = waiter.reply.send(Err(ProposeError::ShuttingDown));
             }
         }
+        // A checkpoint in flight is finished, so the database is not closed under it.
+        if let Some(task) = self.checkpoint_task.take() {
+            let _ = task.await;
+        }
+        if let Some(task) = self.catch_up_task.take() {
+            task.abort();
+        }
+        failure.map_or(Ok(()), Err)
+    }
+
+    /// The fsync of one pass, off the runtime's other tasks where the runtime allows it.
+    fn sync_log(&self) -> Result<(), StorageError> {
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if multi_thread {
+            tokio::task::block_in_place(|| self.db.sync_log())
+        } else {
+            self.db.sync_log()
+        }
     }
 
     fn handle_incoming(&mut self, incoming: Incoming) {
         match incoming {
             Incoming::Messages(messages) => {
                 for message in messages {
+                    if let Some(index) = trim_request(&message) {
+                        self.trim_requested = self.trim_requested.max(index);
+                        self.trim_to_own_checkpoint();
+                        continue;
+                    }
                     self.paxos.handle_incoming(message);
                 }
             }
@@ -335,15 +421,14 @@ impl PaxosLoop {
         }
         let to = decided.min(applied + APPLY_BATCH_MAX as u64);
         let Some(entries) = self.paxos.read_entries(applied as usize..to as usize) else {
-            tracing::error!(
-                from = applied,
-                to,
-                "decided entries are missing from the log"
-            );
+            // Decided but not in this log: the leader trimmed past this replica.
+            self.start_catch_up();
+            self.publish_progress();
             return;
         };
         let watched = self.channels.updates.receiver_count() > 0;
         let mut replies = Vec::new();
+        let mut behind_trim_point = false;
         {
             let Ok(mut state) = self.state.write() else {
                 tracing::error!("cell state lock poisoned; not applying");
@@ -354,9 +439,10 @@ impl PaxosLoop {
                 let entry = match entry {
                     PaxosLogEntry::Decided(entry) => entry,
                     other => {
-                        // Trimmed/snapshotted prefixes are never created (no OmniPaxos
-                        // compaction yet); a stop sign is not used.
-                        tracing::error!(index, ?other, "unexpected log entry kind; stopping apply");
+                        // Only a replica behind the trim point reads a trimmed entry (every
+                        // replica trims below its own checkpoint only); stop signs are unused.
+                        tracing::debug!(index, ?other, "log entry trimmed: behind the trim point");
+                        behind_trim_point = true;
                         break;
                     }
                 };
@@ -380,10 +466,13 @@ impl PaxosLoop {
                 }
                 if !entry.request_id.is_empty() {
                     if let Some(waiters) = self.waiters.remove(&entry.request_id) {
-                        replies.push((waiters, index, result.outcome));
+                        replies.push((waiters, result.committed_index, result.outcome));
                     }
                 }
             }
+        }
+        if behind_trim_point {
+            self.start_catch_up();
         }
         for (waiters, index, outcome) in replies {
             self.waiter_count = self.waiter_count.saturating_sub(waiters.len());
@@ -404,29 +493,238 @@ impl PaxosLoop {
         self.publish_progress();
     }
 
+    /// Starts writing a checkpoint when `checkpoint_every_entries` entries or
+    /// `checkpoint_every_s` seconds (with something new applied) have passed, unless one is
+    /// being written.
     fn maybe_checkpoint(&mut self) {
-        let every = self.settings.checkpoint_every_entries;
-        if every == 0 || self.progress.applied_index < self.progress.checkpoint_index + every {
+        if self.checkpoint_task.is_some() {
+            return;
+        }
+        let applied = self.progress.applied_index;
+        let since = applied.saturating_sub(self.progress.checkpoint_index);
+        let by_count = self.settings.checkpoint_every_entries;
+        let by_time_s = self.settings.checkpoint_every_s;
+        let due = (by_count > 0 && since >= by_count)
+            || (by_time_s > 0
+                && since > 0
+                && self.last_checkpoint_at.elapsed() >= Duration::from_secs(by_time_s));
+        if !due {
             return;
         }
         let bytes = match self.state.read() {
             Ok(state) => state.to_snapshot_bytes(),
             Err(_) => return,
         };
-        let checkpoint = Checkpoint {
-            index: self.progress.applied_index,
-            time_ms: borg_common::now_ms(),
-            state: bytes,
-        };
-        match self.db.save_checkpoint(&checkpoint) {
-            Ok(()) => {
-                self.progress.checkpoint_index = checkpoint.index;
-                self.progress.checkpoint_time_ms = checkpoint.time_ms;
-                self.metrics.checkpoint_index.set(checkpoint.index as i64);
-                tracing::debug!(index = checkpoint.index, "checkpoint written");
+        let time_ms = borg_common::now_ms();
+        let db = self.db.clone();
+        self.last_checkpoint_at = Instant::now();
+        // Hashing and the synced write of a large state stay off the runtime's workers.
+        self.checkpoint_task = Some(tokio::task::spawn_blocking(move || {
+            let checkpoint = Checkpoint::new(applied, time_ms, bytes);
+            db.save_checkpoint(&checkpoint)?;
+            Ok((applied, time_ms))
+        }));
+    }
+
+    fn checkpoint_written(&mut self, written: Result<(u64, u64), StorageError>) {
+        match written {
+            Ok((index, time_ms)) => {
+                self.progress.checkpoint_index = index;
+                self.progress.checkpoint_time_ms = time_ms;
+                self.metrics.checkpoint_index.set(index as i64);
+                self.metrics.checkpoints.inc();
+                tracing::debug!(index, "checkpoint written");
+                self.trim_below_checkpoint();
+                self.publish_progress();
             }
-            Err(error) => tracing::warn!(%error, "checkpoint failed; will retry"),
+            Err(error) => {
+                self.metrics.checkpoint_failures.inc();
+                tracing::warn!(%error, "checkpoint failed; will retry");
+            }
         }
+    }
+
+    /// After a checkpoint: the leader trims the replicated log below it (or below what every
+    /// replica accepted); any replica applies trims asked for earlier, up to it.
+    fn trim_below_checkpoint(&mut self) {
+        let checkpoint = self.progress.checkpoint_index as usize;
+        if self.leader.is_self && checkpoint > self.paxos.get_compacted_idx() {
+            let result = match self.paxos.trim(Some(checkpoint)) {
+                Err(CompactionErr::NotAllDecided(all_accepted))
+                    if (checkpoint - all_accepted) as u64 > self.settings.trim_lag_max_entries =>
+                {
+                    self.force_trim(checkpoint);
+                    Ok(())
+                }
+                Err(CompactionErr::NotAllDecided(all_accepted))
+                    if all_accepted > self.paxos.get_compacted_idx() =>
+                {
+                    self.paxos.trim(Some(all_accepted))
+                }
+                other => other,
+            };
+            if let Err(error) = result {
+                tracing::debug!(?error, checkpoint, "log not trimmed yet");
+            }
+        }
+        self.trim_to_own_checkpoint();
+        self.metrics
+            .compacted_index
+            .set(self.paxos.get_compacted_idx() as i64);
+        self.progress.compacted_index = self.paxos.get_compacted_idx() as u64;
+    }
+
+    /// Trims below `index` here and asks every follower to, although some replica has not
+    /// accepted up to it: that replica will find itself behind the trim point and catch up
+    /// from a checkpoint (`start_catch_up`).
+    fn force_trim(&mut self, index: usize) {
+        let id = self.settings.id;
+        tracing::info!(
+            index,
+            "trimming past replicas that lag more than trim_lag_max_entries"
+        );
+        self.paxos
+            .handle_incoming(Message::SequencePaxos(SeqMessage {
+                from: id,
+                to: id,
+                msg: PaxosMsg::Compaction(Compaction::Trim(index)),
+            }));
+        for &peer in self.settings.peers.keys().filter(|p| **p != id) {
+            self.senders.send(Message::SequencePaxos(SeqMessage {
+                from: id,
+                to: peer,
+                msg: PaxosMsg::Compaction(Compaction::Trim(index)),
+            }));
+        }
+    }
+
+    /// Starts fetching the best checkpoint among the peers, at most once per
+    /// `CATCH_UP_RETRY_INTERVAL_MS`.
+    fn start_catch_up(&mut self) {
+        let recent = self
+            .last_catch_up_at
+            .is_some_and(|at| at.elapsed() < Duration::from_millis(CATCH_UP_RETRY_INTERVAL_MS));
+        if self.catch_up_task.is_some() || recent {
+            return;
+        }
+        self.last_catch_up_at = Some(Instant::now());
+        tracing::warn!(
+            applied = self.progress.applied_index,
+            decided = self.paxos.get_decided_idx(),
+            compacted = self.paxos.get_compacted_idx(),
+            "decided entries are not in this replica's log (it is behind the trim point); fetching a peer's checkpoint"
+        );
+        let id = self.settings.id;
+        let peers = self.settings.peers.clone();
+        let timeout_ms = self.settings.fetch_timeout_ms;
+        let message_max_bytes = self.settings.message_max_bytes;
+        self.catch_up_task = Some(tokio::spawn(async move {
+            fetch_best_checkpoint(id, &peers, timeout_ms, message_max_bytes).await
+        }));
+    }
+
+    /// Replaces the log and the state with a peer's checkpoint that is ahead of this
+    /// replica, and restarts OmniPaxos on it (as a process restart would).
+    fn install_fetched(&mut self, checkpoint: Checkpoint) {
+        let index = checkpoint.index;
+        if index <= self.progress.applied_index || self.checkpoint_task.is_some() {
+            tracing::debug!(
+                index,
+                applied = self.progress.applied_index,
+                "fetched checkpoint not installed"
+            );
+            return;
+        }
+        let state = match CellState::from_snapshot_bytes(&checkpoint.state) {
+            Ok(state) => state,
+            Err(error) => {
+                tracing::warn!(%error, index, "a peer's checkpoint cannot be read; not installed");
+                return;
+            }
+        };
+        let floor = accepted_round_floor(
+            self.settings.cluster_config.configuration_id,
+            self.settings.id,
+        );
+        if let Err(error) = self.db.install_checkpoint(&checkpoint, floor) {
+            tracing::error!(%error, index, "cannot install a peer's checkpoint");
+            return;
+        }
+        let rebuilt = RocksStorage::open(self.db.clone())
+            .map_err(|e| e.to_string())
+            .and_then(|storage| {
+                self.settings
+                    .cluster_config
+                    .clone()
+                    .build_for_server(self.settings.server_config.clone(), storage)
+                    .map_err(|e| e.to_string())
+            });
+        let paxos = match rebuilt {
+            Ok(paxos) => paxos,
+            Err(reason) => {
+                tracing::error!(%reason, "cannot restart OmniPaxos on the installed checkpoint");
+                return;
+            }
+        };
+        self.paxos = paxos;
+        ask_leader_to_sync(&mut self.paxos, self.settings.id, &self.settings.peers);
+        match self.state.write() {
+            Ok(mut guard) => {
+                *guard = state;
+                // Watchers start over from the new state.
+                let update = v1::CellUpdate {
+                    index,
+                    update: Some(v1::cell_update::Update::Snapshot(guard.snapshot_view())),
+                };
+                let _ = self.channels.updates.send(Arc::new(update));
+            }
+            Err(_) => {
+                tracing::error!("cell state lock poisoned; not installing");
+                return;
+            }
+        }
+        self.progress = Progress {
+            decided_index: index,
+            applied_index: index,
+            checkpoint_index: index,
+            checkpoint_time_ms: checkpoint.time_ms,
+            compacted_index: index,
+        };
+        self.trim_requested = 0;
+        for (_, waiters) in self.waiters.drain() {
+            for waiter in waiters {
+                let _ = waiter.reply.send(Err(ProposeError::NotLeader {
+                    leader_address: None,
+                }));
+            }
+        }
+        self.waiter_count = 0;
+        self.metrics.checkpoint_index.set(index as i64);
+        self.metrics.compacted_index.set(index as i64);
+        self.metrics.applied_index.set(index as i64);
+        tracing::info!(index, "caught up from a peer's checkpoint");
+        self.publish_progress();
+    }
+
+    /// Applies the leader's trim request as far as this replica's checkpoint covers it.
+    fn trim_to_own_checkpoint(&mut self) {
+        let index = self
+            .trim_requested
+            .min(self.progress.checkpoint_index as usize);
+        if index <= self.paxos.get_compacted_idx() {
+            return;
+        }
+        let id = self.settings.id;
+        self.paxos
+            .handle_incoming(Message::SequencePaxos(SeqMessage {
+                from: id,
+                to: id,
+                msg: PaxosMsg::Compaction(Compaction::Trim(index)),
+            }));
+        self.progress.compacted_index = self.paxos.get_compacted_idx() as u64;
+        self.metrics
+            .compacted_index
+            .set(self.progress.compacted_index as i64);
     }
 
     fn publish_progress(&self) {
@@ -439,4 +737,49 @@ impl PaxosLoop {
             }
         });
     }
+}
+
+/// The index of a leader's request to trim the log, if `message` is one.
+fn trim_request(message: &PaxosMessage) -> Option<usize> {
+    match message {
+        Message::SequencePaxos(SeqMessage {
+            msg: PaxosMsg::Compaction(Compaction::Trim(index)),
+            ..
+        }) => Some(*index),
+        _ => None,
+    }
+}
+
+/// The accepted round of a replica that installed a checkpoint: below every real ballot
+/// (see `ReplicaDb::install_checkpoint`).
+pub fn accepted_round_floor(configuration_id: u32, id: u64) -> Ballot {
+    Ballot {
+        config_id: configuration_id,
+        n: 0,
+        priority: 0,
+        pid: id,
+    }
+}
+
+/// After a checkpoint was installed, OmniPaxos holds no promise and would wait for a
+/// leader's Prepare that never comes (a leader only prepares followers that ask): ask every
+/// peer, so the leader answers and syncs this replica from the checkpoint's index.
+pub fn ask_leader_to_sync(
+    paxos: &mut Paxos,
+    id: u64,
+    peers: &std::collections::BTreeMap<u64, String>,
+) {
+    for &peer in peers.keys().filter(|p| **p != id) {
+        paxos.reconnected(peer);
+    }
+}
+
+/// The result of a task, once there is one; pending while there is none.
+async fn join_optional<T>(task: &mut Option<JoinHandle<T>>) -> Result<T, tokio::task::JoinError> {
+    let Some(handle) = task.as_mut() else {
+        return std::future::pending().await;
+    };
+    let result = handle.await;
+    *task = None;
+    result
 }

@@ -1,15 +1,20 @@
 //! Running one replica: recover, start the Paxos loop, the peer senders and the gRPC server,
 //! and stop them all on shutdown.
 
+use crate::catchup::fetch_best_checkpoint;
 use crate::config::ReplicaConfig;
 use crate::context::ReplicaContext;
 use crate::error::MasterError;
 use crate::metrics::ReplicaMetrics;
-use crate::paxos::{LeaderInfo, LoopChannels, LoopSettings, PaxosLoop, Progress};
+use crate::paxos::{
+    accepted_round_floor, ask_leader_to_sync, LeaderInfo, LoopChannels, LoopSettings, PaxosLoop,
+    Progress,
+};
 use crate::server::serve;
+use crate::services::auth::{AuthMetrics, Authenticator};
 use crate::state::CellState;
 use crate::storage::{ReplicaDb, RocksStorage};
-use crate::transport::{PeerSenders, TransportSettings};
+use crate::transport::{PeerFilter, PeerSenders, TransportSettings};
 use omnipaxos::{ClusterConfig, ServerConfig};
 use std::sync::{Arc, RwLock};
 use tokio::net::TcpListener;
@@ -41,34 +46,9 @@ pub async fn run_with_listener(
         source,
     })?;
     let db = ReplicaDb::open(&config.data_dir)?;
-    let (state, progress) = recover_state(&config, &db)?;
-    let storage = RocksStorage::open(db.clone())?;
-    let server_config = ServerConfig {
-        pid: config.id,
-        election_tick_timeout: config.election_timeout_ticks.max(1),
-        resend_message_tick_timeout: config.resend_timeout_ticks.max(1),
-        batch_size: config.append_batch_max.max(1),
-        flush_batch_tick_timeout: 1,
-        ..ServerConfig::default()
-    };
-    let cluster_config = ClusterConfig {
-        configuration_id: CONFIGURATION_ID,
-        nodes: config.peers.keys().copied().collect(),
-        flexible_quorum: None,
-    };
-    let paxos = cluster_config
-        .build_for_server(server_config, storage)
-        .map_err(|e| MasterError::Paxos {
-            reason: e.to_string(),
-        })?;
-
     let metrics = ReplicaMetrics::new(config.id).map_err(|e| MasterError::Metrics {
         reason: e.to_string(),
     })?;
-    metrics.applied_index.set(progress.applied_index as i64);
-    metrics
-        .checkpoint_index
-        .set(progress.checkpoint_index as i64);
     // Children of `shutdown`, so everything stops with it, or with this function's end.
     let tasks = shutdown.child_token();
     let _stop_tasks = tasks.clone().drop_guard();
@@ -84,9 +64,116 @@ pub async fn run_with_listener(
     let (proposals_tx, proposals_rx) = mpsc::channel(config.proposal_queue_max.max(1));
     let (incoming_tx, incoming_rx) = mpsc::channel(config.incoming_queue_max.max(1));
     let (leader_tx, leader_rx) = watch::channel(LeaderInfo::default());
-    let (progress_tx, progress_rx) = watch::channel(progress);
+    let (progress_tx, progress_rx) = watch::channel(Progress::default());
     let (updates_tx, _) = broadcast::channel(config.watch_buffer_max.max(1));
-    let state = Arc::new(RwLock::new(state));
+    let state = Arc::new(RwLock::new(CellState::new()));
+    let peer_filter = Arc::new(PeerFilter::default());
+    let auth_metrics =
+        AuthMetrics::register(&metrics.registry).map_err(|e| MasterError::Metrics {
+            reason: e.to_string(),
+        })?;
+    let auth = Authenticator::load(config.auth.as_ref(), state.clone(), auth_metrics)?;
+    if !auth.enabled() {
+        tracing::warn!(
+            replica = config.id,
+            "authentication is off: every caller is trusted (give token files to turn it on)"
+        );
+    }
+
+    // The server starts first: peers that catch up at the same time (a new cell, all data
+    // directories empty) must be able to ask each other for checkpoints.
+    let ctx = Arc::new(ReplicaContext {
+        id: config.id,
+        peers: config.peers.clone(),
+        state: state.clone(),
+        leader: leader_rx,
+        progress: progress_rx,
+        updates: updates_tx.clone(),
+        proposals: proposals_tx,
+        incoming: incoming_tx.clone(),
+        metrics: metrics.clone(),
+        proposal_timeout_ms: config.proposal_timeout_ms,
+        watch_buffer_max: config.watch_buffer_max,
+        message_max_bytes: config.replica_message_max_bytes,
+        shutdown: tasks.clone(),
+        db: db.clone(),
+        peer_filter: peer_filter.clone(),
+        peer_filter_enabled: config.peer_filter_enabled,
+        forward_channels: Default::default(),
+    });
+    let server = tokio::spawn(serve(
+        ctx,
+        listener,
+        config.client_message_max_bytes,
+        config.replica_message_max_bytes,
+        auth,
+        tasks.clone(),
+    ));
+
+    let mut installed = false;
+    if db.is_blank()? {
+        let fetched = tokio::select! {
+            _ = tasks.cancelled() => None,
+            fetched = fetch_best_checkpoint(
+                config.id,
+                &config.peers,
+                config.bootstrap_fetch_timeout_ms,
+                config.replica_message_max_bytes,
+            ) => fetched,
+        };
+        if let Some(checkpoint) = fetched {
+            tracing::info!(
+                replica = config.id,
+                index = checkpoint.index,
+                "empty data directory: installing a peer's checkpoint"
+            );
+            db.install_checkpoint(
+                &checkpoint,
+                accepted_round_floor(CONFIGURATION_ID, config.id),
+            )?;
+            installed = true;
+        }
+    }
+    let (recovered, mut progress) = recover_state(&config, &db)?;
+    let storage = RocksStorage::open(db.clone())?;
+    let server_config = ServerConfig {
+        pid: config.id,
+        election_tick_timeout: config.election_timeout_ticks.max(1),
+        resend_message_tick_timeout: config.resend_timeout_ticks.max(1),
+        batch_size: config.append_batch_max.max(1),
+        flush_batch_tick_timeout: 1,
+        ..ServerConfig::default()
+    };
+    let cluster_config = ClusterConfig {
+        configuration_id: CONFIGURATION_ID,
+        nodes: config.peers.keys().copied().collect(),
+        flexible_quorum: None,
+    };
+    let mut paxos = cluster_config
+        .clone()
+        .build_for_server(server_config.clone(), storage)
+        .map_err(|e| MasterError::Paxos {
+            reason: e.to_string(),
+        })?;
+    if installed {
+        ask_leader_to_sync(&mut paxos, config.id, &config.peers);
+    }
+    progress.compacted_index = paxos.get_compacted_idx() as u64;
+    metrics.applied_index.set(progress.applied_index as i64);
+    metrics
+        .checkpoint_index
+        .set(progress.checkpoint_index as i64);
+    metrics.compacted_index.set(progress.compacted_index as i64);
+    let applied_index = progress.applied_index;
+    match state.write() {
+        Ok(mut guard) => *guard = recovered,
+        Err(_) => {
+            return Err(MasterError::Config {
+                reason: "cell state lock poisoned during recovery".into(),
+            })
+        }
+    }
+    progress_tx.send_replace(progress);
 
     let senders = PeerSenders::spawn(
         &TransportSettings {
@@ -97,8 +184,9 @@ pub async fn run_with_listener(
             deliver_timeout_ms: config.deliver_timeout_ms,
             message_max_bytes: config.replica_message_max_bytes,
         },
-        incoming_tx.clone(),
+        incoming_tx,
         metrics.clone(),
+        peer_filter,
         tasks.clone(),
     )
     .map_err(|e| MasterError::Config {
@@ -112,60 +200,59 @@ pub async fn run_with_listener(
             proposal_timeout_ms: config.proposal_timeout_ms,
             waiters_max: config.proposal_queue_max.max(1),
             checkpoint_every_entries: config.checkpoint_every_entries,
+            checkpoint_every_s: config.checkpoint_every_s,
+            trim_lag_max_entries: config.trim_lag_max_entries,
+            server_config,
+            cluster_config,
+            fetch_timeout_ms: config.bootstrap_fetch_timeout_ms,
+            message_max_bytes: config.replica_message_max_bytes,
         },
         paxos,
         db,
-        state.clone(),
+        state,
         senders,
-        metrics.clone(),
+        metrics,
         LoopChannels {
             proposals: proposals_rx,
             incoming: incoming_rx,
             leader: leader_tx,
             progress: progress_tx,
-            updates: updates_tx.clone(),
+            updates: updates_tx,
         },
         progress,
     );
-    let loop_task = tokio::spawn(paxos_loop.run(tasks.clone()));
-
-    let ctx = Arc::new(ReplicaContext {
-        id: config.id,
-        peers: config.peers.clone(),
-        state,
-        leader: leader_rx,
-        progress: progress_rx,
-        updates: updates_tx,
-        proposals: proposals_tx,
-        incoming: incoming_tx,
-        metrics,
-        proposal_timeout_ms: config.proposal_timeout_ms,
-        watch_buffer_max: config.watch_buffer_max,
-        message_max_bytes: config.replica_message_max_bytes,
-        shutdown: tasks.clone(),
-    });
-    tracing::info!(
-        replica = config.id,
-        address = ?listener.local_addr().ok(),
-        applied_index = progress.applied_index,
-        "master replica serving"
-    );
-    let served = serve(
-        ctx,
-        listener,
-        config.client_message_max_bytes,
-        config.replica_message_max_bytes,
-        tasks.clone(),
-    )
-    .await;
-    // The server stops on shutdown (or failed): stop the loop and the senders with it, and
-    // wait for the loop so the database is closed when this returns.
-    tasks.cancel();
-    if let Err(error) = loop_task.await {
-        tracing::error!(%error, "Paxos loop task failed");
-    }
+    let mut loop_task = tokio::spawn(paxos_loop.run(tasks.clone()));
+    tracing::info!(replica = config.id, applied_index, "master replica serving");
+    let mut server = server;
+    // Whichever ends first stops the other: a replica whose Paxos loop died (OmniPaxos
+    // panics on storage failures) must not keep serving stale reads.
+    let result = tokio::select! {
+        served = &mut server => {
+            tasks.cancel();
+            match loop_task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => tracing::error!(%error, "Paxos loop stopped"),
+                Err(error) => tracing::error!(%error, "Paxos loop task failed"),
+            }
+            match served {
+                Ok(served) => served.map_err(MasterError::from),
+                Err(join) => Err(MasterError::Config { reason: format!("gRPC server task failed: {join}") }),
+            }
+        }
+        looped = &mut loop_task => {
+            tasks.cancel();
+            let _ = server.await;
+            match looped {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(error)) => Err(MasterError::Storage(error)),
+                Err(join) => Err(MasterError::Paxos {
+                    reason: format!("the Paxos loop stopped: {join}; restart the replica"),
+                }),
+            }
+        }
+    };
     tracing::info!(replica = config.id, "master replica stopped");
-    served.map_err(MasterError::from)
+    result
 }
 
 fn validate(config: &ReplicaConfig) -> Result<(), MasterError> {
@@ -205,10 +292,10 @@ fn recover_state(
             reason: e.to_string(),
         })?;
     let progress = Progress {
-        decided_index: 0,
         applied_index: state.applied_index(),
         checkpoint_index: checkpoint.index,
         checkpoint_time_ms: checkpoint.time_ms,
+        ..Progress::default()
     };
     tracing::info!(
         replica = config.id,

@@ -1,6 +1,7 @@
 //! One tonic server on the replica's address with every service.
 
 use crate::context::ReplicaContext;
+use crate::services::auth::Authenticator;
 use crate::services::cell::CellApi;
 use crate::services::link::LinkApi;
 use crate::services::replica::ReplicaApi;
@@ -12,6 +13,7 @@ use borg_proto::v1::scheduler_service_server::SchedulerServiceServer;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 
@@ -21,18 +23,33 @@ pub async fn serve(
     listener: TcpListener,
     client_message_max_bytes: usize,
     replica_message_max_bytes: usize,
+    auth: Authenticator,
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
     let client_max = client_message_max_bytes;
-    let cell = CellServiceServer::new(CellApi { ctx: ctx.clone() })
+    // Every client-facing service authenticates first (services::auth); the replicas'
+    // own service checks that the sender is a peer.
+    let cell = InterceptedService::new(
+        CellServiceServer::new(CellApi {
+            ctx: ctx.clone(),
+            metrics: auth.metrics.clone(),
+        })
         .max_decoding_message_size(client_max)
-        .max_encoding_message_size(client_max);
-    let scheduler = SchedulerServiceServer::new(SchedulerApi { ctx: ctx.clone() })
-        .max_decoding_message_size(client_max)
-        .max_encoding_message_size(client_max);
-    let link = LinkServiceServer::new(LinkApi { ctx: ctx.clone() })
-        .max_decoding_message_size(client_max)
-        .max_encoding_message_size(client_max);
+        .max_encoding_message_size(client_max),
+        auth.any_caller(),
+    );
+    let scheduler = InterceptedService::new(
+        SchedulerServiceServer::new(SchedulerApi { ctx: ctx.clone() })
+            .max_decoding_message_size(client_max)
+            .max_encoding_message_size(client_max),
+        auth.control_plane_only("SchedulerService"),
+    );
+    let link = InterceptedService::new(
+        LinkServiceServer::new(LinkApi { ctx: ctx.clone() })
+            .max_decoding_message_size(client_max)
+            .max_encoding_message_size(client_max),
+        auth.control_plane_only("LinkService"),
+    );
     let replica = ReplicaServiceServer::new(ReplicaApi { ctx })
         .max_decoding_message_size(replica_message_max_bytes)
         .max_encoding_message_size(replica_message_max_bytes);

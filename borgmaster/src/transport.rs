@@ -9,7 +9,8 @@ use crate::metrics::ReplicaMetrics;
 use crate::paxos::Incoming;
 use borg_proto::v1::replica_service_client::ReplicaServiceClient;
 use borg_proto::v1::DeliverRequest;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -32,11 +33,31 @@ pub struct TransportSettings {
     pub message_max_bytes: usize,
 }
 
+/// Replicas whose Paxos traffic is dropped both ways. Set only through
+/// `ReplicaService.SetPeerFilter`, which exists for fault tests (a partition on loopback).
+#[derive(Debug, Default)]
+pub struct PeerFilter {
+    blocked: RwLock<BTreeSet<u64>>,
+}
+
+impl PeerFilter {
+    pub fn set(&self, blocked: impl IntoIterator<Item = u64>) {
+        if let Ok(mut set) = self.blocked.write() {
+            *set = blocked.into_iter().collect();
+        }
+    }
+
+    pub fn blocks(&self, peer: u64) -> bool {
+        self.blocked.read().is_ok_and(|set| set.contains(&peer))
+    }
+}
+
 /// The queues towards every other replica.
 pub struct PeerSenders {
     queues: BTreeMap<u64, mpsc::Sender<Vec<u8>>>,
     message_max_bytes: u64,
     metrics: ReplicaMetrics,
+    filter: Arc<PeerFilter>,
 }
 
 impl PeerSenders {
@@ -45,6 +66,7 @@ impl PeerSenders {
         settings: &TransportSettings,
         incoming: mpsc::Sender<Incoming>,
         metrics: ReplicaMetrics,
+        filter: Arc<PeerFilter>,
         shutdown: CancellationToken,
     ) -> Result<Self, tonic::transport::Error> {
         let mut queues = BTreeMap::new();
@@ -76,12 +98,17 @@ impl PeerSenders {
             queues,
             message_max_bytes: settings.message_max_bytes as u64,
             metrics,
+            filter,
         })
     }
 
     /// Queues `message` for its receiver, or drops it (counted) when that queue is full.
     pub fn send(&self, message: PaxosMessage) {
         let receiver = message.get_receiver();
+        if self.filter.blocks(receiver) {
+            self.metrics.outgoing_dropped.inc();
+            return;
+        }
         let Some(queue) = self.queues.get(&receiver) else {
             tracing::warn!(receiver, "Paxos message for an unknown replica dropped");
             self.metrics.outgoing_dropped.inc();

@@ -1,8 +1,8 @@
 //! Requests from the wire into log commands, and state errors into statuses: validation at
 //! the edge, so bad input is refused before it reaches the log.
 
-use crate::state::{MachineReport, PlannedPlacement, StateError, TaskReport};
-use borg_model::{is_valid_name, JobSpec, MachineInfo, TaskId};
+use crate::state::{MachineReport, PlannedPlacement, QuotaUsage, StateError, TaskReport};
+use borg_model::{is_valid_name, Band, JobSpec, MachineInfo, TaskId};
 use borg_proto::convert::{resources_or_zero, task_state_from_wire};
 use borg_proto::v1;
 use tonic::Status;
@@ -150,6 +150,28 @@ fn task_report(report: v1::TaskReport) -> Result<TaskReport, Status> {
     })
 }
 
+/// A band that takes a quota, by name.
+pub fn quota_band(name: &str) -> Result<Band, Status> {
+    match Band::from_name(name) {
+        Some(band) if band.needs_quota() => Ok(band),
+        Some(_) => Err(Status::invalid_argument(
+            "the free band needs no quota: every user may use priorities 0-99",
+        )),
+        None => Err(Status::invalid_argument(format!(
+            "band {name:?} is unknown: use batch, production or monitoring"
+        ))),
+    }
+}
+
+pub fn quota_to_wire(quota: QuotaUsage) -> v1::Quota {
+    v1::Quota {
+        user: quota.user,
+        band: quota.band.name().to_owned(),
+        limit: Some(quota.limit.into()),
+        used: Some(quota.used.into()),
+    }
+}
+
 /// The status a refused entry answers with.
 pub fn state_error_status(error: &StateError) -> Status {
     let message = error.to_string();
@@ -159,8 +181,14 @@ pub fn state_error_status(error: &StateError) -> Status {
         StateError::CheckIndexMismatch { .. } => Status::failed_precondition(message),
         StateError::InvalidJob { .. }
         | StateError::InvalidMachine { .. }
+        | StateError::InvalidRequest { .. }
         | StateError::BatchTooLarge { .. } => Status::invalid_argument(message),
-        StateError::CellFull { .. } => Status::resource_exhausted(message),
+        StateError::CellFull { .. } | StateError::QuotaExceeded { .. } => {
+            Status::resource_exhausted(message)
+        }
+        StateError::PermissionDenied { .. } | StateError::NoQuota { .. } => {
+            Status::permission_denied(message)
+        }
     }
 }
 

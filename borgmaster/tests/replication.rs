@@ -2,255 +2,41 @@
 //! hints, replication of writes, restart from the same data directories, watchers, and bad
 //! input at the edge.
 
-use borg_proto::leader::leader_hint;
 use borg_proto::v1;
 use borg_proto::v1::cell_service_client::CellServiceClient;
 use borg_proto::v1::link_service_client::LinkServiceClient;
 use borg_proto::v1::replica_service_client::ReplicaServiceClient;
 use borg_proto::v1::scheduler_service_client::SchedulerServiceClient;
-use borgmaster::ReplicaConfig;
-use std::collections::BTreeMap;
-use std::future::Future;
 use std::time::Duration;
-use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 use tonic::Code;
 
-const WAIT_DEADLINE_MS: u64 = 20_000;
-const POLL_INTERVAL_MS: u64 = 20;
+mod cluster;
 
-struct Cluster {
-    dirs: Vec<tempfile::TempDir>,
-    addresses: BTreeMap<u64, String>,
-    replicas: BTreeMap<u64, Replica>,
-    tweak: fn(&mut ReplicaConfig),
-}
-
-type Replica = (
-    CancellationToken,
-    JoinHandle<Result<(), borgmaster::MasterError>>,
-);
-
-impl Cluster {
-    async fn start(count: u64) -> Cluster {
-        Cluster::start_with(count, |_| {}).await
-    }
-
-    /// Starts `count` replicas whose configurations `tweak` adjusts.
-    async fn start_with(count: u64, tweak: fn(&mut ReplicaConfig)) -> Cluster {
-        let mut listeners = BTreeMap::new();
-        for id in 1..=count {
-            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            listeners.insert(id, listener);
-        }
-        let addresses = listeners
-            .iter()
-            .map(|(id, l)| (*id, l.local_addr().unwrap().to_string()))
-            .collect();
-        let dirs = (0..count).map(|_| tempfile::tempdir().unwrap()).collect();
-        let mut cluster = Cluster {
-            dirs,
-            addresses,
-            replicas: BTreeMap::new(),
-            tweak,
-        };
-        cluster.spawn(listeners);
-        cluster
-    }
-
-    fn config(&self, id: u64) -> ReplicaConfig {
-        let mut config = ReplicaConfig::new(
-            id,
-            self.addresses.clone(),
-            self.dirs[(id - 1) as usize].path().to_owned(),
-        );
-        // Replica 1 recovers by replaying its log, the others from checkpoint + suffix.
-        config.checkpoint_every_entries = if id == 1 { 0 } else { 1 };
-        (self.tweak)(&mut config);
-        config
-    }
-
-    fn spawn(&mut self, listeners: BTreeMap<u64, TcpListener>) {
-        for (id, listener) in listeners {
-            let token = CancellationToken::new();
-            let config = self.config(id);
-            let handle = tokio::spawn(borgmaster::run_with_listener(
-                config,
-                listener,
-                token.clone(),
-            ));
-            self.replicas.insert(id, (token, handle));
-        }
-    }
-
-    async fn stop(&mut self) {
-        let ids: Vec<u64> = self.replicas.keys().copied().collect();
-        for id in ids {
-            self.stop_one(id).await;
-        }
-    }
-
-    /// Stops replica `id` and waits until it has shut down.
-    async fn stop_one(&mut self, id: u64) {
-        let (token, handle) = self.replicas.remove(&id).expect("a running replica");
-        token.cancel();
-        handle.await.unwrap().unwrap();
-    }
-
-    /// Starts every replica again on the same addresses and data directories.
-    async fn restart(&mut self) {
-        self.stop().await;
-        let mut listeners = BTreeMap::new();
-        for (id, address) in &self.addresses {
-            listeners.insert(*id, TcpListener::bind(address).await.unwrap());
-        }
-        self.spawn(listeners);
-    }
-
-    fn address(&self, id: u64) -> &str {
-        &self.addresses[&id]
-    }
-
-    /// Polls every running replica's status until all name the same leader; returns its id.
-    async fn wait_for_leader(&self) -> u64 {
-        eventually("one agreed leader", || async {
-            let mut leaders = Vec::new();
-            for id in self.replicas.keys() {
-                let address = self.address(*id);
-                let mut client = ReplicaServiceClient::new(channel(address));
-                let status = client
-                    .status(v1::ReplicaStatusRequest {})
-                    .await
-                    .ok()?
-                    .into_inner();
-                leaders.push(status.leader_id);
-            }
-            let first = leaders[0];
-            let agreed = first != 0 && leaders.iter().all(|l| *l == first);
-            (agreed && self.replicas.contains_key(&first)).then_some(first)
-        })
-        .await
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for (token, _) in self.replicas.values() {
-            token.cancel();
-        }
-    }
-}
-
-fn channel(address: &str) -> Channel {
-    tonic::transport::Endpoint::from_shared(format!("http://{address}"))
-        .unwrap()
-        .connect_timeout(Duration::from_millis(500))
-        .timeout(Duration::from_secs(10))
-        .connect_lazy()
-}
-
-/// Polls `check` until it yields a value, or panics naming `what` after the deadline.
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(WAIT_DEADLINE_MS);
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(POLL_INTERVAL_MS)).await;
-    }
-}
-
-fn job_spec(name: &str, replicas: u32) -> v1::JobSpec {
-    v1::JobSpec {
-        name: name.into(),
-        owner: "alice".into(),
-        priority: 100,
-        replicas,
-        task: Some(v1::TaskTemplate {
-            command: "/bin/sleep".into(),
-            args: vec!["100".into()],
-            resources: Some(v1::Resources {
-                cpu_millis: 100,
-                ram_bytes: 64 << 20,
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-/// Submits through the leader, retrying while it is still settling (UNAVAILABLE).
-async fn submit_at_leader(
-    address: &str,
-    spec: v1::JobSpec,
-    request_id: &str,
-) -> v1::SubmitJobResponse {
-    eventually("the leader to accept a write", || {
-        let spec = spec.clone();
-        async move {
-            let mut client = CellServiceClient::new(channel(address));
-            match client
-                .submit_job(v1::SubmitJobRequest {
-                    spec: Some(spec),
-                    request_id: request_id.into(),
-                    check_index: None,
-                })
-                .await
-            {
-                Ok(response) => Some(response.into_inner()),
-                Err(status) if status.code() == Code::Unavailable => None,
-                Err(status) => panic!("submit failed: {status}"),
-            }
-        }
-    })
-    .await
-}
-
-async fn get_job(address: &str, name: &str) -> Option<v1::Job> {
-    let mut client = CellServiceClient::new(channel(address));
-    client
-        .get_job(v1::GetJobRequest {
-            name: name.into(),
-            consistent: false,
-        })
-        .await
-        .ok()
-        .and_then(|r| r.into_inner().job)
-}
+use cluster::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_write_is_replicated_refused_by_followers_and_survives_a_restart() {
+async fn a_write_is_replicated_forwarded_by_followers_and_survives_a_restart() {
     let mut cluster = Cluster::start(3).await;
     let leader = cluster.wait_for_leader().await;
     let leader_address = cluster.address(leader).to_owned();
     let follower = (1..=3).find(|id| *id != leader).unwrap();
 
-    // A follower refuses writes and names the leader.
-    let mut client = CellServiceClient::new(channel(cluster.address(follower)));
-    let refused = client
-        .submit_job(v1::SubmitJobRequest {
-            spec: Some(job_spec("hello", 2)),
-            request_id: "follower-write".into(),
-            check_index: None,
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(refused.code(), Code::Unavailable, "{refused}");
+    // A follower forwards a write to the leader and answers once it applied it itself.
+    let forwarded = submit_at_leader(
+        cluster.address(follower),
+        job_spec("forwarded", 1),
+        "follower-write",
+    )
+    .await;
+    assert!(forwarded.created);
     assert_eq!(
-        leader_hint(&refused).as_deref(),
-        Some(leader_address.as_str())
+        forwarded.job.as_ref().unwrap().spec.as_ref().unwrap().name,
+        "forwarded"
     );
+    // The same request id at the leader is the same write: same outcome, same index.
+    let retried =
+        submit_at_leader(&leader_address, job_spec("forwarded", 1), "follower-write").await;
+    assert_eq!(retried.index, forwarded.index);
 
     let response = submit_at_leader(&leader_address, job_spec("hello", 2), "submit-1").await;
     assert!(response.created);
@@ -265,9 +51,10 @@ async fn a_write_is_replicated_refused_by_followers_and_survives_a_restart() {
         assert_eq!(job.spec.unwrap().replicas, 2);
     }
 
-    // A retry with the same request id is answered, not applied again.
+    // A retry with the same request id is answered, not applied again, with its index.
     let again = submit_at_leader(&leader_address, job_spec("hello", 2), "submit-1").await;
     assert!(again.created, "a retry answers the first outcome");
+    assert_eq!(again.index, response.index);
     assert_eq!(again.job.unwrap().modify_index, job.modify_index);
 
     // Consistent reads go through the leader.
@@ -289,7 +76,7 @@ async fn a_write_is_replicated_refused_by_followers_and_survives_a_restart() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(listed.jobs.len(), 1);
+    assert_eq!(listed.jobs.len(), 2);
     let meta = listed.meta.unwrap();
     assert!(meta.from_leader);
     assert!(meta.applied_index > response.index);
@@ -305,7 +92,7 @@ async fn a_write_is_replicated_refused_by_followers_and_survives_a_restart() {
     for id in 1..=3 {
         let mut client = ReplicaServiceClient::new(channel(cluster.address(id)));
         let status = client
-            .status(v1::ReplicaStatusRequest {})
+            .status(v1::ReplicaStatusRequest::default())
             .await
             .unwrap()
             .into_inner();

@@ -1,10 +1,11 @@
 //! Glue shared by the daemons and the CLI: the leader-following master client, the
 //! Prometheus `/metrics` endpoint, and time helpers for the (impure) process loops.
 
+pub mod auth;
 pub mod master_client;
 pub mod metrics_http;
 
-pub use master_client::{MasterClient, MasterClientConfig};
+pub use master_client::{MasterChannel, MasterClient, MasterClientConfig};
 pub use metrics_http::serve_metrics;
 
 /// Wall-clock milliseconds since the Unix epoch. Only process loops call this; the state

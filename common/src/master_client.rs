@@ -5,13 +5,62 @@
 //! down or no leader is known it tries the next one, backing off after each full round.
 //! Retrying writes is safe because every mutation carries a request id.
 
+use crate::auth::{is_valid_token, AUTHORIZATION_HEADER, BEARER_PREFIX};
 use borg_proto::leader::leader_hint;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Mutex;
 use std::time::Duration;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::service::Interceptor;
 use tonic::transport::{Channel, Endpoint};
-use tonic::{Code, Status};
+use tonic::{Code, Request, Status};
+
+/// What `MasterClient::call` hands to its operation: a channel to one replica that attaches
+/// the client's token to every request.
+pub type MasterChannel = InterceptedService<Channel, TokenInterceptor>;
+
+/// Adds `authorization: Bearer TOKEN` to every request (nothing without a token).
+#[derive(Debug, Clone, Default)]
+pub struct TokenInterceptor {
+    header: Option<MetadataValue<Ascii>>,
+}
+
+impl TokenInterceptor {
+    pub fn new(token: Option<&str>) -> Result<Self, Status> {
+        let header = match token {
+            None => None,
+            Some(token) => {
+                let invalid = || {
+                    Status::invalid_argument(
+                        "the token is not one word of printable ASCII: check --token, BORG_TOKEN or the token file",
+                    )
+                };
+                if !is_valid_token(token) {
+                    return Err(invalid());
+                }
+                Some(
+                    format!("{BEARER_PREFIX}{token}")
+                        .parse()
+                        .map_err(|_| invalid())?,
+                )
+            }
+        };
+        Ok(TokenInterceptor { header })
+    }
+}
+
+impl Interceptor for TokenInterceptor {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(header) = &self.header {
+            request
+                .metadata_mut()
+                .insert(AUTHORIZATION_HEADER, header.clone());
+        }
+        Ok(request)
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct MasterClientConfig {
@@ -25,6 +74,8 @@ pub struct MasterClientConfig {
     /// First back-off after a full round of replicas failed; doubles up to `backoff_max_ms`.
     pub backoff_initial_ms: u64,
     pub backoff_max_ms: u64,
+    /// Bearer token sent with every call (see `crate::auth`); None sends none.
+    pub token: Option<String>,
 }
 
 impl MasterClientConfig {
@@ -36,6 +87,7 @@ impl MasterClientConfig {
             call_deadline_ms: 15_000,
             backoff_initial_ms: 50,
             backoff_max_ms: 1_000,
+            token: None,
         }
     }
 }
@@ -45,6 +97,7 @@ const CALL_ATTEMPTS_MAX: u32 = 200;
 
 pub struct MasterClient {
     config: MasterClientConfig,
+    interceptor: TokenInterceptor,
     /// Endpoint believed to lead (index into a list that may grow with leader hints).
     state: Mutex<ClientState>,
 }
@@ -63,8 +116,10 @@ impl MasterClient {
             ));
         }
         let endpoints = config.endpoints.clone();
+        let interceptor = TokenInterceptor::new(config.token.as_deref())?;
         Ok(MasterClient {
             config,
+            interceptor,
             state: Mutex::new(ClientState {
                 endpoints,
                 current: 0,
@@ -83,10 +138,13 @@ impl MasterClient {
         state.endpoints[state.current].clone()
     }
 
-    fn channel(&self, address: &str) -> Result<Channel, Status> {
+    fn channel(&self, address: &str) -> Result<MasterChannel, Status> {
         let mut state = self.state.lock().expect("master client lock");
         if let Some(channel) = state.channels.get(address) {
-            return Ok(channel.clone());
+            return Ok(InterceptedService::new(
+                channel.clone(),
+                self.interceptor.clone(),
+            ));
         }
         let endpoint = Endpoint::from_shared(format!("http://{address}"))
             .map_err(|e| Status::invalid_argument(format!("bad master address {address:?}: {e}")))?
@@ -95,7 +153,7 @@ impl MasterClient {
             .tcp_nodelay(true);
         let channel = endpoint.connect_lazy();
         state.channels.insert(address.to_owned(), channel.clone());
-        Ok(channel)
+        Ok(InterceptedService::new(channel, self.interceptor.clone()))
     }
 
     fn follow(&self, leader: &str) {
@@ -109,11 +167,18 @@ impl MasterClient {
         }
     }
 
-    /// Moves to the next replica; returns true when a full round has been tried.
-    fn advance(&self, round_start: usize) -> bool {
+    /// Moves to the next replica.
+    fn advance(&self) {
         let mut state = self.state.lock().expect("master client lock");
         state.current = (state.current + 1) % state.endpoints.len();
-        state.current == round_start
+    }
+
+    fn endpoint_count(&self) -> usize {
+        self.state
+            .lock()
+            .expect("master client lock")
+            .endpoints
+            .len()
     }
 
     /// Runs `op` on a channel to the leader (or any replica, for reads that any replica
@@ -121,43 +186,52 @@ impl MasterClient {
     /// of the configuration.
     pub async fn call<T, F, Fut>(&self, mut op: F) -> Result<T, Status>
     where
-        F: FnMut(Channel) -> Fut,
+        F: FnMut(MasterChannel) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
     {
         let deadline =
             tokio::time::Instant::now() + Duration::from_millis(self.config.call_deadline_ms);
         let mut backoff_ms = self.config.backoff_initial_ms;
-        let mut round_start = self.state.lock().expect("master client lock").current;
+        // Failed attempts since the last back-off. Hints can send a client round in circles
+        // (a leader that is elected but not yet ready names itself, its followers name it
+        // back), so a back-off follows every full round of failures, hints included.
+        let mut failures_since_backoff = 0usize;
         let mut last_error = Status::unavailable("no master replica answered");
         for _ in 0..CALL_ATTEMPTS_MAX {
             let address = self.current_endpoint();
             let channel = self.channel(&address)?;
-            match op(channel).await {
+            let status = match op(channel).await {
                 Ok(value) => return Ok(value),
-                Err(status) => {
-                    if let Some(leader) = leader_hint(&status) {
-                        if leader != address {
-                            tracing::debug!(from = %address, to = %leader, "following leader hint");
-                            self.follow(&leader);
-                            round_start = self.state.lock().expect("master client lock").current;
-                            last_error = status;
-                            continue;
-                        }
-                    }
-                    if !is_retryable(&status) {
-                        return Err(status);
-                    }
-                    tracing::debug!(replica = %address, error = %status.message(), "master replica unavailable");
-                    last_error = status;
-                    if self.advance(round_start) {
-                        if tokio::time::Instant::now() + Duration::from_millis(backoff_ms) > deadline
-                        {
-                            break;
-                        }
-                        tokio::time::sleep(Duration::from_millis(backoff_ms)).await;
-                        backoff_ms = (backoff_ms * 2).min(self.config.backoff_max_ms);
-                    }
+                Err(status) => status,
+            };
+            let hint = leader_hint(&status);
+            if hint.is_none() && !is_retryable(&status) {
+                return Err(status);
+            }
+            failures_since_backoff += 1;
+            let mut back_off = failures_since_backoff >= self.endpoint_count();
+            match hint {
+                Some(leader) if leader != address => {
+                    tracing::debug!(from = %address, to = %leader, "following leader hint");
+                    self.follow(&leader);
                 }
+                Some(_) => {
+                    // The replica names itself: it leads but cannot serve yet. Ask it again.
+                    back_off = true;
+                }
+                None => {
+                    tracing::debug!(replica = %address, error = %status.message(), "master replica unavailable");
+                    self.advance();
+                }
+            }
+            last_error = status;
+            if back_off {
+                if tokio::time::Instant::now() + Duration::from_millis(backoff_ms) > deadline {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(backoff_ms)).await;
+                backoff_ms = (backoff_ms * 2).min(self.config.backoff_max_ms);
+                failures_since_backoff = 0;
             }
             if tokio::time::Instant::now() >= deadline {
                 break;
@@ -192,6 +266,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_token_is_attached_as_a_bearer_header_and_bad_ones_refused() {
+        let mut with = TokenInterceptor::new(Some("abc123")).unwrap();
+        let request = with.call(Request::new(())).unwrap();
+        assert_eq!(
+            request.metadata().get(AUTHORIZATION_HEADER).unwrap(),
+            "Bearer abc123"
+        );
+        let mut without = TokenInterceptor::new(None).unwrap();
+        assert!(without
+            .call(Request::new(()))
+            .unwrap()
+            .metadata()
+            .get(AUTHORIZATION_HEADER)
+            .is_none());
+        let error = TokenInterceptor::new(Some("two words")).unwrap_err();
+        assert_eq!(error.code(), Code::InvalidArgument);
+    }
+
+    #[test]
     fn an_empty_endpoint_list_is_refused() {
         assert!(MasterClient::from_endpoints(vec![]).is_err());
     }
@@ -199,8 +292,7 @@ mod tests {
     #[tokio::test]
     async fn leader_hints_are_followed_and_errors_returned() {
         let client =
-            MasterClient::from_endpoints(vec!["127.0.0.1:1".into(), "127.0.0.1:2".into()])
-                .unwrap();
+            MasterClient::from_endpoints(vec!["127.0.0.1:1".into(), "127.0.0.1:2".into()]).unwrap();
         let mut seen = Vec::new();
         let result: Result<u32, Status> = client
             .call(|_channel| {
@@ -225,6 +317,35 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_leader_that_is_not_ready_yet_is_waited_for_not_circled() {
+        // Replica :1 names :2 as leader; :2 names itself until it is ready (as a just-elected
+        // leader does), which takes longer than the attempts bound would last without
+        // back-off.
+        let client =
+            MasterClient::from_endpoints(vec!["127.0.0.1:1".into(), "127.0.0.1:2".into()]).unwrap();
+        let ready_at = tokio::time::Instant::now() + Duration::from_millis(400);
+        let mut attempts = 0u32;
+        let result: Result<&str, Status> = client
+            .call(|_| {
+                attempts += 1;
+                let address = client.current_endpoint();
+                async move {
+                    if address == "127.0.0.1:2" && tokio::time::Instant::now() >= ready_at {
+                        Ok("served")
+                    } else {
+                        Err(borg_proto::leader::not_leader(Some("127.0.0.1:2")))
+                    }
+                }
+            })
+            .await;
+        assert_eq!(result.unwrap(), "served");
+        assert!(
+            attempts < 50,
+            "backed off instead of spinning: {attempts} attempts"
+        );
+    }
+
+    #[tokio::test]
     async fn unavailable_replicas_are_retried_within_the_deadline() {
         let mut config = MasterClientConfig::new(vec!["127.0.0.1:1".into(), "127.0.0.1:2".into()]);
         config.call_deadline_ms = 300;
@@ -239,7 +360,11 @@ mod tests {
             .await;
         let error = result.unwrap_err();
         assert_eq!(error.code(), Code::Unavailable);
-        assert!(error.message().contains("127.0.0.1:2"), "{}", error.message());
+        assert!(
+            error.message().contains("127.0.0.1:2"),
+            "{}",
+            error.message()
+        );
         assert!(attempts >= 2 && attempts < CALL_ATTEMPTS_MAX as usize);
     }
 }

@@ -57,10 +57,22 @@ async fn answer(mut stream: tokio::net::TcpStream, registry: &Registry) -> std::
     let method = parts.next().unwrap_or_default();
     let path = parts.next().unwrap_or_default();
     if method != b"GET" {
-        return respond(&mut stream, "405 Method Not Allowed", "text/plain", b"GET only\n").await;
+        return respond(
+            &mut stream,
+            "405 Method Not Allowed",
+            "text/plain",
+            b"GET only\n",
+        )
+        .await;
     }
     if path != b"/metrics" && !path.starts_with(b"/metrics?") {
-        return respond(&mut stream, "404 Not Found", "text/plain", b"try /metrics\n").await;
+        return respond(
+            &mut stream,
+            "404 Not Found",
+            "text/plain",
+            b"try /metrics\n",
+        )
+        .await;
     }
     let mut body = Vec::new();
     let encoder = TextEncoder::new();

@@ -23,6 +23,8 @@ pub struct LinkShardConfig {
     pub forward_batch_machines_max: usize,
     /// Where to serve `/metrics`; `None` serves nothing.
     pub metrics_address: Option<SocketAddr>,
+    /// Cluster token sent to the masters (the control-plane role); None sends none.
+    pub master_token: Option<String>,
     /// Names this shard in forwarded diffs and logs.
     pub shard_id: String,
 }
@@ -40,6 +42,7 @@ impl LinkShardConfig {
             poll_concurrency_max: 64,
             forward_batch_machines_max: 500,
             metrics_address: None,
+            master_token: None,
             shard_id: format!("linkshard-{shard_index}-of-{shard_count}"),
         }
     }

@@ -39,12 +39,13 @@ pub async fn run(
             .map_err(|source| LinkShardError::MetricsServer { address, source })?;
         tracing::info!(shard = %config.shard_id, %bound, "serving link shard metrics");
     }
-    let master =
-        MasterClient::new(MasterClientConfig::new(config.masters.clone())).map_err(|status| {
-            LinkShardError::MasterClient {
-                message: status.message().to_owned(),
-            }
-        })?;
+    let master = MasterClient::new(MasterClientConfig {
+        token: config.master_token.clone(),
+        ..MasterClientConfig::new(config.masters.clone())
+    })
+    .map_err(|status| LinkShardError::MasterClient {
+        message: status.message().to_owned(),
+    })?;
     tracing::info!(
         shard = %config.shard_id,
         shard_index = config.shard_index,

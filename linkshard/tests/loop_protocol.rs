@@ -106,6 +106,22 @@ impl BorgletService for FakeBorglet {
             ..PollResponse::default()
         }))
     }
+
+    type ReadLogsStream = tonic::codegen::BoxStream<borg_proto::v1::LogChunk>;
+
+    async fn read_logs(
+        &self,
+        _: Request<borg_proto::v1::ReadLogsRequest>,
+    ) -> Result<Response<Self::ReadLogsStream>, Status> {
+        Err(Status::unimplemented("the fake borglet keeps no logs"))
+    }
+
+    async fn exec(
+        &self,
+        _: Request<borg_proto::v1::ExecRequest>,
+    ) -> Result<Response<borg_proto::v1::ExecResponse>, Status> {
+        Err(Status::unimplemented("the fake borglet runs no tasks"))
+    }
 }
 
 impl FakeBorglet {

@@ -107,9 +107,17 @@ pub enum JobSpecError {
     #[error("job {job:?} has no command: set `command`")]
     MissingCommand { job: String },
     #[error("job {job:?} asks for {replicas} replicas; the most is {max}")]
-    TooManyReplicas { job: String, replicas: u32, max: u32 },
+    TooManyReplicas {
+        job: String,
+        replicas: u32,
+        max: u32,
+    },
     #[error("job {job:?} has {count} constraints; the most is {max}")]
-    TooManyConstraints { job: String, count: usize, max: usize },
+    TooManyConstraints {
+        job: String,
+        count: usize,
+        max: usize,
+    },
     #[error("job {job:?} requests no cpu or no ram: every task needs both (for example cpu = 100m, ram = 64Mi)")]
     EmptyResources { job: String },
     #[error("job {job:?}: constraint on {attribute:?} with operator {op:?} needs {expected}")]
@@ -220,13 +228,22 @@ mod tests {
     fn missing_pieces_are_named() {
         let mut s = spec();
         s.task.command.clear();
-        assert!(matches!(s.validate(), Err(JobSpecError::MissingCommand { .. })));
+        assert!(matches!(
+            s.validate(),
+            Err(JobSpecError::MissingCommand { .. })
+        ));
         let mut s = spec();
         s.name = "a/b".into();
-        assert!(matches!(s.validate(), Err(JobSpecError::InvalidName { .. })));
+        assert!(matches!(
+            s.validate(),
+            Err(JobSpecError::InvalidName { .. })
+        ));
         let mut s = spec();
         s.task.resources.ram_bytes = 0;
-        assert!(matches!(s.validate(), Err(JobSpecError::EmptyResources { .. })));
+        assert!(matches!(
+            s.validate(),
+            Err(JobSpecError::EmptyResources { .. })
+        ));
         let mut s = spec();
         s.constraints.push(Constraint {
             attribute: "rack".into(),
@@ -234,6 +251,9 @@ mod tests {
             values: vec![],
             soft: false,
         });
-        assert!(matches!(s.validate(), Err(JobSpecError::BadConstraint { .. })));
+        assert!(matches!(
+            s.validate(),
+            Err(JobSpecError::BadConstraint { .. })
+        ));
     }
 }

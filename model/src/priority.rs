@@ -38,6 +38,14 @@ impl Band {
         self != Band::Free
     }
 
+    /// Every band, lowest first.
+    pub const ALL: [Band; 4] = [Band::Free, Band::Batch, Band::Production, Band::Monitoring];
+
+    /// The band called `name` (as `Band::name` spells it).
+    pub fn from_name(name: &str) -> Option<Band> {
+        Band::ALL.into_iter().find(|b| b.name() == name)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Band::Free => "free",
@@ -75,6 +83,10 @@ mod tests {
         assert_eq!(Band::of(100), Band::Batch);
         assert_eq!(Band::of(250), Band::Production);
         assert_eq!(Band::of(360), Band::Monitoring);
+        for band in Band::ALL {
+            assert_eq!(Band::from_name(band.name()), Some(band));
+        }
+        assert_eq!(Band::from_name("prod"), None);
     }
 
     #[test]

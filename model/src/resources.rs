@@ -150,7 +150,10 @@ mod tests {
         let a = Resources::new(u64::MAX, 5);
         assert_eq!((a + a).cpu_millis, u64::MAX);
         assert_eq!(Resources::new(1, 1).saturating_sub(&a).ram_bytes, 0);
-        assert_eq!(Resources::new(3, 4).saturating_mul(3), Resources::new(9, 12));
+        assert_eq!(
+            Resources::new(3, 4).saturating_mul(3),
+            Resources::new(9, 12)
+        );
     }
 
     #[test]

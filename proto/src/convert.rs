@@ -349,9 +349,7 @@ mod tests {
         };
         assert_eq!(
             m::JobSpec::try_from(wire),
-            Err(ConvertError::Missing {
-                field: "spec.task"
-            })
+            Err(ConvertError::Missing { field: "spec.task" })
         );
         assert!(constraint_op_from_wire(99).is_err());
         assert!(task_state_from_wire(0).is_err());

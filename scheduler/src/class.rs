@@ -1,10 +1,11 @@
-//! Equivalence classes: pending tasks with the same priority, limits and constraints are
-//! interchangeable for feasibility, so their constraints are compiled (and, in later
-//! versions, their per-machine verdicts cached) once per class rather than once per task.
+//! Equivalence classes: pending tasks with the same priority, limits, constraints and package
+//! are interchangeable for feasibility and the class-level score terms, so their constraints
+//! are compiled and their per-machine verdicts cached (`cache`) once per class rather than
+//! once per task. With classes switched off every task is a class of its own.
 
 use crate::constraint::CompiledConstraint;
 use crate::view::PendingTask;
-use borg_model::{Constraint, Priority, Resources};
+use borg_model::{Constraint, Priority, Resources, TaskId};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -17,10 +18,13 @@ pub struct TaskClass {
     pub limits: Resources,
     pub hard: Vec<CompiledConstraint>,
     pub soft: Vec<CompiledConstraint>,
+    pub package: Arc<str>,
+    /// The class's key, naming its slot in a `ScoreCache`.
+    pub key: ClassKey,
 }
 
 impl TaskClass {
-    fn new(task: &PendingTask) -> Self {
+    fn new(task: &PendingTask, package: Arc<str>, key: ClassKey) -> Self {
         let (soft, hard): (Vec<&Constraint>, Vec<&Constraint>) =
             task.constraints.iter().partition(|c| c.soft);
         TaskClass {
@@ -28,28 +32,61 @@ impl TaskClass {
             limits: task.limits,
             hard: hard.into_iter().map(CompiledConstraint::new).collect(),
             soft: soft.into_iter().map(CompiledConstraint::new).collect(),
+            package,
+            key,
         }
     }
 }
 
-type ClassKey = (Priority, Resources, Arc<[Constraint]>);
+/// What makes tasks equivalent. `task` is set only when equivalence classes are off.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ClassKey {
+    pub priority: Priority,
+    pub limits: Resources,
+    pub constraints: Arc<[Constraint]>,
+    pub package: Arc<str>,
+    pub task: Option<TaskId>,
+}
 
 /// The classes of a batch of pending tasks.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Classes {
     classes: Vec<TaskClass>,
     by_key: HashMap<ClassKey, ClassId>,
+    /// False: every task is its own class (the speed-up switched off).
+    share: bool,
+}
+
+impl Default for Classes {
+    fn default() -> Self {
+        Classes::new(true)
+    }
 }
 
 impl Classes {
-    /// The class of `task`, created on first sight.
-    pub fn class_of(&mut self, task: &PendingTask) -> ClassId {
-        let key = (task.priority, task.limits, Arc::clone(&task.constraints));
+    pub fn new(share: bool) -> Self {
+        Classes {
+            classes: Vec::new(),
+            by_key: HashMap::new(),
+            share,
+        }
+    }
+
+    /// The class of `task` (whose tasks run `package`), created on first sight.
+    pub fn class_of(&mut self, task: &PendingTask, package: &Arc<str>) -> ClassId {
+        let key = ClassKey {
+            priority: task.priority,
+            limits: task.limits,
+            constraints: Arc::clone(&task.constraints),
+            package: Arc::clone(package),
+            task: (!self.share).then(|| task.id.clone()),
+        };
         if let Some(&id) = self.by_key.get(&key) {
             return id;
         }
         let id = self.classes.len();
-        self.classes.push(TaskClass::new(task));
+        self.classes
+            .push(TaskClass::new(task, Arc::clone(package), key.clone()));
         self.by_key.insert(key, id);
         id
     }
@@ -91,16 +128,22 @@ mod tests {
             values: vec!["r1".into()],
             soft: true,
         };
+        let pkg: Arc<str> = Arc::from("/bin/app");
         let mut classes = Classes::default();
-        let a = classes.class_of(&task("a", 10, vec![rack.clone()]));
-        let b = classes.class_of(&task("b", 10, vec![rack.clone()]));
-        let c = classes.class_of(&task("c", 20, vec![rack]));
-        let d = classes.class_of(&task("d", 10, vec![]));
+        let a = classes.class_of(&task("a", 10, vec![rack.clone()]), &pkg);
+        let b = classes.class_of(&task("b", 10, vec![rack.clone()]), &pkg);
+        let c = classes.class_of(&task("c", 20, vec![rack]), &pkg);
+        let d = classes.class_of(&task("d", 10, vec![]), &pkg);
         assert_eq!(a, b);
         assert_ne!(a, c);
         assert_ne!(a, d);
         assert_eq!(classes.len(), 3);
         assert_eq!(classes.get(a).soft.len(), 1);
         assert!(classes.get(a).hard.is_empty());
+
+        let mut unshared = Classes::new(false);
+        let a = unshared.class_of(&task("a", 10, vec![]), &pkg);
+        let b = unshared.class_of(&task("b", 10, vec![]), &pkg);
+        assert_ne!(a, b, "with classes off every task is its own class");
     }
 }

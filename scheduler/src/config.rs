@@ -14,6 +14,8 @@ pub struct SchedulerConfig {
     /// Names this scheduler in requests and request ids.
     pub scheduler_id: String,
     pub metrics_address: Option<SocketAddr>,
+    /// Cluster token sent to the masters (the control-plane role); None sends none.
+    pub master_token: Option<String>,
     /// Seed of the placement order; round `n` uses `seed + n`, so runs replay.
     pub seed: u64,
     /// Most placements in one CommitPlan request; larger plans are sent in several.
@@ -39,6 +41,7 @@ impl SchedulerConfig {
             masters,
             scheduler_id: "scheduler".into(),
             metrics_address: None,
+            master_token: None,
             seed: 0,
             plan_batch_max: PLAN_BATCH_MAX,
             reconnect_backoff_initial_ms: 50,

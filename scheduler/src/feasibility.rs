@@ -51,7 +51,7 @@ pub fn check(work: &MachineWork<'_>, class: &TaskClass) -> Result<Fit, Infeasibl
 /// the fewest and least important tasks are evicted.
 pub fn fit_resources(work: &MachineWork<'_>, class: &TaskClass) -> Result<Fit, Vec<&'static str>> {
     let need = class.limits;
-    let free = work.free();
+    let free = work.free_for(class.priority);
     if need.fits_in(&free) {
         return Ok(Fit {
             victims: Vec::new(),
@@ -60,9 +60,9 @@ pub fn fit_resources(work: &MachineWork<'_>, class: &TaskClass) -> Result<Fit, V
     let candidates: Vec<usize> = (0..work.evictable.len())
         .filter(|&i| may_preempt(class.priority, work.evictable[i].priority))
         .collect();
-    let freeable = candidates
-        .iter()
-        .fold(Resources::ZERO, |sum, &i| sum + work.evictable[i].limits);
+    let freeable = candidates.iter().fold(Resources::ZERO, |sum, &i| {
+        sum + work.freed_by(i, class.priority)
+    });
     let available = free + freeable;
     if !need.fits_in(&available) {
         return Err(need.exceeded_dimensions(&available));
@@ -73,14 +73,14 @@ pub fn fit_resources(work: &MachineWork<'_>, class: &TaskClass) -> Result<Fit, V
         if need.fits_in(&room) {
             break;
         }
-        room += work.evictable[i].limits;
+        room += work.freed_by(i, class.priority);
         victims.push(i);
     }
     // Drop victims whose eviction turned out unnecessary, most important first.
     let mut k = victims.len();
     while k > 0 {
         k -= 1;
-        let without = room.saturating_sub(&work.evictable[victims[k]].limits);
+        let without = room.saturating_sub(&work.freed_by(victims[k], class.priority));
         if need.fits_in(&without) {
             room = without;
             victims.remove(k);
@@ -129,6 +129,7 @@ pub(crate) mod tests {
             priority,
             limits,
             constraints: Arc::from(Vec::new()),
+            package: Arc::from("/bin/app"),
             active: true,
             tasks: (0..running)
                 .map(|i| {
@@ -163,7 +164,7 @@ pub(crate) mod tests {
 
     fn verdict(view: &CellView, machine: &str, task: &PendingTask) -> Result<Fit, Infeasible> {
         let mut classes = Classes::default();
-        let class = classes.class_of(task);
+        let class = classes.class_of(task, &view.package_of(&task.id.job));
         let work = MachineWork::new(view, view.machine(machine).unwrap());
         check(&work, classes.get(class))
     }

@@ -6,6 +6,7 @@
 //! (`service`, with `config`, `commit`, `in_flight`, `metrics`, `error`) follows the master's
 //! cell-state stream and commits plans.
 
+pub mod cache;
 pub mod class;
 pub mod commit;
 pub mod config;
@@ -19,15 +20,19 @@ pub mod plan;
 pub mod schedule;
 pub mod scoring;
 pub mod service;
+pub mod spread;
 pub mod view;
 pub mod view_sync;
+pub mod why;
 pub mod work;
 
+pub use cache::ScoreCache;
 pub use config::SchedulerConfig;
 pub use error::SchedulerError;
 pub use plan::{ConstraintFailure, Placement, Plan, UnplacedReason, Victim};
-pub use schedule::{schedule, PlacementConfig};
+pub use schedule::{schedule, schedule_with_cache, PlacementConfig};
 pub use scoring::FitPolicy;
 pub use service::run;
 pub use view::{CellView, JobView, MachineView, PendingTask, PlacedTask, TaskView};
 pub use view_sync::{ViewSync, ViewSyncError};
+pub use why::{why_pending, Change, WhyPending};

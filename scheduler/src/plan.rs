@@ -23,6 +23,17 @@ pub struct Placement {
     pub preempt: Vec<Victim>,
 }
 
+impl Placement {
+    /// The reason to record on a victim that goes back to pending (the master records it
+    /// when it commits the placement).
+    pub fn preemption_reason(&self, victim: &Victim) -> String {
+        format!(
+            "preempted on {} (priority {}) to make room for {}",
+            self.machine, victim.priority, self.task
+        )
+    }
+}
+
 /// How many examined machines failed one hard constraint.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConstraintFailure {
@@ -79,6 +90,8 @@ pub struct Plan {
     pub unplaced: Vec<(TaskId, UnplacedReason)>,
     /// Pending tasks not considered this round because of `PlacementConfig::tasks_max`.
     pub deferred: usize,
+    /// Machines examined over all tasks (the work relaxed randomization bounds).
+    pub machines_examined: u64,
 }
 
 #[cfg(test)]

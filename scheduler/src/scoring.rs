@@ -1,45 +1,94 @@
 //! Ranking feasible machines. Lexicographic, most important first: fewest and
-//! lowest-priority evictions, most soft constraints met, fewest tasks of the same job on the
-//! machine (spreading), then the fit policy.
+//! lowest-priority evictions, most soft constraints met, then a weighted sum of the
+//! placement-quality terms: spreading a job across failure domains (machine, rack, power
+//! domain), package locality, mixing priorities, and the fit policy.
 
 use crate::class::TaskClass;
 use crate::feasibility::Fit;
 use crate::work::MachineWork;
-use borg_model::Resources;
+use borg_model::{Band, Resources};
 use std::cmp::{Ordering, Reverse};
 
-/// How the final term ranks machines by how full they would be.
+/// Machine attributes naming a machine's failure domains, for spreading.
+pub const RACK_ATTRIBUTE: &str = "rack";
+pub const POWER_ATTRIBUTE: &str = "power";
+
+/// Weights of the quality terms (per task of the job already in the domain, or per term).
+/// Spreading across machines outweighs everything else; a full fit term is worth 1,000.
+pub const SAME_JOB_ON_MACHINE_WEIGHT: i64 = 2_000;
+pub const SAME_JOB_IN_RACK_WEIGHT: i64 = 60;
+pub const SAME_JOB_IN_POWER_WEIGHT: i64 = 10;
+pub const PACKAGE_LOCALITY_WEIGHT: i64 = 300;
+pub const PRIORITY_MIX_WEIGHT: i64 = 100;
+
+/// How the fit term ranks machines by how full they would be.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum FitPolicy {
-    /// Fullest machine first: packs tightly and keeps whole machines free for large tasks.
+    /// Borg's hybrid: pack, but prefer placements that leave the machine's free resources
+    /// balanced across dimensions, so that none is stranded behind an exhausted one.
     #[default]
+    Hybrid,
+    /// Fullest machine first: packs tightly and keeps whole machines free for large tasks.
     BestFit,
     /// Emptiest machine first: spreads load.
     WorstFit,
 }
 
+impl FitPolicy {
+    pub fn name(self) -> &'static str {
+        match self {
+            FitPolicy::Hybrid => "hybrid",
+            FitPolicy::BestFit => "best-fit",
+            FitPolicy::WorstFit => "worst-fit",
+        }
+    }
+}
+
 /// Score of one feasible machine for one task; greater is better (see `Ord`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Score {
     pub preempted_count: u32,
     /// Sum of the evicted tasks' priorities.
     pub preempted_priority_sum: u64,
     pub soft_constraints_met: u32,
-    /// Tasks of the same job already on the machine (including this plan's).
-    pub same_job_tasks: u32,
-    /// Mean utilisation after placement over the dimensions the machine has, in per mille,
-    /// turned by the policy so that greater is better.
+    /// Tasks of the same job already in the machine, its rack and its power domain
+    /// (including this plan's).
+    pub same_job_on_machine: u32,
+    pub same_job_in_rack: u32,
+    pub same_job_in_power: u32,
+    /// The machine has (ran) the task's package.
+    pub package_local: bool,
+    /// The machine holds tasks of the other kind (prod vs non-prod).
+    pub mixes_priorities: bool,
+    /// The fit policy's verdict on the machine after placement, 0..=1000, greater better.
     pub fit_permille: u32,
 }
 
 impl Score {
-    fn key(&self) -> (Reverse<u32>, Reverse<u64>, u32, Reverse<u32>, u32) {
+    /// Weighted sum of the quality terms.
+    pub fn quality(&self) -> i64 {
+        i64::from(self.fit_permille)
+            - SAME_JOB_ON_MACHINE_WEIGHT * i64::from(self.same_job_on_machine)
+            - SAME_JOB_IN_RACK_WEIGHT * i64::from(self.same_job_in_rack)
+            - SAME_JOB_IN_POWER_WEIGHT * i64::from(self.same_job_in_power)
+            + if self.package_local {
+                PACKAGE_LOCALITY_WEIGHT
+            } else {
+                0
+            }
+            + if self.mixes_priorities {
+                PRIORITY_MIX_WEIGHT
+            } else {
+                0
+            }
+    }
+
+    fn key(&self) -> (Reverse<u32>, Reverse<u64>, u32, i64) {
         (
             Reverse(self.preempted_count),
             Reverse(self.preempted_priority_sum),
             self.soft_constraints_met,
-            Reverse(self.same_job_tasks),
-            self.fit_permille,
+            self.quality(),
         )
     }
 }
@@ -56,12 +105,14 @@ impl PartialOrd for Score {
     }
 }
 
-pub fn score(
+/// The terms that depend only on the machine and the class (cacheable per (machine,
+/// class)); the spreading terms are the caller's, per job.
+pub fn class_score(
     work: &MachineWork<'_>,
     class: &TaskClass,
-    job: &str,
     fit: &Fit,
     policy: FitPolicy,
+    package_local: bool,
 ) -> Score {
     let mut freed = Resources::ZERO;
     let mut preempted_priority_sum = 0u64;
@@ -70,7 +121,13 @@ pub fn score(
         preempted_priority_sum += u64::from(work.evictable[i].priority);
     }
     let after = work.allocated.saturating_sub(&freed) + class.limits;
-    let utilisation = utilisation_permille(&after, &work.machine.capacity);
+    let capacity = &work.machine.capacity;
+    let prod = Band::of(class.priority).is_prod();
+    let others = if prod {
+        work.non_prod_tasks
+    } else {
+        work.prod_tasks
+    };
     Score {
         preempted_count: u32::try_from(fit.victims.len()).unwrap_or(u32::MAX),
         preempted_priority_sum,
@@ -79,35 +136,59 @@ pub fn score(
             .iter()
             .filter(|c| c.matches(&work.machine.attributes))
             .count() as u32,
-        same_job_tasks: work.tasks_per_job.get(job).copied().unwrap_or(0),
-        fit_permille: match policy {
-            FitPolicy::BestFit => utilisation,
-            FitPolicy::WorstFit => 1000u32.saturating_sub(utilisation),
-        },
+        package_local,
+        mixes_priorities: others > 0,
+        fit_permille: fit_permille(policy, &after, capacity),
+        ..Score::default()
     }
 }
 
-/// Mean of `used / capacity` over the dimensions with capacity, in per mille (capped at 1000).
-pub fn utilisation_permille(used: &Resources, capacity: &Resources) -> u32 {
+/// The fit policy's verdict on a machine holding `after` (greater is better).
+pub fn fit_permille(policy: FitPolicy, after: &Resources, capacity: &Resources) -> u32 {
+    let utilisation = utilisation_permille(after, capacity);
+    match policy {
+        FitPolicy::BestFit => utilisation,
+        FitPolicy::WorstFit => 1000u32.saturating_sub(utilisation),
+        FitPolicy::Hybrid => {
+            let balance = 1000u32.saturating_sub(imbalance_permille(after, capacity));
+            (utilisation + balance) / 2
+        }
+    }
+}
+
+/// Per-dimension used fractions (per mille, capped at 1000) over the dimensions the
+/// machine has.
+fn used_permille(used: &Resources, capacity: &Resources) -> impl Iterator<Item = u32> {
     let dims = [
         (used.cpu_millis, capacity.cpu_millis),
         (used.ram_bytes, capacity.ram_bytes),
         (used.disk_bytes, capacity.disk_bytes),
         (u64::from(used.gpus), u64::from(capacity.gpus)),
     ];
-    let mut sum = 0u128;
-    let mut count = 0u128;
-    for (used, capacity) in dims {
-        if capacity == 0 {
-            continue;
-        }
-        sum += (u128::from(used.min(capacity)) * 1000) / u128::from(capacity);
+    dims.into_iter()
+        .filter(|(_, c)| *c > 0)
+        .map(|(u, c)| u32::try_from((u128::from(u.min(c)) * 1000) / u128::from(c)).unwrap_or(1000))
+}
+
+/// Spread between the fullest and the emptiest dimension, per mille: resources of the
+/// emptier dimensions are stranded once the fullest one is exhausted.
+pub fn imbalance_permille(used: &Resources, capacity: &Resources) -> u32 {
+    let (mut low, mut high) = (u32::MAX, 0u32);
+    for used in used_permille(used, capacity) {
+        low = low.min(used);
+        high = high.max(used);
+    }
+    high.saturating_sub(low)
+}
+
+/// Mean of `used / capacity` over the dimensions with capacity, in per mille (capped at 1000).
+pub fn utilisation_permille(used: &Resources, capacity: &Resources) -> u32 {
+    let (mut sum, mut count) = (0u32, 0u32);
+    for used in used_permille(used, capacity) {
+        sum += used;
         count += 1;
     }
-    if count == 0 {
-        return 0;
-    }
-    u32::try_from(sum / count).unwrap_or(1000)
+    sum.checked_div(count).unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -119,8 +200,9 @@ mod tests {
             preempted_count: count,
             preempted_priority_sum: prio,
             soft_constraints_met: soft,
-            same_job_tasks: same,
+            same_job_on_machine: same,
             fit_permille: fit,
+            ..Score::default()
         }
     }
 
@@ -133,9 +215,16 @@ mod tests {
         assert!(s(1, 10, 0, 0, 0) > s(1, 100, 0, 0, 0));
         // Soft constraints beat spreading and fit.
         assert!(s(0, 0, 1, 5, 0) > s(0, 0, 0, 0, 1000));
-        // Spreading beats fit.
-        assert!(s(0, 0, 0, 0, 0) > s(0, 0, 0, 1, 1000));
+        // Spreading across machines beats fit, locality and mixing together.
+        let mut crowded = s(0, 0, 0, 1, 1000);
+        crowded.package_local = true;
+        crowded.mixes_priorities = true;
+        assert!(s(0, 0, 0, 0, 0) > crowded);
         assert!(s(0, 0, 0, 0, 900) > s(0, 0, 0, 0, 100));
+        // A rack with fewer of the job's tasks wins at equal fit.
+        let mut rack = s(0, 0, 0, 0, 500);
+        rack.same_job_in_rack = 1;
+        assert!(s(0, 0, 0, 0, 500) > rack);
     }
 
     #[test]
@@ -153,6 +242,28 @@ mod tests {
         assert_eq!(
             utilisation_permille(&Resources::new(1, 1), &Resources::ZERO),
             0
+        );
+    }
+
+    #[test]
+    fn hybrid_prefers_balanced_machines_at_equal_utilisation() {
+        let capacity = Resources::new(1000, 1000);
+        // Both 50% used on average; the second leaves RAM stranded behind exhausted CPU.
+        let balanced = Resources::new(500, 500);
+        let lopsided = Resources::new(1000, 0);
+        assert_eq!(imbalance_permille(&lopsided, &capacity), 1000);
+        assert!(
+            fit_permille(FitPolicy::Hybrid, &balanced, &capacity)
+                > fit_permille(FitPolicy::Hybrid, &lopsided, &capacity)
+        );
+        assert_eq!(
+            fit_permille(FitPolicy::BestFit, &balanced, &capacity),
+            fit_permille(FitPolicy::BestFit, &lopsided, &capacity)
+        );
+        // Fuller still wins under hybrid when balance is equal.
+        assert!(
+            fit_permille(FitPolicy::Hybrid, &Resources::new(800, 800), &capacity)
+                > fit_permille(FitPolicy::Hybrid, &balanced, &capacity)
         );
     }
 }

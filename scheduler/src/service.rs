@@ -2,12 +2,13 @@
 //! `schedule` when the view changed and tasks are pending, and commits the plans. One plan
 //! is in flight at a time; its tasks stay out of new plans until the view shows the commit.
 
+use crate::cache::ScoreCache;
 use crate::commit::{commit_plan, CommitOutcome};
 use crate::config::SchedulerConfig;
 use crate::error::SchedulerError;
 use crate::in_flight::InFlight;
 use crate::metrics::SchedulerMetrics;
-use crate::schedule::schedule;
+use crate::schedule::schedule_with_cache;
 use crate::view::PendingTask;
 use crate::view_sync::ViewSync;
 use borg_common::{now_ms, MasterClient, MasterClientConfig};
@@ -39,6 +40,7 @@ pub async fn run(
     }
     let mut client_config = MasterClientConfig::new(config.masters.clone());
     client_config.call_deadline_ms = config.commit_deadline_ms;
+    client_config.token = config.master_token.clone();
     let client = Arc::new(MasterClient::new(client_config).map_err(|_| SchedulerError::NoMasters)?);
     let mut scheduler = Scheduler::new(config, client, metrics);
     scheduler.run(&shutdown).await;
@@ -66,11 +68,15 @@ struct Scheduler {
     /// view change.
     retry_on_tick: bool,
     round: u64,
+    /// Verdicts per (class, machine) kept across rounds until the machine or class changes.
+    score_cache: ScoreCache,
 }
 
 impl Scheduler {
     fn new(config: SchedulerConfig, client: Arc<MasterClient>, metrics: SchedulerMetrics) -> Self {
+        let score_cache = ScoreCache::new(config.placement.score_cache_entries_max);
         Scheduler {
+            score_cache,
             config,
             client,
             metrics,
@@ -311,11 +317,12 @@ impl Scheduler {
         }
         self.round = self.round.wrapping_add(1);
         let started = Instant::now();
-        let plan = schedule(
+        let plan = schedule_with_cache(
             view,
             &pending,
             &self.config.placement,
             self.config.seed.wrapping_add(self.round),
+            &mut self.score_cache,
         );
         self.metrics
             .schedule_seconds

@@ -3,7 +3,7 @@
 //! directly by the simulator. Pure: no I/O, no clock.
 
 use borg_model::{Constraint, MachineInfo, MachineState, Priority, Resources, TaskId, TaskState};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 /// A task that holds resources on a machine (`Scheduled` or `Running`).
@@ -14,6 +14,12 @@ pub struct PlacedTask {
     pub priority: Priority,
     /// Limits: what the master charges against the machine's capacity.
     pub limits: Resources,
+    /// What the task is expected to use: non-prod feasibility counts this instead of the
+    /// limit (reclaimed resources). Starts at the limit; the master will compute it from
+    /// reported usage once reservations are on the wire (see `CellView::set_reservation`).
+    pub reservation: Resources,
+    /// The task's package (its command path), for package locality.
+    pub package: Arc<str>,
 }
 
 /// A machine as the scheduler sees it.
@@ -60,6 +66,8 @@ pub struct JobView {
     /// Per-task limits.
     pub limits: Resources,
     pub constraints: Arc<[Constraint]>,
+    /// The tasks' package: the command path (machines that ran it have it cached).
+    pub package: Arc<str>,
     /// False once the job is killed or done: its pending tasks are not placed.
     pub active: bool,
     pub tasks: BTreeMap<u32, TaskView>,
@@ -83,6 +91,8 @@ pub struct PendingTask {
 struct MachineTasks {
     tasks: BTreeMap<TaskId, PlacedTask>,
     allocated: Resources,
+    /// Sum of the placed tasks' reservations.
+    reserved: Resources,
 }
 
 impl MachineTasks {
@@ -91,6 +101,10 @@ impl MachineTasks {
             .tasks
             .values()
             .fold(Resources::ZERO, |sum, t| sum + t.limits);
+        self.reserved = self
+            .tasks
+            .values()
+            .fold(Resources::ZERO, |sum, t| sum + t.reservation);
     }
 }
 
@@ -101,6 +115,13 @@ pub struct CellView {
     machines: BTreeMap<String, MachineView>,
     jobs: BTreeMap<String, JobView>,
     placed: BTreeMap<String, MachineTasks>,
+    /// Per machine, tasks (any state) per package that ran or run there, per the view.
+    packages: HashMap<String, HashMap<Arc<str>, u32>>,
+    /// Per machine, the view generation at which it or its tasks last changed: score caches
+    /// key on it.
+    changed_at: HashMap<String, u64>,
+    generation: u64,
+    machine_set_generation: u64,
 }
 
 impl CellView {
@@ -119,22 +140,96 @@ impl CellView {
 
     /// Forgets everything (before applying a fresh snapshot).
     pub fn clear(&mut self) {
+        // Generations keep counting so that score caches never mistake a new machine state
+        // for an old one.
+        let generation = self.generation + 1;
         *self = CellView::default();
+        self.generation = generation;
+        self.machine_set_generation = generation;
     }
 
     pub fn upsert_machine(&mut self, machine: MachineView) {
-        self.machines.insert(machine.name.clone(), machine);
+        self.touch(&machine.name);
+        if self
+            .machines
+            .insert(machine.name.clone(), machine)
+            .is_none()
+        {
+            self.machine_set_generation = self.generation;
+        }
     }
 
     pub fn remove_machine(&mut self, name: &str) {
-        self.machines.remove(name);
+        self.touch(name);
+        if self.machines.remove(name).is_some() {
+            self.machine_set_generation = self.generation;
+        }
+    }
+
+    /// Generation at which a machine was last added or removed: positions in `machines()`
+    /// are stable while it stays the same.
+    pub fn machine_set_generation(&self) -> u64 {
+        self.machine_set_generation
+    }
+
+    /// Generation at which the machine or its tasks last changed (0: never seen).
+    pub fn machine_generation(&self, name: &str) -> u64 {
+        self.changed_at.get(name).copied().unwrap_or(0)
+    }
+
+    fn touch(&mut self, machine: &str) {
+        self.generation += 1;
+        match self.changed_at.get_mut(machine) {
+            Some(at) => *at = self.generation,
+            None => {
+                self.changed_at.insert(machine.to_owned(), self.generation);
+            }
+        }
+    }
+
+    /// Whether a task of `package` runs or ran on the machine, per the view.
+    pub fn has_package(&self, machine: &str, package: &str) -> bool {
+        self.packages
+            .get(machine)
+            .is_some_and(|p| p.contains_key(package))
+    }
+
+    /// Sets a placed task's reservation (the seam for reservations computed from usage;
+    /// until they are on the wire every reservation is the task's limit). False when the
+    /// task is not placed on `machine` in the view.
+    pub fn set_reservation(
+        &mut self,
+        machine: &str,
+        task: &TaskId,
+        reservation: Resources,
+    ) -> bool {
+        let Some(on_machine) = self.placed.get_mut(machine) else {
+            return false;
+        };
+        let Some(placed) = on_machine.tasks.get_mut(task) else {
+            return false;
+        };
+        placed.reservation = reservation;
+        on_machine.recompute_allocated();
+        self.touch(machine);
+        true
     }
 
     /// Replaces a job and re-indexes its placed tasks by machine.
     pub fn upsert_job(&mut self, job: JobView) {
         self.unindex_job(&job.name);
         for (index, task) in &job.tasks {
-            if !task.state.is_placed() || task.machine.is_empty() {
+            if task.machine.is_empty() {
+                continue;
+            }
+            *self
+                .packages
+                .entry(task.machine.clone())
+                .or_default()
+                .entry(Arc::clone(&job.package))
+                .or_insert(0) += 1;
+            self.touch(&task.machine);
+            if !task.state.is_placed() {
                 continue;
             }
             let id = TaskId::new(job.name.clone(), *index);
@@ -146,6 +241,8 @@ impl CellView {
                     incarnation: task.incarnation,
                     priority: job.priority,
                     limits: job.limits,
+                    reservation: job.limits,
+                    package: Arc::clone(&job.package),
                 },
             );
             on_machine.recompute_allocated();
@@ -165,6 +262,20 @@ impl CellView {
         for (index, task) in &old.tasks {
             if task.machine.is_empty() {
                 continue;
+            }
+            self.generation += 1;
+            self.changed_at
+                .insert(task.machine.clone(), self.generation);
+            if let Some(packages) = self.packages.get_mut(&task.machine) {
+                if let Some(count) = packages.get_mut(&old.package) {
+                    *count = count.saturating_sub(1);
+                    if *count == 0 {
+                        packages.remove(&old.package);
+                    }
+                }
+                if packages.is_empty() {
+                    self.packages.remove(&task.machine);
+                }
             }
             if let Some(on_machine) = self.placed.get_mut(&task.machine) {
                 if on_machine
@@ -202,6 +313,15 @@ impl CellView {
         self.jobs.get(name)
     }
 
+    /// The package of a job's tasks; empty when the view does not hold the job (a
+    /// simulator's pending tasks), which disables package locality for them.
+    pub fn package_of(&self, job: &str) -> Arc<str> {
+        self.jobs
+            .get(job)
+            .map(|j| Arc::clone(&j.package))
+            .unwrap_or_else(|| Arc::from(""))
+    }
+
     /// Tasks placed on `machine`, in task id order.
     pub fn placed_on(&self, machine: &str) -> impl Iterator<Item = &PlacedTask> {
         self.placed
@@ -220,6 +340,17 @@ impl CellView {
             .map(|m| m.allocated)
             .unwrap_or_default();
         max_per_dimension(&machine.reported_allocated, &known)
+    }
+
+    /// What the machine's placed tasks reserve (their reservations; never less than the
+    /// master's allocation minus what the view's tasks account for, so unknown tasks count
+    /// at their limits).
+    pub fn reserved(&self, machine: &MachineView) -> Resources {
+        let Some(tasks) = self.placed.get(&machine.name) else {
+            return machine.reported_allocated;
+        };
+        let unexplained = machine.reported_allocated.saturating_sub(&tasks.allocated);
+        tasks.reserved + unexplained
     }
 
     /// Pending tasks of active jobs, in (job, index) order.
@@ -265,6 +396,7 @@ mod tests {
             priority: 100,
             limits: Resources::new(100, 10),
             constraints: Arc::from(Vec::new()),
+            package: Arc::from("/bin/true"),
             active: true,
             tasks: tasks
                 .into_iter()

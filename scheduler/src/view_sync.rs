@@ -191,6 +191,7 @@ pub fn job_from_wire(job: v1::Job) -> Result<JobView, ViewSyncError> {
         priority: spec.priority,
         limits: spec.task.resources,
         constraints: Arc::from(spec.constraints),
+        package: Arc::from(spec.task.command.as_str()),
         active,
         tasks,
     })

@@ -188,15 +188,7 @@ fn soft_constraints_and_spreading_steer_the_choice() {
     );
     let prefer_r1 = vec![constraint("rack", ConstraintOp::Eq, &["r1"], true)];
     let task = pending("j", 0, "alice", 100, Resources::new(100, 1), prefer_r1);
-    for seed in 0..5 {
-        let plan = schedule(
-            &view,
-            std::slice::from_ref(&task),
-            &PlacementConfig::new(),
-            seed,
-        );
-        assert_eq!(plan.placements[0].machine, "a", "seed {seed}");
-    }
+    assert_eq!(machines_chosen(&view, &task), ["a"]);
     // Three tasks of one job land on three machines.
     let tasks: Vec<_> = (0..3)
         .map(|i| pending("j", i, "alice", 100, Resources::new(100, 1), vec![]))
@@ -275,4 +267,72 @@ fn an_empty_cell_explains_itself() {
     let task = pending("j", 0, "alice", 100, Resources::new(1, 1), vec![]);
     let plan = schedule(&view, &[task], &PlacementConfig::new(), 0);
     assert_eq!(plan.unplaced[0].1.to_string(), "no machines in the cell");
+}
+
+/// The machines a lone task is placed on over several seeds (one, when the score decides).
+fn machines_chosen(view: &scheduler::CellView, task: &scheduler::PendingTask) -> Vec<String> {
+    let mut chosen: Vec<String> = (0..5)
+        .map(|seed| {
+            let plan = schedule(
+                view,
+                std::slice::from_ref(task),
+                &PlacementConfig::new(),
+                seed,
+            );
+            plan.placements[0].machine.clone()
+        })
+        .collect();
+    chosen.sort();
+    chosen.dedup();
+    chosen
+}
+
+#[test]
+fn a_job_spreads_across_racks_and_power_domains() {
+    // Two racks in one power domain, a third rack in another; one task of the job already
+    // runs in rack r1.
+    let view = view_of(
+        vec![
+            machine("a1", 1000, GI, &[("rack", "r1"), ("power", "p1")]),
+            machine("a2", 1000, GI, &[("rack", "r1"), ("power", "p1")]),
+            machine("b1", 1000, GI, &[("rack", "r2"), ("power", "p1")]),
+            machine("c1", 1000, GI, &[("rack", "r3"), ("power", "p2")]),
+        ],
+        vec![running_job("j", 100, Resources::new(100, 1), &["a1"])],
+    );
+    let task = pending("j", 1, "alice", 100, Resources::new(100, 1), vec![]);
+    // Not a1 (same machine), not a2 (same rack), not b1 (same power domain).
+    assert_eq!(machines_chosen(&view, &task), ["c1"]);
+}
+
+#[test]
+fn machines_with_the_package_are_preferred() {
+    let mut ran = running_job("web", 100, Resources::new(100, 1), &["warm"]);
+    ran.package = std::sync::Arc::from("/bin/web");
+    ran.tasks.get_mut(&0).expect("task 0").state = borg_model::TaskState::Succeeded;
+    let view = view_of(
+        vec![
+            machine("cold", 1000, GI, &[]),
+            machine("warm", 1000, GI, &[]),
+        ],
+        vec![ran],
+    );
+    // A new task of the same job (same command): the machine that ran it has the package.
+    let task = pending("web", 1, "alice", 100, Resources::new(100, 1), vec![]);
+    assert_eq!(machines_chosen(&view, &task), ["warm"]);
+}
+
+#[test]
+fn non_prod_fits_into_reclaimed_resources_and_prod_does_not() {
+    let mut view = view_of(
+        vec![machine("m1", 1000, GI, &[])],
+        vec![running_job("prod", 200, Resources::new(800, 1), &["m1"])],
+    );
+    // The prod task is expected to use only half of its limit.
+    assert!(view.set_reservation("m1", &TaskId::new("prod", 0), Resources::new(400, 1)));
+    let batch = pending("b", 0, "alice", 100, Resources::new(500, 1), vec![]);
+    let prod = pending("p", 0, "alice", 200, Resources::new(500, 1), vec![]);
+    let plan = schedule(&view, &[batch, prod], &PlacementConfig::new(), 0);
+    let placed: Vec<String> = plan.placements.iter().map(|p| p.task.to_string()).collect();
+    assert_eq!(placed, vec!["b/0"], "prod is checked against limits");
 }

@@ -7,18 +7,32 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+/// `borg master` runs a replica; `borg master status` shows the replicas of a cell.
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct MasterArgs {
+    #[command(subcommand)]
+    pub action: Option<MasterAction>,
     /// This replica's id (1-based), one of the ids in --peers.
-    #[arg(long)]
-    pub id: u64,
+    #[arg(long, required = true)]
+    pub id: Option<u64>,
     /// Every replica of the cell, this one included: `1=host:port,2=host:port,...`.
     /// This replica listens on its own entry.
     #[arg(long, value_delimiter = ',', required = true)]
     pub peers: Vec<String>,
     /// Where the replica keeps its RocksDB (log, Paxos metadata, checkpoints).
+    #[arg(long, required = true)]
+    pub data_dir: Option<PathBuf>,
+    /// Checkpoint the state (and trim the log below it) after this many entries (0: never).
     #[arg(long)]
-    pub data_dir: PathBuf,
+    pub checkpoint_every_entries: Option<u64>,
+    /// ... or after this many seconds, whichever comes first.
+    #[arg(long)]
+    pub checkpoint_every_s: Option<u64>,
+    /// The leader trims the log even if a replica lags this far behind (it then catches up
+    /// from a checkpoint).
+    #[arg(long)]
+    pub trim_lag_max_entries: Option<u64>,
     /// Serve Prometheus metrics at http://ADDR/metrics.
     #[arg(long)]
     pub metrics: Option<SocketAddr>,
@@ -28,6 +42,45 @@ pub struct MasterArgs {
     /// Ticks without hearing the leader before a new election.
     #[arg(long)]
     pub election_timeout_ticks: Option<u64>,
+    /// Token file of the bootstrap admin, created with a random token if missing. Give every
+    /// replica the same file (docs/security.md).
+    #[arg(long, required_unless_present = "no_auth")]
+    pub admin_token_file: Option<PathBuf>,
+    /// User name of the bootstrap admin.
+    #[arg(long, default_value = "admin")]
+    pub admin_user: String,
+    /// Token file of the control plane (scheduler, link shards, borglets), created if missing.
+    /// Give every replica and component the same file.
+    #[arg(long, required_unless_present = "no_auth")]
+    pub cluster_token_file: Option<PathBuf>,
+    /// Trust every caller: no tokens, no ownership or quota checks. For experiments only.
+    #[arg(long, conflicts_with_all = ["admin_token_file", "cluster_token_file"])]
+    pub no_auth: bool,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum MasterAction {
+    /// Every replica of the cell (from --master): who leads, decided and applied index, last
+    /// checkpoint index and age, trim point and lag.
+    Status,
+}
+
+/// `--cluster-token-file` of the control plane's daemons.
+#[derive(Debug, Args)]
+pub struct ClusterTokenArgs {
+    /// File with the cluster token the masters were given (their --cluster-token-file).
+    #[arg(long, env = "BORG_CLUSTER_TOKEN_FILE")]
+    pub cluster_token_file: Option<PathBuf>,
+}
+
+impl ClusterTokenArgs {
+    pub fn token(&self) -> anyhow::Result<Option<String>> {
+        self.cluster_token_file
+            .as_deref()
+            .map(borg_common::auth::read_token_file)
+            .transpose()
+            .context("reading --cluster-token-file")
+    }
 }
 
 #[derive(Debug, Args)]
@@ -43,6 +96,8 @@ pub struct SchedulerArgs {
     pub plan_batch_max: Option<usize>,
     #[arg(long)]
     pub metrics: Option<SocketAddr>,
+    #[command(flatten)]
+    pub cluster_token: ClusterTokenArgs,
 }
 
 #[derive(Debug, Args)]
@@ -57,6 +112,8 @@ pub struct LinkShardArgs {
     pub poll_interval_ms: u64,
     #[arg(long)]
     pub metrics: Option<SocketAddr>,
+    #[command(flatten)]
+    pub cluster_token: ClusterTokenArgs,
 }
 
 #[derive(Debug, Args)]
@@ -90,6 +147,8 @@ pub struct BorgletArgs {
     pub kill_tasks_on_exit: bool,
     #[arg(long)]
     pub metrics: Option<SocketAddr>,
+    #[command(flatten)]
+    pub cluster_token: ClusterTokenArgs,
 }
 
 /// Parses `1=host:port,2=host:port` into id → address.
@@ -134,26 +193,51 @@ pub fn parse_attributes(entries: &[String]) -> anyhow::Result<BTreeMap<String, S
 }
 
 pub fn master_config(args: &MasterArgs) -> anyhow::Result<borgmaster::ReplicaConfig> {
+    let (Some(id), Some(data_dir)) = (args.id, args.data_dir.clone()) else {
+        bail!("a master replica needs --id, --peers and --data-dir");
+    };
     let peers = parse_peers(&args.peers)?;
-    if !peers.contains_key(&args.id) {
+    if !peers.contains_key(&id) {
         bail!(
-            "--id {} is not among --peers (ids: {:?})",
-            args.id,
+            "--id {id} is not among --peers (ids: {:?})",
             peers.keys().collect::<Vec<_>>()
         );
     }
-    let mut config = borgmaster::ReplicaConfig::new(args.id, peers, args.data_dir.clone());
+    let mut config = borgmaster::ReplicaConfig::new(id, peers, data_dir);
     config.metrics_address = args.metrics;
+    if let Some(entries) = args.checkpoint_every_entries {
+        config.checkpoint_every_entries = entries;
+    }
+    if let Some(seconds) = args.checkpoint_every_s {
+        config.checkpoint_every_s = seconds;
+    }
+    if let Some(entries) = args.trim_lag_max_entries {
+        config.trim_lag_max_entries = entries;
+    }
     if let Some(ms) = args.tick_interval_ms {
         config.tick_interval_ms = ms;
     }
     if let Some(ticks) = args.election_timeout_ticks {
         config.election_timeout_ticks = ticks;
     }
+    if let (Some(admin), Some(cluster)) = (&args.admin_token_file, &args.cluster_token_file) {
+        config.auth = Some(borgmaster::services::auth::AuthConfig {
+            admin_token_file: admin.clone(),
+            admin_user: args.admin_user.clone(),
+            cluster_token_file: cluster.clone(),
+        });
+    }
     Ok(config)
 }
 
-pub async fn run_master(args: MasterArgs) -> anyhow::Result<()> {
+pub async fn run_master(args: MasterArgs, global: &GlobalArgs) -> anyhow::Result<()> {
+    if let Some(MasterAction::Status) = args.action {
+        return super::master_status::run(
+            global.master.clone(),
+            global.output == super::OutputFormat::Json,
+        )
+        .await;
+    }
     let config = master_config(&args)?;
     let shutdown = shutdown_on_signal();
     borgmaster::run(config, shutdown)
@@ -161,29 +245,37 @@ pub async fn run_master(args: MasterArgs) -> anyhow::Result<()> {
         .context("master replica failed")
 }
 
-pub fn scheduler_config(args: &SchedulerArgs, masters: Vec<String>) -> scheduler::SchedulerConfig {
+pub fn scheduler_config(
+    args: &SchedulerArgs,
+    masters: Vec<String>,
+) -> anyhow::Result<scheduler::SchedulerConfig> {
     let mut config = scheduler::SchedulerConfig::new(masters);
+    config.master_token = args.cluster_token.token()?;
     config.scheduler_id = args.id.clone();
     config.seed = args.seed;
     config.metrics_address = args.metrics;
     if let Some(max) = args.plan_batch_max {
         config.plan_batch_max = max;
     }
-    config
+    Ok(config)
 }
 
 pub async fn run_scheduler(args: SchedulerArgs, global: &GlobalArgs) -> anyhow::Result<()> {
-    let config = scheduler_config(&args, global.master.clone());
+    let config = scheduler_config(&args, global.master.clone())?;
     scheduler::run(config, shutdown_on_signal())
         .await
         .context("scheduler failed")
 }
 
-pub fn linkshard_config(args: &LinkShardArgs, masters: Vec<String>) -> linkshard::LinkShardConfig {
+pub fn linkshard_config(
+    args: &LinkShardArgs,
+    masters: Vec<String>,
+) -> anyhow::Result<linkshard::LinkShardConfig> {
     let mut config = linkshard::LinkShardConfig::new(masters, args.shard_index, args.shard_count);
     config.poll_interval_ms = args.poll_interval_ms;
     config.metrics_address = args.metrics;
-    config
+    config.master_token = args.cluster_token.token()?;
+    Ok(config)
 }
 
 pub async fn run_linkshard(args: LinkShardArgs, global: &GlobalArgs) -> anyhow::Result<()> {
@@ -194,7 +286,7 @@ pub async fn run_linkshard(args: LinkShardArgs, global: &GlobalArgs) -> anyhow::
             args.shard_count
         );
     }
-    let config = linkshard_config(&args, global.master.clone());
+    let config = linkshard_config(&args, global.master.clone())?;
     linkshard::run(config, shutdown_on_signal())
         .await
         .context("link shard failed")
@@ -224,7 +316,8 @@ pub fn borglet_config(
         config.cgroups = borglet::CgroupMode::Off;
     }
     if args.cpu_millis.is_some() || args.ram_bytes.is_some() {
-        let detected = borglet::machine::detect_capacity().context("reading this machine's capacity")?;
+        let detected =
+            borglet::machine::detect_capacity().context("reading this machine's capacity")?;
         config.capacity_override = Some(borg_model::Resources {
             cpu_millis: args.cpu_millis.unwrap_or(detected.cpu_millis),
             ram_bytes: args.ram_bytes.unwrap_or(detected.ram_bytes),
@@ -233,6 +326,7 @@ pub fn borglet_config(
     }
     config.kill_tasks_on_exit = args.kill_tasks_on_exit;
     config.metrics_address = args.metrics;
+    config.master_token = args.cluster_token.token()?;
     Ok(config)
 }
 

@@ -57,6 +57,8 @@ pub struct DemoArgs {
 /// Endpoints of a running dev cell.
 pub struct DevCell {
     pub masters: Vec<String>,
+    /// Token of the cell's admin (the user running `borg dev`), kept in DATA_DIR/admin.token.
+    pub admin_token: String,
     pub borglet: String,
     pub metrics: BTreeMap<String, SocketAddr>,
     borglet_stop: CancellationToken,
@@ -71,7 +73,9 @@ fn parse_replicas(text: &str) -> Result<u64, String> {
     match text {
         "3" => Ok(3),
         "5" => Ok(5),
-        _ => Err(format!("a dev cell runs 3 or 5 master replicas, not {text:?}")),
+        _ => Err(format!(
+            "a dev cell runs 3 or 5 master replicas, not {text:?}"
+        )),
     }
 }
 
@@ -95,6 +99,14 @@ pub async fn start_cell(args: &DevArgs) -> anyhow::Result<DevCell> {
     }
     let masters: Vec<String> = peers.values().cloned().collect();
     let mut metrics = BTreeMap::new();
+    // Tokens first, so every daemon of the cell reads the same ones (docs/security.md).
+    let admin_token = borg_common::auth::load_or_create_token_file(
+        &args.data_dir.join(super::token::ADMIN_TOKEN_FILE_NAME),
+    )?;
+    let cluster_token = borg_common::auth::load_or_create_token_file(
+        &args.data_dir.join(super::token::CLUSTER_TOKEN_FILE_NAME),
+    )?;
+    let admin_user = super::job::current_user();
 
     let masters_stop = CancellationToken::new();
     let mut masters_tier = JoinSet::new();
@@ -106,45 +118,63 @@ pub async fn start_cell(args: &DevArgs) -> anyhow::Result<DevCell> {
         );
         let metrics_address = local(port(base, 10 + id as u16)?);
         config.metrics_address = Some(metrics_address);
+        config.auth = Some(borgmaster::services::auth::AuthConfig::in_dir(
+            &args.data_dir,
+            &admin_user,
+        ));
         metrics.insert(format!("master-{id}"), metrics_address);
         let stop = masters_stop.clone();
         masters_tier.spawn(async move {
-            let result = borgmaster::run(config, stop).await.map_err(anyhow::Error::from);
+            let result = borgmaster::run(config, stop)
+                .await
+                .map_err(anyhow::Error::from);
             (format!("master-{id}"), result)
         });
     }
 
-    let client = MasterClient::from_endpoints(masters.clone())?;
-    wait_until(&mut masters_tier, "a master leader to be elected", || async {
-        client
-            .call(|channel| async move {
-                CellServiceClient::new(channel)
-                    .list_machines(v1::ListMachinesRequest { consistent: true })
-                    .await
-            })
-            .await
-            .is_ok()
-    })
+    let client = admin_client(masters.clone(), &admin_token)?;
+    wait_until(
+        &mut masters_tier,
+        "a master leader to be elected",
+        || async {
+            client
+                .call(|channel| async move {
+                    CellServiceClient::new(channel)
+                        .list_machines(v1::ListMachinesRequest { consistent: true })
+                        .await
+                })
+                .await
+                .is_ok()
+        },
+    )
     .await?;
+
+    grant_unlimited_quota(&client, &admin_user).await?;
 
     let control_stop = CancellationToken::new();
     let mut control_tier = JoinSet::new();
     let mut scheduler_config = scheduler::SchedulerConfig::new(masters.clone());
+    scheduler_config.master_token = Some(cluster_token.clone());
     let scheduler_metrics = local(port(base, 21)?);
     scheduler_config.metrics_address = Some(scheduler_metrics);
     metrics.insert("scheduler".into(), scheduler_metrics);
     let stop = control_stop.clone();
     control_tier.spawn(async move {
-        let result = scheduler::run(scheduler_config, stop).await.map_err(anyhow::Error::from);
+        let result = scheduler::run(scheduler_config, stop)
+            .await
+            .map_err(anyhow::Error::from);
         ("scheduler".to_owned(), result)
     });
     let mut link_config = linkshard::LinkShardConfig::new(masters.clone(), 0, 1);
     let link_metrics = local(port(base, 31)?);
     link_config.metrics_address = Some(link_metrics);
+    link_config.master_token = Some(cluster_token.clone());
     metrics.insert("linkshard".into(), link_metrics);
     let stop = control_stop.clone();
     control_tier.spawn(async move {
-        let result = linkshard::run(link_config, stop).await.map_err(anyhow::Error::from);
+        let result = linkshard::run(link_config, stop)
+            .await
+            .map_err(anyhow::Error::from);
         ("linkshard".to_owned(), result)
     });
 
@@ -159,6 +189,7 @@ pub async fn start_cell(args: &DevArgs) -> anyhow::Result<DevCell> {
         args.data_dir.join("borglet"),
     );
     borglet_config.kill_tasks_on_exit = true;
+    borglet_config.master_token = Some(cluster_token);
     borglet_config.cgroup_parent = format!("borg-dev-{}", base);
     if args.no_cgroups {
         borglet_config.cgroups = borglet::CgroupMode::Off;
@@ -168,29 +199,36 @@ pub async fn start_cell(args: &DevArgs) -> anyhow::Result<DevCell> {
     metrics.insert("borglet".into(), borglet_metrics);
     let stop = borglet_stop.clone();
     borglet_tier.spawn(async move {
-        let result = borglet::run(borglet_config, stop).await.map_err(anyhow::Error::from);
+        let result = borglet::run(borglet_config, stop)
+            .await
+            .map_err(anyhow::Error::from);
         ("borglet".to_owned(), result)
     });
 
-    wait_until(&mut borglet_tier, "the borglet to register its machine", || async {
-        client
-            .call(|channel| async move {
-                CellServiceClient::new(channel)
-                    .list_machines(v1::ListMachinesRequest { consistent: false })
-                    .await
-                    .map(|r| r.into_inner())
-            })
-            .await
-            .is_ok_and(|r| {
-                r.machines
-                    .iter()
-                    .any(|m| m.info.as_ref().is_some_and(|i| i.name == machine))
-            })
-    })
+    wait_until(
+        &mut borglet_tier,
+        "the borglet to register its machine",
+        || async {
+            client
+                .call(|channel| async move {
+                    CellServiceClient::new(channel)
+                        .list_machines(v1::ListMachinesRequest { consistent: false })
+                        .await
+                        .map(|r| r.into_inner())
+                })
+                .await
+                .is_ok_and(|r| {
+                    r.machines
+                        .iter()
+                        .any(|m| m.info.as_ref().is_some_and(|i| i.name == machine))
+                })
+        },
+    )
     .await?;
 
     Ok(DevCell {
         masters,
+        admin_token,
         borglet: borglet_address,
         metrics,
         borglet_stop,
@@ -200,6 +238,34 @@ pub async fn start_cell(args: &DevArgs) -> anyhow::Result<DevCell> {
         control_tier,
         masters_tier,
     })
+}
+
+/// A client of the dev cell's masters as its admin.
+pub fn admin_client(masters: Vec<String>, admin_token: &str) -> anyhow::Result<MasterClient> {
+    Ok(MasterClient::new(borg_common::MasterClientConfig {
+        token: Some(admin_token.to_owned()),
+        ..borg_common::MasterClientConfig::new(masters)
+    })?)
+}
+
+/// The dev cell's admin may use every band without limit, so examples run as they are.
+async fn grant_unlimited_quota(client: &MasterClient, admin_user: &str) -> anyhow::Result<()> {
+    for band in ["batch", "production", "monitoring"] {
+        let request = v1::SetQuotaRequest {
+            user: admin_user.to_owned(),
+            band: band.to_owned(),
+            limit: Some(super::quota::UNLIMITED.into()),
+            request_id: borg_common::new_request_id("dev-quota"),
+        };
+        client
+            .call(|channel| {
+                let request = request.clone();
+                async move { CellServiceClient::new(channel).set_quota(request).await }
+            })
+            .await
+            .with_context(|| format!("granting {admin_user} an unlimited {band} quota"))?;
+    }
+    Ok(())
 }
 
 /// Polls `ready` until true, failing early if a daemon of `tier` exits, or at the deadline.
@@ -239,6 +305,18 @@ impl DevCell {
             println!("  metrics   {name:<10} http://{address}/metrics");
         }
         println!("  data      {}", data_dir.display());
+        let token_file = data_dir.join(super::token::ADMIN_TOKEN_FILE_NAME);
+        println!(
+            "  admin     {} (token in {})",
+            super::job::current_user(),
+            token_file.display()
+        );
+        if token_file != Path::new(super::token::DEV_ADMIN_TOKEN_FILE) {
+            println!(
+                "  (CLI: export BORG_TOKEN_FILE={} to act as the admin)",
+                token_file.display()
+            );
+        }
         if self.masters.join(",") != super::DEV_MASTERS {
             println!(
                 "  (CLI: export BORG_MASTER={} so `borg job ...` finds this cell)",
@@ -260,7 +338,9 @@ impl DevCell {
         match failure {
             None => Ok(()),
             Some((name, Ok(()))) => bail!("{name} stopped unexpectedly; the cell was shut down"),
-            Some((name, Err(error))) => Err(error.context(format!("{name} failed; the cell was shut down"))),
+            Some((name, Err(error))) => {
+                Err(error.context(format!("{name} failed; the cell was shut down")))
+            }
         }
     }
 
@@ -308,17 +388,31 @@ pub async fn run_demo(args: DemoArgs, global: &GlobalArgs) -> anyhow::Result<()>
     println!("Starting a dev cell in {} ...", args.dev.data_dir.display());
     let cell = start_cell(&args.dev).await?;
     cell.print_endpoints(&args.dev.data_dir);
-    let client = MasterClient::from_endpoints(cell.masters.clone())?;
+    let client = admin_client(cell.masters.clone(), &cell.admin_token)?;
     println!("\nSubmitting {} ...", args.file.display());
-    let submitted = submit_file(&client, &args.file, None, false, 120, OutputFormat::Text).await;
+    let submitted = submit_file(
+        &client,
+        &args.file,
+        None,
+        None,
+        false,
+        120,
+        OutputFormat::Text,
+    )
+    .await;
     if let Err(error) = submitted {
         cell.shutdown().await;
         return Err(error);
     }
     if global.output == OutputFormat::Json {
-        let jobs = bcl::load_file(&args.file).map_err(|d| anyhow::anyhow!("{d}"))?.jobs;
+        let jobs = bcl::load_file(&args.file)
+            .map_err(|d| anyhow::anyhow!("{d}"))?
+            .jobs;
         for spec in jobs {
-            println!("{:#}", render::job_json(&get_job(&client, &spec.name, false).await?));
+            println!(
+                "{:#}",
+                render::job_json(&get_job(&client, &spec.name, false).await?)
+            );
         }
     }
     if args.exit {

@@ -63,7 +63,17 @@ pub async fn run(command: JobCommand, global: &GlobalArgs) -> anyhow::Result<()>
             wait_timeout_s,
         } => {
             let client = master_client(global)?;
-            submit_file(&client, &file, check_index, detach, wait_timeout_s, global.output).await
+            let owner = default_owner(global)?;
+            submit_file(
+                &client,
+                &file,
+                owner.as_deref(),
+                check_index,
+                detach,
+                wait_timeout_s,
+                global.output,
+            )
+            .await
         }
         JobCommand::Status { name, consistent } => {
             let client = master_client(global)?;
@@ -98,7 +108,10 @@ pub async fn run(command: JobCommand, global: &GlobalArgs) -> anyhow::Result<()>
                     serde_json::json!({"killed": name, "index": response.index})
                 ),
                 OutputFormat::Text => {
-                    println!("job {name} killed (index {}); its tasks are being stopped", response.index)
+                    println!(
+                        "job {name} killed (index {}); its tasks are being stopped",
+                        response.index
+                    )
                 }
             }
             Ok(())
@@ -147,38 +160,94 @@ pub fn current_user() -> String {
         .unwrap_or_else(|| "unknown".to_owned())
 }
 
-/// Evaluates a BCL file into job specs, filling in the owner where the file left it out.
-pub fn load_jobs(file: &std::path::Path) -> anyhow::Result<Vec<borg_model::JobSpec>> {
+/// Evaluates a BCL file into job specs. A job without an `owner` gets `default_owner`; with
+/// none it stays empty, and the master makes the authenticated caller its owner.
+pub fn load_jobs(
+    file: &std::path::Path,
+    default_owner: Option<&str>,
+) -> anyhow::Result<Vec<borg_model::JobSpec>> {
     let mut loaded =
         bcl::load_file(file).map_err(|diagnostics| anyhow::anyhow!("{diagnostics}"))?;
-    loaded.fill_owner(&current_user());
-    if loaded.jobs.is_empty() {
-        bail!("{} defines no job: add `job NAME = {{ ... }}`", file.display());
+    if let Some(user) = default_owner {
+        loaded.fill_owner(user);
     }
+    if loaded.jobs.is_empty() {
+        bail!(
+            "{} defines no job: add `job NAME = {{ ... }}`",
+            file.display()
+        );
+    }
+    refuse_what_the_cell_cannot_run(&loaded, file)?;
     for job in &loaded.jobs {
-        job.validate()
+        let mut checked = job.clone();
+        if checked.owner.is_empty() {
+            checked.owner = current_user();
+        }
+        checked
+            .validate()
             .with_context(|| format!("in {}", file.display()))?;
     }
     Ok(loaded.jobs)
 }
 
+/// BCL can express per-task overrides and allocs, but the cell does not run them yet: refuse
+/// such a file rather than silently run something other than what it says.
+fn refuse_what_the_cell_cannot_run(
+    loaded: &bcl::Loaded,
+    file: &std::path::Path,
+) -> anyhow::Result<()> {
+    if let Some(alloc) = loaded.allocs.first() {
+        bail!(
+            "{}: alloc {:?}: this cell does not run allocs yet; submit the jobs without `alloc` (`borg job inspect` shows what the file defines)",
+            file.display(),
+            alloc.name
+        );
+    }
+    for (job, extras) in &loaded.job_extras {
+        if !extras.task_overrides.is_empty() {
+            let tasks: Vec<String> = extras.task_overrides.keys().map(u32::to_string).collect();
+            bail!(
+                "{}: job {job:?} overrides task(s) {}; this cell does not run per-task overrides yet (`borg job inspect` shows what the file defines)",
+                file.display(),
+                tasks.join(", ")
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The owner given to jobs that name none: the login name when the CLI sends no token (a cell
+/// without authentication); otherwise nobody, so the master uses the token's user.
+pub fn default_owner(global: &GlobalArgs) -> anyhow::Result<Option<String>> {
+    let token = super::token::resolve(global.token.as_deref(), global.token_file.as_deref())?;
+    Ok(token.is_none().then(current_user))
+}
+
+/// Prints the whole evaluation (jobs, allocs, per-task overrides), owner filled in.
 fn inspect(file: &std::path::Path) -> anyhow::Result<()> {
-    let jobs = load_jobs(file)?;
-    println!("{}", serde_json::to_string_pretty(&jobs)?);
+    let mut loaded =
+        bcl::load_file(file).map_err(|diagnostics| anyhow::anyhow!("{diagnostics}"))?;
+    loaded.fill_owner(&current_user());
+    println!("{}", serde_json::to_string_pretty(&loaded)?);
     Ok(())
 }
 
 pub async fn submit_file(
     client: &MasterClient,
     file: &std::path::Path,
+    default_owner: Option<&str>,
     check_index: Option<u64>,
     detach: bool,
     wait_timeout_s: u64,
     output: OutputFormat,
 ) -> anyhow::Result<()> {
-    let jobs = load_jobs(file)?;
+    let jobs = load_jobs(file, default_owner)?;
     if check_index.is_some() && jobs.len() > 1 {
-        bail!("--check-index applies to one job, but {} defines {}", file.display(), jobs.len());
+        bail!(
+            "--check-index applies to one job, but {} defines {}",
+            file.display(),
+            jobs.len()
+        );
     }
     let mut submitted = Vec::new();
     for spec in jobs {
@@ -189,7 +258,11 @@ pub async fn submit_file(
         if output == OutputFormat::Text {
             println!(
                 "job {name} {} at index {}",
-                if response.created { "created" } else { "updated" },
+                if response.created {
+                    "created"
+                } else {
+                    "updated"
+                },
                 response.index
             );
         }

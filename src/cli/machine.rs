@@ -13,19 +13,26 @@ pub enum MachineCommand {
     List,
 }
 
+/// The cell's machines, from any replica.
+pub async fn list_machines(
+    client: &borg_common::MasterClient,
+) -> anyhow::Result<v1::ListMachinesResponse> {
+    client
+        .call(|channel| async move {
+            CellServiceClient::new(channel)
+                .list_machines(v1::ListMachinesRequest { consistent: false })
+                .await
+                .map(|r| r.into_inner())
+        })
+        .await
+        .context("listing machines")
+}
+
 pub async fn run(command: MachineCommand, global: &GlobalArgs) -> anyhow::Result<()> {
     match command {
         MachineCommand::List => {
             let client = master_client(global)?;
-            let response = client
-                .call(|channel| async move {
-                    CellServiceClient::new(channel)
-                        .list_machines(v1::ListMachinesRequest { consistent: false })
-                        .await
-                        .map(|r| r.into_inner())
-                })
-                .await
-                .context("listing machines")?;
+            let response = list_machines(&client).await?;
             match global.output {
                 OutputFormat::Json => println!(
                     "{:#}",

@@ -4,9 +4,15 @@ mod daemons;
 mod dev;
 mod exit;
 mod job;
+mod logs;
 mod machine;
+mod master_status;
 mod plan;
+mod quota;
 mod render;
+mod sim;
+mod ssh;
+mod token;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -43,6 +49,13 @@ pub struct GlobalArgs {
     /// Log filter for daemons and diagnostics (tracing's RUST_LOG syntax).
     #[arg(long, global = true, env = "BORG_LOG")]
     pub log: Option<String>,
+    /// Token to authenticate with (else --token-file, ~/.config/borg/token, or a dev cell's
+    /// /tmp/borg-dev/admin.token).
+    #[arg(long, global = true, env = "BORG_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// File holding the token to authenticate with.
+    #[arg(long, global = true, env = "BORG_TOKEN_FILE")]
+    pub token_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -59,7 +72,20 @@ pub enum Command {
     /// Look at the machines of the cell.
     #[command(subcommand)]
     Machine(machine::MachineCommand),
-    /// Run a borgmaster replica.
+    /// Stream a task's stdout or stderr (JOB/INDEX).
+    Logs(logs::LogsArgs),
+    /// Run a command inside a running task: its namespaces, cgroup and user (JOB/INDEX -- CMD...).
+    Ssh(ssh::SshArgs),
+    /// Capacity planning on traces with the real scheduler (compaction, experiments, fit).
+    #[command(subcommand)]
+    Sim(sim::SimCommand),
+    /// Quotas per user and priority band.
+    #[command(subcommand)]
+    Quota(quota::QuotaCommand),
+    /// Tokens: create one for a user, or show who you are.
+    #[command(subcommand)]
+    Token(token::TokenCommand),
+    /// Run a borgmaster replica, or `borg master status` to see every replica.
     Master(daemons::MasterArgs),
     /// Run the scheduler.
     Scheduler(daemons::SchedulerArgs),
@@ -81,11 +107,10 @@ pub enum Command {
 /// Daemons log at info by default; client commands only warn.
 pub fn init_tracing(cli: &Cli) {
     let default = match cli.command {
-        Command::Master(_)
-        | Command::Scheduler(_)
-        | Command::Linkshard(_)
-        | Command::Borglet(_)
-        | Command::Dev(_) => "info",
+        Command::Master(ref args) if args.action.is_none() => "info",
+        Command::Scheduler(_) | Command::Linkshard(_) | Command::Borglet(_) | Command::Dev(_) => {
+            "info"
+        }
         _ => "warn",
     };
     let filter = cli.global.log.clone().unwrap_or_else(|| default.to_owned());
@@ -102,7 +127,12 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Job(command) => job::run(command, &global).await,
         Command::Machine(command) => machine::run(command, &global).await,
-        Command::Master(args) => daemons::run_master(args).await,
+        Command::Logs(args) => logs::run(args, &global).await,
+        Command::Ssh(args) => ssh::run(args, &global).await,
+        Command::Sim(command) => sim::run(command, global.output == OutputFormat::Json).await,
+        Command::Quota(command) => quota::run(command, &global).await,
+        Command::Token(command) => token::run(command, &global).await,
+        Command::Master(args) => daemons::run_master(args, &global).await,
         Command::Scheduler(args) => daemons::run_scheduler(args, &global).await,
         Command::Linkshard(args) => daemons::run_linkshard(args, &global).await,
         Command::Borglet(args) => daemons::run_borglet(args, &global).await,
@@ -124,7 +154,12 @@ pub fn master_client(global: &GlobalArgs) -> anyhow::Result<borg_common::MasterC
         .map(|s| s.trim().to_owned())
         .filter(|s| !s.is_empty())
         .collect();
-    Ok(borg_common::MasterClient::from_endpoints(endpoints)?)
+    let token = token::resolve(global.token.as_deref(), global.token_file.as_deref())?;
+    let config = borg_common::MasterClientConfig {
+        token,
+        ..borg_common::MasterClientConfig::new(endpoints)
+    };
+    Ok(borg_common::MasterClient::new(config)?)
 }
 
 /// Cancelled on the first Ctrl-C or SIGTERM.

@@ -5,7 +5,7 @@
 //! scheduler library, so "would it fit, whom would it preempt" is answered by the same code
 //! that will place it.
 
-use super::job::load_jobs;
+use super::job::{current_user, load_jobs};
 use super::{master_client, GlobalArgs, OutputFormat};
 use anyhow::Context;
 use borg_model::{JobSpec, TaskId, TaskState};
@@ -65,7 +65,8 @@ pub fn diff_job(existing: Option<Existing<'_>>, new: &JobSpec) -> JobDiff {
     diff.modify_index = Some(existing.modify_index);
     let old = existing.spec;
     if old.task != new.task {
-        diff.restarting_fields.push("task (command, args, env, resources, ports)");
+        diff.restarting_fields
+            .push("task (command, args, env, resources, ports)");
     }
     if old.constraints != new.constraints {
         diff.restarting_fields.push("constraints");
@@ -137,7 +138,10 @@ pub fn dry_run(
             }
         }
     }
-    let mut tasks = current.as_ref().map(|j| j.tasks.clone()).unwrap_or_default();
+    let mut tasks = current
+        .as_ref()
+        .map(|j| j.tasks.clone())
+        .unwrap_or_default();
     let pending_indices: Vec<u32> = diff
         .tasks_created
         .iter()
@@ -164,6 +168,7 @@ pub fn dry_run(
         priority: spec.priority,
         limits: spec.task.resources,
         constraints: std::sync::Arc::from(spec.constraints.clone()),
+        package: std::sync::Arc::from(spec.task.command.as_str()),
         active: true,
         tasks,
     });
@@ -230,7 +235,13 @@ fn plan_text(diff: &JobDiff, dry: &DryRun, file: &Path) -> String {
         }
     };
     line(&mut out, "+", "created", &diff.tasks_created, String::new());
-    line(&mut out, "-", "destroyed", &diff.tasks_destroyed, String::new());
+    line(
+        &mut out,
+        "-",
+        "destroyed",
+        &diff.tasks_destroyed,
+        String::new(),
+    );
     let why = if diff.restarting_fields.is_empty() {
         " (the job is not active)".to_owned()
     } else {
@@ -305,7 +316,7 @@ fn plan_json(diff: &JobDiff, dry: &DryRun) -> serde_json::Value {
 }
 
 pub async fn run(file: &Path, global: &GlobalArgs) -> anyhow::Result<()> {
-    let specs = load_jobs(file)?;
+    let specs = load_jobs(file, Some(&current_user()))?;
     let client = master_client(global)?;
     let (machines, jobs) = client
         .call(|channel| async move {
@@ -334,7 +345,10 @@ pub async fn run(file: &Path, global: &GlobalArgs) -> anyhow::Result<()> {
             .find(|j| j.spec.as_ref().is_some_and(|s| s.name == spec.name));
         let current_spec = match current.and_then(|j| j.spec.clone()) {
             Some(wire) => Some(JobSpec::try_from(wire).with_context(|| {
-                format!("the master returned job {:?} in a form this CLI cannot read", spec.name)
+                format!(
+                    "the master returned job {:?} in a form this CLI cannot read",
+                    spec.name
+                )
             })?),
             None => None,
         };

@@ -132,7 +132,9 @@ pub fn job_text(job: &v1::Job, now_ms: u64) -> String {
                     t.pid.to_string()
                 },
                 format_age(now_ms.saturating_sub(t.state_since_ms)),
-                t.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
+                t.exit_code
+                    .map(|c| c.to_string())
+                    .unwrap_or_else(|| "-".into()),
                 t.message.clone(),
             ]
         })
@@ -216,18 +218,33 @@ pub fn machines_text(machines: &[v1::Machine], now_ms: u64) -> String {
                 machine_state_name(m.state).to_owned(),
                 info.address,
                 format!("{}/{}m", alloc.cpu_millis, cap.cpu_millis),
-                format!("{}/{}", format_bytes(alloc.ram_bytes), format_bytes(cap.ram_bytes)),
+                format!(
+                    "{}/{}",
+                    format_bytes(alloc.ram_bytes),
+                    format_bytes(cap.ram_bytes)
+                ),
                 m.task_count.to_string(),
                 if m.last_report_ms == 0 {
                     "never".into()
                 } else {
-                    format!("{} ago", format_age(now_ms.saturating_sub(m.last_report_ms)))
+                    format!(
+                        "{} ago",
+                        format_age(now_ms.saturating_sub(m.last_report_ms))
+                    )
                 },
             ]
         })
         .collect();
     table(
-        &["NAME", "STATE", "ADDRESS", "CPU", "RAM", "TASKS", "LAST REPORT"],
+        &[
+            "NAME",
+            "STATE",
+            "ADDRESS",
+            "CPU",
+            "RAM",
+            "TASKS",
+            "LAST REPORT",
+        ],
         &rows,
     )
 }
@@ -262,10 +279,7 @@ mod tests {
 
     #[test]
     fn tables_align_columns() {
-        let t = table(
-            &["A", "LONGER"],
-            &[vec!["wide-cell".into(), "x".into()]],
-        );
+        let t = table(&["A", "LONGER"], &[vec!["wide-cell".into(), "x".into()]]);
         assert_eq!(t, "A          LONGER\nwide-cell  x");
     }
 

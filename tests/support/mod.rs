@@ -11,6 +11,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 pub const BORG: &str = env!("CARGO_BIN_EXE_borg");
+/// User name of a test cell's bootstrap admin (the CLI runs as it unless told otherwise).
+pub const ADMIN_USER: &str = "admin";
 
 /// Ports handed out in this process are never handed out twice.
 fn free_port() -> u16 {
@@ -111,6 +113,9 @@ pub struct TestCell {
     pub others: Vec<Daemon>,
     pub machine: String,
     pub cgroup_parent: String,
+    /// The bootstrap admin's token (the CLI's default identity) and the control plane's.
+    pub admin_token: String,
+    pub cluster_token: String,
 }
 
 impl TestCell {
@@ -118,11 +123,19 @@ impl TestCell {
     pub fn with_masters(replicas: usize) -> TestCell {
         let n = CELL_COUNTER.fetch_add(1, Ordering::Relaxed);
         let tag = format!("{}-{n}", std::process::id());
+        let dir = tempfile::Builder::new()
+            .prefix("borg-test-")
+            .tempdir()
+            .expect("temp dir");
+        let token = |name: &str| {
+            borg_common::auth::load_or_create_token_file(&dir.path().join(name))
+                .expect("create a token file")
+        };
+        let (admin_token, cluster_token) = (token("admin.token"), token("cluster.token"));
         let mut cell = TestCell {
-            dir: tempfile::Builder::new()
-                .prefix("borg-test-")
-                .tempdir()
-                .expect("temp dir"),
+            dir,
+            admin_token,
+            cluster_token,
             master_ports: (0..replicas).map(|_| free_port()).collect(),
             masters: Vec::new(),
             others: Vec::new(),
@@ -171,7 +184,17 @@ impl TestCell {
             "--peers".into(),
             self.peers(),
             "--data-dir".into(),
-            self.dir.path().join(format!("master-{id}")).display().to_string(),
+            self.dir
+                .path()
+                .join(format!("master-{id}"))
+                .display()
+                .to_string(),
+            "--admin-token-file".into(),
+            self.token_file("admin.token"),
+            "--admin-user".into(),
+            ADMIN_USER.into(),
+            "--cluster-token-file".into(),
+            self.token_file("cluster.token"),
         ];
         Daemon::spawn(&format!("master-{id}"), &args, self.dir.path())
     }
@@ -192,7 +215,13 @@ impl TestCell {
         let masters = self.master_list();
         let scheduler = Daemon::spawn(
             "scheduler",
-            &["scheduler".into(), "--master".into(), masters.clone()],
+            &[
+                "scheduler".into(),
+                "--master".into(),
+                masters.clone(),
+                "--cluster-token-file".into(),
+                self.token_file("cluster.token"),
+            ],
             self.dir.path(),
         );
         let linkshard = Daemon::spawn(
@@ -203,6 +232,8 @@ impl TestCell {
                 masters,
                 "--poll-interval-ms".into(),
                 "200".into(),
+                "--cluster-token-file".into(),
+                self.token_file("cluster.token"),
             ],
             self.dir.path(),
         );
@@ -224,20 +255,43 @@ impl TestCell {
             "--cgroup-parent".into(),
             self.cgroup_parent.clone(),
             "--kill-tasks-on-exit".into(),
+            "--cluster-token-file".into(),
+            self.token_file("cluster.token"),
         ];
         let borglet = Daemon::spawn("borglet", &args, self.dir.path());
         self.others.push(borglet);
     }
 
-    /// Runs the CLI against this cell.
+    pub fn token_file(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+
+    /// Runs the CLI against this cell as its admin.
     pub fn borg(&self, args: &[&str]) -> Output {
+        self.borg_as(&self.admin_token, ADMIN_USER, args)
+    }
+
+    /// Runs the CLI with `token`, filling in `user` as the owner of jobs without one.
+    pub fn borg_as(&self, token: &str, user: &str, args: &[&str]) -> Output {
         Command::new(BORG)
             .arg("--master")
             .arg(self.master_list())
             .args(args)
+            .env("BORG_TOKEN", token)
+            .env("BORG_USER", user)
             .stdin(Stdio::null())
             .output()
             .expect("run borg CLI")
+    }
+
+    /// Gives the admin an unlimited quota in every band, so tests submit at any priority;
+    /// false if a write failed (no leader yet).
+    pub fn grant_admin_quota(&self) -> bool {
+        ["batch", "production", "monitoring"].iter().all(|band| {
+            self.borg(&["quota", "set", ADMIN_USER, band, "--unlimited"])
+                .status
+                .success()
+        })
     }
 
     /// Runs the CLI with `--output json` and parses what it printed; None if it failed.
@@ -251,9 +305,10 @@ impl TestCell {
         serde_json::from_slice(&output.stdout).ok()
     }
 
+    /// Waits until a leader takes writes (granting the admin its quota on the way).
     pub fn wait_for_leader(&self) {
         wait_for("a master leader", Duration::from_secs(60), || {
-            self.borg(&["machine", "list"]).status.success().then_some(())
+            self.grant_admin_quota().then_some(())
         });
     }
 
@@ -278,7 +333,11 @@ impl TestCell {
     pub fn logs(&self) -> String {
         let mut out = String::new();
         for daemon in self.masters.iter().flatten().chain(self.others.iter()) {
-            out.push_str(&format!("--- {} ---\n{}\n", daemon.name, daemon.log_tail(40)));
+            out.push_str(&format!(
+                "--- {} ---\n{}\n",
+                daemon.name,
+                daemon.log_tail(40)
+            ));
         }
         out
     }

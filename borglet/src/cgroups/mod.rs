@@ -95,9 +95,37 @@ pub trait TaskCgroups: Send + Sync + Debug {
     /// use stays). Used when the borglet leaves nothing behind (`kill_tasks_on_exit`).
     fn remove_parent(&self) -> Result<(), CgroupError>;
 
+    /// Caps the group's CPU time at `millis` per second (CFS quota over
+    /// [`CFS_PERIOD_US`]), or lifts the cap with `None`.
+    fn set_cpu_cap(&self, name: &str, millis: Option<u64>) -> Result<(), CgroupError>;
+
     /// Directory of the group in the hierarchy that holds its memory controller (for
     /// operators and tests).
     fn memory_dir(&self, name: &str) -> PathBuf;
+}
+
+/// CFS period of CPU caps.
+pub const CFS_PERIOD_US: u64 = 100_000;
+/// Smallest CFS quota the kernel accepts.
+pub const CFS_QUOTA_MIN_US: u64 = 1_000;
+
+/// CFS quota (µs per [`CFS_PERIOD_US`]) that caps a group at `millis` of CPU.
+pub fn cfs_quota_us(millis: u64) -> u64 {
+    (millis.saturating_mul(CFS_PERIOD_US) / 1000).max(CFS_QUOTA_MIN_US)
+}
+
+/// Writes a cgroup setting file directly (for settings cgroups-rs does not cover uniformly).
+pub(crate) fn write_setting(
+    path: &std::path::Path,
+    setting: &'static str,
+    value: &str,
+) -> Result<(), CgroupError> {
+    std::fs::write(path.join(setting), value).map_err(|e| CgroupError::Limit {
+        path: path.to_owned(),
+        setting,
+        value: value.to_owned(),
+        message: e.to_string(),
+    })
 }
 
 /// Checks that `path` is relative and each component is a valid name, so that joining it to a
@@ -129,5 +157,12 @@ mod tests {
         assert!(validate_relative("borg/../x").is_err());
         assert!(validate_relative("borg//x").is_err());
         assert!(validate_relative("..").is_err());
+    }
+
+    #[test]
+    fn cpu_caps_map_to_cfs_quota() {
+        assert_eq!(cfs_quota_us(1000), CFS_PERIOD_US);
+        assert_eq!(cfs_quota_us(250), 25_000);
+        assert_eq!(cfs_quota_us(0), CFS_QUOTA_MIN_US);
     }
 }

@@ -181,6 +181,18 @@ impl TaskCgroups for V1Cgroups {
         Ok(())
     }
 
+    fn set_cpu_cap(&self, name: &str, millis: Option<u64>) -> Result<(), CgroupError> {
+        validate_relative(name)?;
+        let cpu_dir = self.dir(&self.mounts.cpu, name);
+        super::write_setting(
+            &cpu_dir,
+            "cpu.cfs_period_us",
+            &super::CFS_PERIOD_US.to_string(),
+        )?;
+        let quota = millis.map_or_else(|| "-1".to_owned(), |m| super::cfs_quota_us(m).to_string());
+        super::write_setting(&cpu_dir, "cpu.cfs_quota_us", &quota)
+    }
+
     fn memory_dir(&self, name: &str) -> PathBuf {
         self.dir(&self.mounts.memory, name)
     }

@@ -147,6 +147,16 @@ impl TaskCgroups for V2Cgroups {
         remove_dir(&self.root.join(&self.parent))
     }
 
+    fn set_cpu_cap(&self, name: &str, millis: Option<u64>) -> Result<(), CgroupError> {
+        validate_relative(name)?;
+        if !self.has("cpu") {
+            return Ok(());
+        }
+        let quota = millis.map_or_else(|| "max".to_owned(), |m| super::cfs_quota_us(m).to_string());
+        let value = format!("{quota} {}", super::CFS_PERIOD_US);
+        super::write_setting(&self.dir(name), "cpu.max", &value)
+    }
+
     fn memory_dir(&self, name: &str) -> PathBuf {
         self.dir(name)
     }

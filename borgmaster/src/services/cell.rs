@@ -1,8 +1,9 @@
 //! `CellService`: the users' API.
 
+use super::auth::{identity, on_behalf_of, require_admin, user_name, AuthMetrics, Identity};
 use super::{accepted, unexpected};
 use crate::context::ReplicaContext;
-use crate::state::{Command, Outcome};
+use crate::state::{Command, Outcome, StateError};
 use crate::wire;
 use borg_proto::v1;
 use borg_proto::v1::cell_service_server::CellService;
@@ -15,23 +16,37 @@ const EVENTS_PAGE_MAX: usize = 256;
 
 pub struct CellApi {
     pub ctx: Arc<ReplicaContext>,
+    pub metrics: AuthMetrics,
 }
 
 impl CellApi {
     async fn submit(
         &self,
-        request: v1::SubmitJobRequest,
+        identity: &Identity,
+        mut request: v1::SubmitJobRequest,
         must_exist: bool,
     ) -> Result<v1::SubmitJobResponse, Status> {
+        // A job without an owner belongs to whoever submits it.
+        if let (Some(spec), Some(user)) = (request.spec.as_mut(), user_name(identity)) {
+            if spec.owner.is_empty() {
+                spec.owner = user.to_owned();
+            }
+        }
         let spec = wire::job_spec(request.spec)?;
         let request_id = wire::request_id(&request.request_id)?;
         let name = spec.name.clone();
-        let command = Command::SubmitJob {
-            spec,
-            check_index: request.check_index,
-            must_exist,
-        };
+        let command = on_behalf_of(
+            identity,
+            Command::SubmitJob {
+                spec,
+                check_index: request.check_index,
+                must_exist,
+            },
+        )?;
         let committed = self.ctx.propose(request_id, command).await?;
+        if let Outcome::Rejected(error) = &committed.outcome {
+            self.count_refusal(&name, error);
+        }
         match accepted(committed.outcome)? {
             Outcome::JobSubmitted { created, .. } => Ok(v1::SubmitJobResponse {
                 job: self.ctx.state()?.job_view(&name),
@@ -41,6 +56,21 @@ impl CellApi {
             other => Err(unexpected(&other)),
         }
     }
+
+    /// Counts and logs a submit refused by admission (ownership, band or quota).
+    fn count_refusal(&self, job: &str, error: &StateError) {
+        let reason = match error {
+            StateError::PermissionDenied { .. } => "permission_denied",
+            StateError::NoQuota { .. } => "no_quota",
+            StateError::QuotaExceeded { .. } => "quota_exceeded",
+            _ => return,
+        };
+        self.metrics
+            .submits_refused
+            .with_label_values(&[reason])
+            .inc();
+        tracing::info!(job, reason, %error, "submit refused by admission");
+    }
 }
 
 #[tonic::async_trait]
@@ -49,7 +79,8 @@ impl CellService for CellApi {
         &self,
         request: Request<v1::SubmitJobRequest>,
     ) -> Result<Response<v1::SubmitJobResponse>, Status> {
-        self.submit(request.into_inner(), false)
+        let identity = identity(&request)?;
+        self.submit(&identity, request.into_inner(), false)
             .await
             .map(Response::new)
     }
@@ -58,7 +89,8 @@ impl CellService for CellApi {
         &self,
         request: Request<v1::SubmitJobRequest>,
     ) -> Result<Response<v1::SubmitJobResponse>, Status> {
-        self.submit(request.into_inner(), true)
+        let identity = identity(&request)?;
+        self.submit(&identity, request.into_inner(), true)
             .await
             .map(Response::new)
     }
@@ -67,13 +99,12 @@ impl CellService for CellApi {
         &self,
         request: Request<v1::KillJobRequest>,
     ) -> Result<Response<v1::KillJobResponse>, Status> {
+        let identity = identity(&request)?;
         let request = request.into_inner();
         let name = wire::name("job name", &request.name)?;
         let request_id = wire::request_id(&request.request_id)?;
-        let committed = self
-            .ctx
-            .propose(request_id, Command::KillJob { name: name.clone() })
-            .await?;
+        let command = on_behalf_of(&identity, Command::KillJob { name: name.clone() })?;
+        let committed = self.ctx.propose(request_id, command).await?;
         match accepted(committed.outcome)? {
             Outcome::JobKilled { .. } => Ok(Response::new(v1::KillJobResponse {
                 job: self.ctx.state()?.job_view(&name),
@@ -178,5 +209,118 @@ impl CellService for CellApi {
             }
         });
         Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn who_am_i(
+        &self,
+        request: Request<v1::WhoAmIRequest>,
+    ) -> Result<Response<v1::WhoAmIResponse>, Status> {
+        let response = match identity(&request)? {
+            Identity::Open => v1::WhoAmIResponse {
+                user: String::new(),
+                admin: true,
+                control_plane: true,
+            },
+            Identity::ControlPlane => v1::WhoAmIResponse {
+                user: String::new(),
+                admin: false,
+                control_plane: true,
+            },
+            Identity::User(caller) => v1::WhoAmIResponse {
+                user: caller.user,
+                admin: caller.admin,
+                control_plane: false,
+            },
+        };
+        Ok(Response::new(response))
+    }
+
+    async fn create_token(
+        &self,
+        request: Request<v1::CreateTokenRequest>,
+    ) -> Result<Response<v1::CreateTokenResponse>, Status> {
+        let identity = identity(&request)?;
+        require_admin(&identity, "create tokens")?;
+        let request = request.into_inner();
+        let user = wire::name("user", &request.user)?;
+        let request_id = wire::request_id(&request.request_id)?;
+        let command = on_behalf_of(
+            &identity,
+            Command::CreateToken {
+                token_sha256: request.token_sha256,
+                user: user.clone(),
+                admin: request.admin,
+            },
+        )?;
+        let committed = self.ctx.propose(request_id, command).await?;
+        match accepted(committed.outcome)? {
+            Outcome::TokenCreated { .. } => Ok(Response::new(v1::CreateTokenResponse {
+                user,
+                admin: request.admin,
+                index: committed.index,
+            })),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn set_quota(
+        &self,
+        request: Request<v1::SetQuotaRequest>,
+    ) -> Result<Response<v1::SetQuotaResponse>, Status> {
+        let identity = identity(&request)?;
+        require_admin(&identity, "set quotas")?;
+        let request = request.into_inner();
+        let user = wire::name("user", &request.user)?;
+        let band = wire::quota_band(&request.band)?;
+        let request_id = wire::request_id(&request.request_id)?;
+        let limit = request
+            .limit
+            .map(borg_model::Resources::from)
+            .ok_or_else(|| Status::invalid_argument("field `limit` is required"))?;
+        let command = on_behalf_of(
+            &identity,
+            Command::SetQuota {
+                user: user.clone(),
+                band,
+                limit,
+            },
+        )?;
+        let committed = self.ctx.propose(request_id, command).await?;
+        match accepted(committed.outcome)? {
+            Outcome::QuotaSet { .. } => {
+                let state = self.ctx.state()?;
+                let quota = state
+                    .quotas_view(Some(&user))
+                    .into_iter()
+                    .find(|q| q.band == band)
+                    .map(wire::quota_to_wire);
+                Ok(Response::new(v1::SetQuotaResponse {
+                    quota,
+                    index: committed.index,
+                }))
+            }
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn get_quota(
+        &self,
+        request: Request<v1::GetQuotaRequest>,
+    ) -> Result<Response<v1::GetQuotaResponse>, Status> {
+        let request = request.into_inner();
+        let user = if request.user.is_empty() {
+            None
+        } else {
+            Some(wire::name("user", &request.user)?)
+        };
+        let state = self.ctx.state()?;
+        Ok(Response::new(v1::GetQuotaResponse {
+            quotas: state
+                .quotas_view(user.as_deref())
+                .into_iter()
+                .map(wire::quota_to_wire)
+                .collect(),
+            meta: Some(self.ctx.read_meta(&state)),
+        }))
     }
 }

@@ -1,5 +1,6 @@
 //! The gRPC services of a replica, one module each, over a shared `ReplicaContext`.
 
+pub mod auth;
 pub mod cell;
 pub mod link;
 pub mod replica;

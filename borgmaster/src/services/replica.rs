@@ -1,8 +1,12 @@
-//! `ReplicaService`: Paxos messages between replicas, and a replica's status.
+//! `ReplicaService`: Paxos messages between replicas, a replica's status, checkpoints for
+//! replicas that catch up, writes forwarded by followers, and the test-only peer filter.
 
 use crate::context::ReplicaContext;
 use crate::entry::decode_message;
 use crate::paxos::Incoming;
+use crate::state::LogEntry;
+use crate::storage::hex;
+use bincode::Options;
 use borg_proto::v1;
 use borg_proto::v1::replica_service_server::ReplicaService;
 use std::sync::Arc;
@@ -26,6 +30,12 @@ impl ReplicaService for ReplicaApi {
         if request.from == me || !self.ctx.peers.contains_key(&request.from) {
             return Err(Status::permission_denied(format!(
                 "replica {} is not a peer of replica {me}; check every replica's peer list",
+                request.from
+            )));
+        }
+        if self.ctx.peer_filter.blocks(request.from) {
+            return Err(Status::unavailable(format!(
+                "replica {me} drops traffic from replica {} (test peer filter)",
                 request.from
             )));
         }
@@ -65,8 +75,13 @@ impl ReplicaService for ReplicaApi {
 
     async fn status(
         &self,
-        _request: Request<v1::ReplicaStatusRequest>,
+        request: Request<v1::ReplicaStatusRequest>,
     ) -> Result<Response<v1::ReplicaStatus>, Status> {
+        let state_hash = if request.into_inner().with_state_hash {
+            hex(&self.ctx.state()?.state_hash())
+        } else {
+            String::new()
+        };
         let leader = self.ctx.leader();
         let progress = *self.ctx.progress.borrow();
         let checkpoint_age_ms = if progress.checkpoint_time_ms == 0 {
@@ -88,6 +103,68 @@ impl ReplicaService for ReplicaApi {
             applied_index: progress.applied_index,
             checkpoint_index: progress.checkpoint_index,
             checkpoint_age_ms,
+            state_hash,
+            compacted_index: progress.compacted_index,
+            is_leader: leader.is_self,
         }))
+    }
+
+    async fn fetch_checkpoint(
+        &self,
+        _request: Request<v1::FetchCheckpointRequest>,
+    ) -> Result<Response<v1::CheckpointData>, Status> {
+        let checkpoint = self.ctx.db.load_checkpoint().map_err(|e| {
+            Status::internal(format!(
+                "replica {} cannot read its checkpoint: {e}",
+                self.ctx.id
+            ))
+        })?;
+        Ok(Response::new(match checkpoint {
+            Some(c) => v1::CheckpointData {
+                index: c.index,
+                time_ms: c.time_ms,
+                sha256: c.sha256.to_vec(),
+                state: c.state,
+            },
+            None => v1::CheckpointData::default(),
+        }))
+    }
+
+    async fn forward(
+        &self,
+        request: Request<v1::ForwardRequest>,
+    ) -> Result<Response<v1::ForwardResponse>, Status> {
+        let request = request.into_inner();
+        if request.from == self.ctx.id || !self.ctx.peers.contains_key(&request.from) {
+            return Err(Status::permission_denied(format!(
+                "replica {} is not a peer of replica {}; only replicas forward writes",
+                request.from, self.ctx.id
+            )));
+        }
+        let entry: LogEntry = bincode::DefaultOptions::new()
+            .with_fixint_encoding()
+            .allow_trailing_bytes()
+            .with_limit(self.ctx.message_max_bytes as u64)
+            .deserialize(&request.entry)
+            .map_err(|e| Status::invalid_argument(format!("forwarded write is unreadable: {e}")))?;
+        let committed = self.ctx.propose_local(entry).await?;
+        let bytes = bincode::serialize(&committed)
+            .map_err(|e| Status::internal(format!("cannot encode the outcome: {e}")))?;
+        Ok(Response::new(v1::ForwardResponse { committed: bytes }))
+    }
+
+    async fn set_peer_filter(
+        &self,
+        request: Request<v1::SetPeerFilterRequest>,
+    ) -> Result<Response<v1::SetPeerFilterResponse>, Status> {
+        if !self.ctx.peer_filter_enabled {
+            return Err(Status::permission_denied(
+                "the peer filter is for fault tests; start the replica with it enabled (ReplicaConfig::peer_filter_enabled)",
+            ));
+        }
+        let blocked = request.into_inner().blocked;
+        tracing::warn!(replica = self.ctx.id, ?blocked, "test peer filter set");
+        self.ctx.peer_filter.set(blocked);
+        Ok(Response::new(v1::SetPeerFilterResponse {}))
     }
 }

@@ -1,7 +1,8 @@
 //! What a log entry asks the state machine to do. These are serialized into the replicated
 //! log, so fields are only ever added (at the end), never renamed or reordered.
 
-use borg_model::{JobSpec, MachineInfo, Resources, TaskId, TaskState};
+use super::users::Caller;
+use borg_model::{Band, JobSpec, MachineInfo, Resources, TaskId, TaskState};
 use serde::{Deserialize, Serialize};
 
 /// One entry of the replicated log.
@@ -37,6 +38,25 @@ pub enum Command {
     },
     /// A leader's barrier (consistent reads) or first entry; changes nothing.
     Noop,
+    /// `command` on behalf of a user the RPC edge authenticated: authorized against the
+    /// state it is applied to, and a submit is admitted against the owner's quota. Commands
+    /// that are not wrapped come from the control plane (or tests) and are trusted.
+    AsUser {
+        caller: Caller,
+        command: Box<Command>,
+    },
+    /// Registers a token by its hex SHA-256 (the token itself never enters the log).
+    CreateToken {
+        token_sha256: String,
+        user: String,
+        admin: bool,
+    },
+    /// Sets `user`'s quota in `band`; all zero removes it.
+    SetQuota {
+        user: String,
+        band: Band,
+        limit: Resources,
+    },
 }
 
 /// One placement of a scheduler's plan.

@@ -18,11 +18,15 @@ mod jobs;
 mod machines;
 mod outcome;
 mod plan;
+mod quota;
 mod records;
 mod reports;
 mod tasks;
+mod users;
 mod view;
 
+#[cfg(test)]
+mod admission_tests;
 #[cfg(test)]
 mod tests;
 
@@ -33,8 +37,11 @@ pub use jobs::JOBS_MAX;
 pub use machines::MACHINES_MAX;
 pub use outcome::{Applied, ChangeSet, Outcome, PlacementOutcome, SnapshotError, StateError};
 pub use plan::{PLACEMENT_VICTIMS_MAX, PLAN_PLACEMENTS_MAX};
+pub use quota::{job_total, QuotaUsage, Shortfall, QUOTAS_MAX};
 pub use reports::{REPORT_MACHINES_MAX, REPORT_TASKS_PER_MACHINE_MAX};
+pub use users::{Caller, TOKENS_MAX};
 
+use borg_model::{Band, Resources};
 use context::Ctx;
 use dedup::RequestWindow;
 use events::EventLog;
@@ -42,6 +49,7 @@ use records::{JobRecord, MachineRecord};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, VecDeque};
+use users::TokenRecord;
 
 /// Finished (killed or done) jobs kept queryable; beyond this the one that finished first
 /// is forgotten (and reported removed in the change stream).
@@ -49,7 +57,7 @@ pub const FINISHED_JOBS_RETAINED_MAX: usize = 1_000;
 
 /// Format version written at the head of a snapshot; bumped when `CellState`'s layout
 /// changes incompatibly.
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 1;
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 3;
 
 /// The whole replicated state of a cell.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -62,6 +70,10 @@ pub struct CellState {
     /// Finished jobs, the first to finish first: (finished at index, name). An entry whose
     /// job was restarted since (its `finished_index` differs) is skipped when popped.
     finished_jobs: VecDeque<(u64, String)>,
+    /// Registered tokens by hex SHA-256 (see `users`).
+    tokens: BTreeMap<String, TokenRecord>,
+    /// Quotas per (user, band) (see `quota`).
+    quotas: BTreeMap<(String, Band), Resources>,
 }
 
 impl CellState {
@@ -73,44 +85,71 @@ impl CellState {
     /// an entry at or below `applied_index()` is a caller bug: `Outcome::Noop`, no change).
     ///
     /// A request id seen before (within `REQUEST_IDS_RETAINED_MAX` entries) is answered
-    /// with its first outcome and changes nothing. A rejected entry changes nothing but is
+    /// with its first outcome and index (`Applied::committed_index`) and changes nothing. A rejected entry changes nothing but is
     /// remembered too, so a retry gets the same answer.
     pub fn apply(&mut self, index: u64, entry: &LogEntry) -> Applied {
         if index <= self.applied_index {
             return Applied {
                 outcome: Outcome::Noop,
                 changes: ChangeSet::default(),
+                committed_index: index,
             };
         }
         self.applied_index = index;
-        if let Some(first) = self.requests.get(&entry.request_id) {
+        if let Some((first_index, first)) = self.requests.get(&entry.request_id) {
             return Applied {
                 outcome: first.clone(),
                 changes: ChangeSet::default(),
+                committed_index: *first_index,
             };
         }
         let mut ctx = Ctx::new(index, entry.time_ms);
-        let result = match &entry.command {
-            Command::SubmitJob {
-                spec,
-                check_index,
-                must_exist,
-            } => self.submit_job(&mut ctx, spec, *check_index, *must_exist),
-            Command::KillJob { name } => self.kill_job(&mut ctx, name),
-            Command::RegisterMachine { info } => self.register_machine(&mut ctx, info),
-            Command::CommitPlan { placements } => self.commit_plan(&mut ctx, placements),
-            Command::ApplyReports { reports } => self.apply_reports(&mut ctx, reports),
-            Command::Noop => Ok(Outcome::Noop),
-        };
+        let result = self.execute(&mut ctx, &entry.command);
         let outcome = result.unwrap_or_else(Outcome::Rejected);
         self.retire_finished_jobs(&mut ctx);
         for event in std::mem::take(&mut ctx.events) {
             self.events.push(ctx.time_ms, event);
         }
-        self.requests.remember(&entry.request_id, &outcome);
+        // Barriers (consistent reads) change nothing: remembering them would only push real
+        // mutations out of the window.
+        if !matches!(entry.command, Command::Noop) {
+            self.requests.remember(&entry.request_id, index, &outcome);
+        }
         Applied {
             outcome,
             changes: ctx.changes,
+            committed_index: index,
+        }
+    }
+
+    fn execute(&mut self, ctx: &mut Ctx, command: &Command) -> Result<Outcome, StateError> {
+        match command {
+            Command::SubmitJob {
+                spec,
+                check_index,
+                must_exist,
+            } => self.submit_job(ctx, spec, *check_index, *must_exist),
+            Command::KillJob { name } => self.kill_job(ctx, name),
+            Command::RegisterMachine { info } => self.register_machine(ctx, info),
+            Command::CommitPlan { placements } => self.commit_plan(ctx, placements),
+            Command::ApplyReports { reports } => self.apply_reports(ctx, reports),
+            Command::Noop => Ok(Outcome::Noop),
+            Command::AsUser { caller, command } => {
+                self.authorize(caller, command)?;
+                if let Command::SubmitJob { spec, .. } = command.as_ref() {
+                    spec.validate().map_err(|e| StateError::InvalidJob {
+                        reason: e.to_string(),
+                    })?;
+                    self.admit(spec)?;
+                }
+                self.execute(ctx, command)
+            }
+            Command::CreateToken {
+                token_sha256,
+                user,
+                admin,
+            } => self.create_token(ctx, token_sha256, user, *admin),
+            Command::SetQuota { user, band, limit } => self.set_quota(ctx, user, *band, *limit),
         }
     }
 

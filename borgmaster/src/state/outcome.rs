@@ -1,7 +1,8 @@
 //! What applying an entry produced: the outcome returned to the proposer, the errors a user
 //! sees, and the set of jobs/machines touched (for the scheduler's change stream).
 
-use borg_model::TaskId;
+use super::quota::{format_shortfalls, Shortfall};
+use borg_model::{Band, TaskId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
@@ -15,6 +16,8 @@ pub enum Outcome {
     ReportsApplied,
     Noop,
     Rejected(StateError),
+    TokenCreated { user: String },
+    QuotaSet { user: String, band: Band },
 }
 
 /// The fate of one placement of a plan; `reason` says why it was rejected ("" if accepted).
@@ -50,6 +53,24 @@ pub enum StateError {
         count: usize,
         max: usize,
     },
+    #[error("user {user} may not do this: {reason}")]
+    PermissionDenied { user: String, reason: String },
+    #[error("job {job:?} has priority {priority}, in the {band} band, where {user} has no quota: use a priority below 100 (the free band needs none) or ask an admin: borg quota set {user} {band} cpu=.. ram=..")]
+    NoQuota {
+        user: String,
+        band: String,
+        job: String,
+        priority: u32,
+    },
+    #[error("job {job:?} does not fit what remains of {user}'s quota in the {band} band: {}; lower its replicas or resources, kill another of your jobs in the band, or ask an admin to raise the quota (borg quota get {user})", format_shortfalls(.shortfalls))]
+    QuotaExceeded {
+        user: String,
+        band: String,
+        job: String,
+        shortfalls: Vec<Shortfall>,
+    },
+    #[error("invalid request: {reason}")]
+    InvalidRequest { reason: String },
 }
 
 /// A checkpoint that cannot be loaded.
@@ -87,4 +108,7 @@ impl ChangeSet {
 pub struct Applied {
     pub outcome: Outcome,
     pub changes: ChangeSet,
+    /// Index the request was first applied at: the entry's own index, or for a retried
+    /// request id the index of its first application.
+    pub committed_index: u64,
 }

@@ -339,6 +339,9 @@ fn a_duplicate_request_id_is_applied_once_with_the_same_outcome() {
     // The retry even carries a different spec: it is the id that counts.
     let again = cell.apply_with_id("r1", submit(spec("web", 9, 100, 500)));
     assert_eq!(again.outcome, first.outcome);
+    // Answered with the index of the first application, not its own.
+    assert_eq!(first.committed_index, 1);
+    assert_eq!(again.committed_index, 1);
     assert!(again.changes.is_empty());
     assert_eq!(cell.observable(), before);
     assert_eq!(cell.state.job_view("web").unwrap().tasks.len(), 1);
@@ -349,6 +352,20 @@ fn a_duplicate_request_id_is_applied_once_with_the_same_outcome() {
     let retried = cell.apply_with_id("r2", Command::KillJob { name: "db".into() });
     assert_eq!(retried.outcome, refused.outcome);
     assert_eq!(cell.task_state("db", 0), v1::TaskState::Pending);
+}
+
+#[test]
+fn barriers_are_not_remembered_as_requests() {
+    let mut cell = Cell::new();
+    let barrier = cell.apply_with_id("barrier-1", Command::Noop);
+    assert_eq!(barrier.outcome, Outcome::Noop);
+    // The same id on a real mutation is a new request: the barrier took no slot.
+    let submitted = cell.apply_with_id("barrier-1", submit(spec("web", 1, 100, 500)));
+    assert!(matches!(
+        submitted.outcome,
+        Outcome::JobSubmitted { created: true, .. }
+    ));
+    assert_eq!(submitted.committed_index, 2);
 }
 
 #[test]

@@ -32,6 +32,7 @@ pub fn running_job(name: &str, priority: u32, limits: Resources, machines: &[&st
         priority,
         limits,
         constraints: Arc::from(Vec::new()),
+        package: Arc::from("/bin/app"),
         active: true,
         tasks: machines
             .iter()

@@ -32,6 +32,21 @@ pub enum TraceError {
         line: u64,
         max_bytes: usize,
     },
+    #[error("{file}:{line}: header has no column `{column}`")]
+    MissingColumn {
+        file: String,
+        line: u64,
+        column: &'static str,
+    },
+    #[error("{file}: no header row (the file is empty)")]
+    MissingHeader { file: String },
+    #[error("{file}:{line}: {what} {name:?} appears twice")]
+    Duplicate {
+        file: String,
+        line: u64,
+        what: &'static str,
+        name: String,
+    },
     #[error("{file}:{line}: line is not UTF-8")]
     NotUtf8 { file: String, line: u64 },
     #[error("{file}:{line}: expected {expected} comma-separated fields, found {found} (truncated line?)")]

@@ -3,6 +3,7 @@
 //! Every reader yields a [`Workload`]: the machines of a cell and the tasks to place on
 //! them. Malformed or truncated input is an error naming the file, the line and the field.
 
+pub mod alibaba2023;
 pub mod error;
 pub mod google2011;
 pub mod lines;

@@ -1,0 +1,569 @@
+//! What runs in a task's processes before the program: code between fork and exec (or exit)
+//! of a multi-threaded borglet, so only async-signal-safe system calls on data prepared
+//! before the fork, no allocation, and raw `clone` instead of libc's `fork` (whose handlers
+//! take locks another borglet thread may have held).
+//!
+//! - **keeper**: the process the borglet spawns, in the borglet's PID namespace. It joins the
+//!   task cgroup, leads a new session, unshares the namespaces, starts the init, copies the
+//!   task's stdout and stderr into size-bounded files, and exits the way the task did. It lives
+//!   as long as the task, also across borglet restarts (its pid is the task's reported pid).
+//! - **init**: PID 1 of the task's PID namespace. It mounts the namespace's /proc, starts the
+//!   task, and hands the task's wait status to the keeper. The kernel does not deliver to a
+//!   namespace init the signals it has no handler for, so the borglet's SIGTERM to the session
+//!   reaches the task and not the init; when the task ends the init exits, which kills
+//!   whatever the task left in its namespace.
+//! - **task**: resets signals, becomes the unprivileged task user and execs the program.
+//!
+//! Without namespaces the keeper starts the task directly.
+
+use crate::log_rotation::RotatingLog;
+use nix::libc::{self, c_char, c_int};
+use std::ffi::CString;
+
+/// Bytes moved per read from a task's output pipe.
+const PUMP_BUFFER_BYTES: usize = 16 * 1024;
+/// Signals a keeper ignores: the borglet signals the whole session, and the keeper must
+/// outlive the task to report how it ended.
+const KEEPER_IGNORED: [c_int; 8] = [
+    libc::SIGTERM,
+    libc::SIGINT,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGPIPE,
+    libc::SIGALRM,
+];
+
+/// Namespaces and user of a task.
+#[derive(Debug)]
+pub struct PreparedIsolation {
+    /// Bind-mounted on /tmp inside the task's mount namespace.
+    pub private_tmp: Option<CString>,
+    /// When the sandbox lies under /tmp, the private /tmp hides it: it is mounted back at its
+    /// path, after creating these directories (outermost first, the sandbox last).
+    pub sandbox_rebind: Option<(CString, Vec<CString>)>,
+}
+
+/// `move_mount` flag: the source is the detached tree behind the descriptor.
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+
+/// One log stream: the open current file and the rotation paths (current first).
+#[derive(Debug)]
+pub struct PreparedLog {
+    pub fd: c_int,
+    pub size_bytes: u64,
+    pub max_bytes: u64,
+    pub paths: Vec<CString>,
+}
+
+/// Everything the keeper, init and task need, prepared before the fork.
+#[derive(Debug)]
+pub struct Prepared {
+    pub program: CString,
+    /// NUL-terminated pointer arrays into `argv` and `envp`.
+    argv_ptrs: Vec<*const c_char>,
+    envp_ptrs: Vec<*const c_char>,
+    _argv: Vec<CString>,
+    _envp: Vec<CString>,
+    pub cwd: CString,
+    /// (uid, gid) to run the program as; `None` keeps the borglet's.
+    pub user: Option<(u32, u32)>,
+    pub namespaces: Option<PreparedIsolation>,
+    pub stdout: PreparedLog,
+    pub stderr: PreparedLog,
+    /// Open `cgroup.procs` files the keeper writes "0" to.
+    pub cgroup_join_fds: Vec<c_int>,
+}
+
+// SAFETY: the raw pointers point into the CStrings owned by the same value, which is never
+// mutated after construction; they are only read (by exec).
+unsafe impl Send for Prepared {}
+unsafe impl Sync for Prepared {}
+
+impl Prepared {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        program: CString,
+        argv: Vec<CString>,
+        envp: Vec<CString>,
+        cwd: CString,
+        user: Option<(u32, u32)>,
+        namespaces: Option<PreparedIsolation>,
+        stdout: PreparedLog,
+        stderr: PreparedLog,
+        cgroup_join_fds: Vec<c_int>,
+    ) -> Prepared {
+        let pointers = |strings: &[CString]| {
+            strings
+                .iter()
+                .map(|s| s.as_ptr())
+                .chain(std::iter::once(std::ptr::null()))
+                .collect::<Vec<_>>()
+        };
+        Prepared {
+            program,
+            argv_ptrs: pointers(&argv),
+            envp_ptrs: pointers(&envp),
+            _argv: argv,
+            _envp: envp,
+            cwd,
+            user,
+            namespaces,
+            stdout,
+            stderr,
+            cgroup_join_fds,
+        }
+    }
+}
+
+/// Every signal to its default action except `ignored`, none blocked. Handlers the borglet
+/// installed (tokio's) must not run in a child that shares none of its state.
+fn reset_signals(ignored: &[c_int]) {
+    // SAFETY: sigaction and sigprocmask are async-signal-safe.
+    unsafe {
+        for sig in 1..libc::SIGRTMIN() {
+            if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+                continue;
+            }
+            let disposition = if ignored.contains(&sig) {
+                libc::SIG_IGN
+            } else {
+                libc::SIG_DFL
+            };
+            libc::signal(sig, disposition);
+        }
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+    }
+}
+
+fn errno() -> c_int {
+    std::io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
+}
+
+fn check(result: c_int) -> std::io::Result<c_int> {
+    if result < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(result)
+    }
+}
+
+/// `fork` without libc's atfork handlers.
+fn raw_fork() -> c_int {
+    // SAFETY: clone with only SIGCHLD and no new stack behaves like fork.
+    unsafe { libc::syscall(libc::SYS_clone, libc::SIGCHLD as libc::c_long, 0, 0, 0, 0) as c_int }
+}
+
+fn pipe() -> std::io::Result<[c_int; 2]> {
+    let mut fds = [-1; 2];
+    // SAFETY: writes two descriptors into `fds`.
+    check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    Ok(fds)
+}
+
+fn close(fd: c_int) {
+    if fd >= 0 {
+        // SAFETY: closes a descriptor this process owns.
+        unsafe { libc::close(fd) };
+    }
+}
+
+fn write_file(path: &std::ffi::CStr, data: &[u8]) {
+    // SAFETY: open/write/close on a NUL-terminated path.
+    unsafe {
+        let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+        if fd >= 0 {
+            libc::write(fd, data.as_ptr().cast(), data.len());
+            libc::close(fd);
+        }
+    }
+}
+
+/// Closes every descriptor from 3 up except `keep` (sorted in place).
+fn close_all_except(keep: &mut [c_int]) {
+    keep.sort_unstable();
+    let mut next: c_int = 3;
+    for &fd in keep.iter() {
+        if fd >= next {
+            if fd > next {
+                // SAFETY: closes a range of this process's descriptors.
+                unsafe { libc::syscall(libc::SYS_close_range, next as u32, (fd - 1) as u32, 0) };
+            }
+            next = fd + 1;
+        }
+    }
+    // SAFETY: as above.
+    unsafe { libc::syscall(libc::SYS_close_range, next as u32, u32::MAX, 0) };
+}
+
+fn report_errno_and_exit(fd: c_int, code: c_int) -> ! {
+    let bytes = code.to_ne_bytes();
+    // SAFETY: write then _exit, both async-signal-safe.
+    unsafe {
+        libc::write(fd, bytes.as_ptr().cast(), bytes.len());
+        libc::_exit(127)
+    }
+}
+
+/// Reads up to 4 bytes; `Some` only when all 4 arrived.
+fn read_i32(fd: c_int) -> Option<c_int> {
+    let mut bytes = [0u8; 4];
+    let mut got = 0;
+    while got < 4 {
+        // SAFETY: reads into the rest of `bytes`.
+        let n = unsafe { libc::read(fd, bytes[got..].as_mut_ptr().cast(), 4 - got) };
+        if n < 0 && errno() == libc::EINTR {
+            continue;
+        }
+        if n <= 0 {
+            return None;
+        }
+        got += n as usize;
+    }
+    Some(c_int::from_ne_bytes(bytes))
+}
+
+fn wait_for(pid: c_int) -> Option<c_int> {
+    let mut status = 0;
+    loop {
+        // SAFETY: waits for a child of this process.
+        let waited = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if waited == pid {
+            return Some(status);
+        }
+        if waited < 0 && errno() != libc::EINTR {
+            return None;
+        }
+    }
+}
+
+/// The keeper: runs in the spawned child (`pre_exec`). Returns only with an error that the
+/// spawning borglet receives (the program could not be started); otherwise exits like the task.
+pub fn keeper(p: &Prepared) -> std::io::Result<()> {
+    reset_signals(&KEEPER_IGNORED);
+    for &fd in &p.cgroup_join_fds {
+        // SAFETY: writes to a descriptor opened before the fork.
+        check(unsafe { libc::write(fd, b"0".as_ptr().cast(), 1) } as c_int)?;
+    }
+    // SAFETY: see above.
+    check(unsafe { libc::setsid() })?;
+    // The keeper and init are copies of the borglet's memory: never the OOM killer's choice.
+    write_file(c"/proc/self/oom_score_adj", b"-1000");
+    if let Some(isolation) = &p.namespaces {
+        // SAFETY: see above; "/" is made private first so no mount leaks to the host.
+        unsafe {
+            check(libc::unshare(
+                libc::CLONE_NEWPID | libc::CLONE_NEWNS | libc::CLONE_NEWUTS,
+            ))?;
+            check(libc::mount(
+                std::ptr::null(),
+                c"/".as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            ))?;
+            // A detached copy of the sandbox's mount, taken before /tmp is covered.
+            let sandbox_tree = match &isolation.sandbox_rebind {
+                Some((sandbox, _)) => check(libc::syscall(
+                    libc::SYS_open_tree,
+                    libc::AT_FDCWD,
+                    sandbox.as_ptr(),
+                    libc::OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
+                ) as c_int)?,
+                None => -1,
+            };
+            if let Some(tmp) = &isolation.private_tmp {
+                check(libc::mount(
+                    tmp.as_ptr(),
+                    c"/tmp".as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_BIND | libc::MS_REC,
+                    std::ptr::null(),
+                ))?;
+            }
+            if let Some((_, dirs)) = &isolation.sandbox_rebind {
+                for dir in dirs {
+                    if libc::mkdir(dir.as_ptr(), 0o755) < 0 && errno() != libc::EEXIST {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                if let Some(target) = dirs.last() {
+                    check(libc::syscall(
+                        libc::SYS_move_mount,
+                        sandbox_tree,
+                        c"".as_ptr(),
+                        libc::AT_FDCWD,
+                        target.as_ptr(),
+                        MOVE_MOUNT_F_EMPTY_PATH,
+                    ) as c_int)?;
+                }
+                close(sandbox_tree);
+            }
+        }
+    }
+    let out = pipe()?;
+    let err = pipe()?;
+    let exec_error = pipe()?;
+    let status_pipe = pipe()?;
+    let child = raw_fork();
+    check(child)?;
+    if child == 0 {
+        close(out[0]);
+        close(err[0]);
+        close(exec_error[0]);
+        close(status_pipe[0]);
+        if p.namespaces.is_some() {
+            init(p, out[1], err[1], exec_error[1], status_pipe[1]);
+        }
+        task(p, out[1], err[1], exec_error[1]);
+    }
+    close(out[1]);
+    close(err[1]);
+    close(exec_error[1]);
+    close(status_pipe[1]);
+    if let Some(code) = read_i32(exec_error[0]) {
+        wait_for(child);
+        return Err(std::io::Error::from_raw_os_error(code));
+    }
+    close(exec_error[0]);
+    // SAFETY: see above; a core dump of the keeper would be one of the borglet.
+    unsafe {
+        let no_core = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        libc::setrlimit(libc::RLIMIT_CORE, &no_core);
+    }
+    // SAFETY: pidfd_open of our own child.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, child, 0) } as c_int;
+    // Also closes the spawning borglet's exec-status pipe: from here the spawn has succeeded.
+    let mut keep = [
+        out[0],
+        err[0],
+        status_pipe[0],
+        pidfd,
+        p.stdout.fd,
+        p.stderr.fd,
+    ];
+    close_all_except(&mut keep);
+    let mut stdout = RotatingLog::new(
+        p.stdout.fd,
+        p.stdout.size_bytes,
+        p.stdout.max_bytes,
+        &p.stdout.paths,
+    );
+    let mut stderr = RotatingLog::new(
+        p.stderr.fd,
+        p.stderr.size_bytes,
+        p.stderr.max_bytes,
+        &p.stderr.paths,
+    );
+    pump([out[0], err[0]], pidfd, [&mut stdout, &mut stderr]);
+    let child_status = wait_for(child);
+    let status = if p.namespaces.is_some() {
+        read_i32(status_pipe[0]).or(child_status)
+    } else {
+        child_status
+    };
+    exit_like(status.unwrap_or(0x7f00))
+}
+
+/// borgssh: enters a running task (its cgroup through `p.cgroup_join_fds`, then the namespaces
+/// open at `namespaces`, PID namespace first) and runs `p`'s program there with the spawned
+/// process's stdout and stderr. Like the keeper, it returns only with a start error and
+/// otherwise exits the way the program did.
+pub fn enter(p: &Prepared, namespaces: &[c_int]) -> std::io::Result<()> {
+    reset_signals(&[]);
+    for &fd in &p.cgroup_join_fds {
+        // SAFETY: writes to a descriptor opened before the fork.
+        check(unsafe { libc::write(fd, b"0".as_ptr().cast(), 1) } as c_int)?;
+    }
+    // SAFETY: see above.
+    check(unsafe { libc::setsid() })?;
+    for &fd in namespaces {
+        // SAFETY: joins the namespace behind a descriptor opened before the fork.
+        check(unsafe { libc::setns(fd, 0) })?;
+    }
+    let exec_error = pipe()?;
+    let child = raw_fork();
+    check(child)?;
+    if child == 0 {
+        close(exec_error[0]);
+        task(p, 1, 2, exec_error[1]);
+    }
+    close(exec_error[1]);
+    if let Some(code) = read_i32(exec_error[0]) {
+        wait_for(child);
+        return Err(std::io::Error::from_raw_os_error(code));
+    }
+    close_all_except(&mut []);
+    exit_like(wait_for(child).unwrap_or(0x7f00))
+}
+
+/// Copies the task's output into its log files until the output ends and the child exited.
+fn pump(fds: [c_int; 2], pidfd: c_int, logs: [&mut RotatingLog<'_>; 2]) {
+    let mut buffer = [0u8; PUMP_BUFFER_BYTES];
+    let mut open = [true, true];
+    for &fd in &fds {
+        // SAFETY: sets O_NONBLOCK on our pipe ends.
+        unsafe { libc::fcntl(fd, libc::F_SETFL, libc::O_NONBLOCK) };
+    }
+    let [stdout, stderr] = logs;
+    let mut logs = [stdout, stderr];
+    let mut drain = |i: usize, open: &mut [bool; 2], logs: &mut [&mut RotatingLog<'_>; 2]| loop {
+        // SAFETY: reads into a stack buffer.
+        let n = unsafe { libc::read(fds[i], buffer.as_mut_ptr().cast(), buffer.len()) };
+        if n > 0 {
+            logs[i].write(&buffer[..n as usize]);
+            continue;
+        }
+        if n == 0 || (errno() != libc::EINTR && errno() != libc::EAGAIN) {
+            open[i] = false;
+            close(fds[i]);
+        }
+        if n < 0 && errno() == libc::EINTR {
+            continue;
+        }
+        return;
+    };
+    let watch_exit = pidfd >= 0;
+    while open[0] || open[1] {
+        let entry = |fd: c_int, on: bool| libc::pollfd {
+            fd: if on { fd } else { -1 },
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let mut polled = [
+            entry(fds[0], open[0]),
+            entry(fds[1], open[1]),
+            entry(pidfd, watch_exit),
+        ];
+        // SAFETY: polls three entries of a stack array.
+        let ready = unsafe { libc::poll(polled.as_mut_ptr(), 3, -1) };
+        if ready < 0 {
+            if errno() == libc::EINTR {
+                continue;
+            }
+            return;
+        }
+        for i in 0..2 {
+            if open[i] && polled[i].revents != 0 {
+                drain(i, &mut open, &mut logs);
+            }
+        }
+        if watch_exit && polled[2].revents != 0 {
+            // What the task wrote before it ended is in the pipes; processes it left behind
+            // (only possible without a PID namespace) lose their output.
+            for i in 0..2 {
+                if open[i] {
+                    drain(i, &mut open, &mut logs);
+                }
+            }
+            return;
+        }
+    }
+}
+
+/// Exits with the task's exit code, or dies of the signal that killed it.
+fn exit_like(status: c_int) -> ! {
+    // SAFETY: async-signal-safe calls only.
+    unsafe {
+        if libc::WIFSIGNALED(status) {
+            let signal = libc::WTERMSIG(status);
+            libc::signal(signal, libc::SIG_DFL);
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+            libc::kill(libc::getpid(), signal);
+            libc::_exit(128 + signal)
+        }
+        libc::_exit(if libc::WIFEXITED(status) {
+            libc::WEXITSTATUS(status)
+        } else {
+            127
+        })
+    }
+}
+
+/// PID 1 of the task's namespace.
+fn init(p: &Prepared, out: c_int, err: c_int, exec_error: c_int, status_pipe: c_int) -> ! {
+    // SAFETY: async-signal-safe calls on prepared data only.
+    unsafe {
+        let proc_mounted = libc::mount(
+            c"proc".as_ptr(),
+            c"/proc".as_ptr(),
+            c"proc".as_ptr(),
+            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            std::ptr::null(),
+        );
+        if proc_mounted < 0 {
+            report_errno_and_exit(exec_error, errno());
+        }
+        let task_pid = raw_fork();
+        if task_pid == 0 {
+            task(p, out, err, exec_error);
+        }
+        if task_pid < 0 {
+            report_errno_and_exit(exec_error, errno());
+        }
+        let mut keep = [status_pipe];
+        close_all_except(&mut keep);
+        let mut status = 0x7f00;
+        loop {
+            let mut one = 0;
+            let pid = libc::waitpid(-1, &mut one, 0);
+            if pid == task_pid {
+                status = one;
+                break;
+            }
+            if pid < 0 && errno() != libc::EINTR {
+                break;
+            }
+        }
+        let bytes = status.to_ne_bytes();
+        libc::write(status_pipe, bytes.as_ptr().cast(), bytes.len());
+        libc::_exit(0)
+    }
+}
+
+/// Becomes the task: output to the pipes, default signals, the task user, the program.
+fn task(p: &Prepared, out: c_int, err: c_int, exec_error: c_int) -> ! {
+    // SAFETY: async-signal-safe calls on prepared data only.
+    unsafe {
+        if libc::dup2(out, 1) < 0 || libc::dup2(err, 2) < 0 {
+            report_errno_and_exit(exec_error, errno());
+        }
+        write_file(c"/proc/self/oom_score_adj", b"0");
+        reset_signals(&[]);
+        if libc::chdir(p.cwd.as_ptr()) < 0 {
+            report_errno_and_exit(exec_error, errno());
+        }
+        if let Some((uid, gid)) = p.user {
+            if libc::setgroups(0, std::ptr::null()) < 0
+                || libc::setgid(gid) < 0
+                || libc::setuid(uid) < 0
+                || libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0
+            {
+                report_errno_and_exit(exec_error, errno());
+            }
+        }
+        // Everything but the exec-error pipe (close-on-exec itself) closes at exec.
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        );
+        libc::execve(
+            p.program.as_ptr(),
+            p.argv_ptrs.as_ptr(),
+            p.envp_ptrs.as_ptr(),
+        );
+        report_errno_and_exit(exec_error, errno())
+    }
+}

@@ -1,0 +1,740 @@
+//! Benchmark: five borgmaster replicas against five etcd 3.4 members, all on loopback, in one
+//! run. Each replica and each etcd member is its own process (this binary re-executes itself as
+//! `master_bench replica ...`), so the leader can be killed with SIGKILL.
+//!
+//! Figures: committed mutations/s at 1 and 64 in flight (borgmaster: SubmitJob; etcd: a put
+//! through its HTTP/JSON gateway `/v3/kv/put`, on keep-alive connections, one per writer),
+//! failover (SIGKILL the leader → next committed write, median and max over the trials),
+//! recovery of a replica from a checkpoint of a cell with 100,000 tasks, and the replicas'
+//! memory (VmRSS) holding them.
+//!
+//! Run: `cargo run -p borgmaster --example master_bench` (dev profile: dependencies are
+//! optimised; see the printed settings). `--quick` runs shorter phases. etcd is installed with
+//! apt-get (`etcd-server`) when missing.
+
+use borg_proto::v1;
+use borg_proto::v1::cell_service_client::CellServiceClient;
+use borg_proto::v1::replica_service_client::ReplicaServiceClient;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const MEMBERS: usize = 5;
+const FAILOVER_WRITE_ATTEMPT_TIMEOUT_MS: u64 = 300;
+const FAILOVER_DEADLINE_S: u64 = 30;
+const RECOVERY_JOBS: usize = 100;
+const RECOVERY_TASKS_PER_JOB: u32 = 1_000;
+
+struct Settings {
+    throughput_s: u64,
+    failover_trials: usize,
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("replica") {
+        run_replica(&args[2..]);
+        return;
+    }
+    let quick = args.iter().any(|a| a == "--quick");
+    let settings = Settings {
+        throughput_s: if quick { 3 } else { 10 },
+        failover_trials: 7,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    runtime.block_on(bench(settings));
+}
+
+/// Child mode: one replica until killed.
+fn run_replica(args: &[String]) {
+    let id: u64 = args[0].parse().expect("replica id");
+    let peers = borgmaster::ReplicaConfig::parse_peers(&args[1]).expect("peers");
+    let mut config = borgmaster::ReplicaConfig::new(id, peers, PathBuf::from(&args[2]));
+    config.checkpoint_every_entries = args[3].parse().expect("checkpoint every");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let result = runtime.block_on(borgmaster::run(config, Default::default()));
+    if let Err(error) = result {
+        eprintln!("replica {id}: {error}");
+        std::process::exit(1);
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A member process, killed when dropped.
+struct Member {
+    child: Option<Child>,
+    start: Command,
+}
+
+impl Member {
+    fn spawn(mut command: Command) -> Member {
+        let child = command.spawn().expect("spawn member");
+        Member {
+            child: Some(child),
+            start: command,
+        }
+    }
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill(); // SIGKILL
+            let _ = child.wait();
+        }
+    }
+    fn restart(&mut self) {
+        self.kill();
+        self.child = Some(self.start.spawn().expect("respawn member"));
+    }
+    fn rss_bytes(&self) -> u64 {
+        let Some(child) = &self.child else { return 0 };
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .unwrap_or(0)
+            * 1024
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn median_max(mut values: Vec<f64>) -> (f64, f64) {
+    values.sort_by(|a, b| a.total_cmp(b));
+    let median = values.get(values.len() / 2).copied().unwrap_or(f64::NAN);
+    (median, values.last().copied().unwrap_or(f64::NAN))
+}
+
+async fn bench(settings: Settings) {
+    let dir = tempfile::Builder::new()
+        .prefix("master-bench-")
+        .tempdir()
+        .expect("temp dir");
+    println!("machine: {} cores; tick 10 ms, election timeout 10 ticks (borgmaster); etcd defaults (heartbeat 100 ms, election 1000 ms)", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
+
+    let mut rows: Vec<(String, String, String)> = Vec::new();
+    {
+        let mut cell = BorgCell::start(dir.path(), 1_000_000);
+        cell.wait_leader().await;
+        let leader_before = cell.agreed_leader().await;
+        for inflight in [1usize, 64] {
+            let rate = cell.throughput(inflight, settings.throughput_s).await;
+            println!("borgmaster: {rate:.0} committed mutations/s at {inflight} in flight");
+            rows.push((
+                format!("mutations/s, {inflight} in flight"),
+                format!("{rate:.0}"),
+                String::new(),
+            ));
+        }
+        let leader_after = cell.agreed_leader().await;
+        println!(
+            "borgmaster: leader before/after the throughput runs: {leader_before:?}/{leader_after:?} ({})",
+            if leader_before.is_some() && leader_before == leader_after { "no leader change" } else { "LEADER CHANGED" }
+        );
+        let times = cell.failover(settings.failover_trials).await;
+        let (median, max) = median_max(times.clone());
+        println!("borgmaster: failover ms {times:?}: median {median:.0}, max {max:.0}");
+        rows.push((
+            "failover median / max (ms)".into(),
+            format!("{median:.0} / {max:.0}"),
+            String::new(),
+        ));
+    }
+    let etcd_ok = ensure_etcd();
+    if etcd_ok {
+        let mut etcd = EtcdCell::start(dir.path());
+        etcd.wait_ready().await;
+        for (row, inflight) in [1usize, 64].into_iter().enumerate() {
+            let rate = etcd.throughput(inflight, settings.throughput_s).await;
+            println!("etcd: {rate:.0} committed puts/s at {inflight} in flight");
+            rows[row].2 = format!("{rate:.0}");
+        }
+        let times = etcd.failover(settings.failover_trials).await;
+        let (median, max) = median_max(times.clone());
+        println!("etcd: failover ms {times:?}: median {median:.0}, max {max:.0}");
+        rows[2].2 = format!("{median:.0} / {max:.0}");
+    }
+    {
+        let mut cell = BorgCell::start(&dir.path().join("recovery"), 50);
+        cell.wait_leader().await;
+        let (recovery_ms, rss) = cell.recovery().await;
+        rows.push((
+            "recovery from a checkpoint, 100,000 tasks (ms)".into(),
+            format!("{recovery_ms:.0}"),
+            "-".into(),
+        ));
+        rows.push((
+            "replica memory (VmRSS), 100,000 tasks (MiB)".into(),
+            format!("{:.0}", rss as f64 / (1 << 20) as f64),
+            "-".into(),
+        ));
+    }
+    println!("\n| figure | borgmaster | etcd 3.4 |\n|---|---|---|");
+    for (name, ours, theirs) in rows {
+        println!("| {name} | {ours} | {theirs} |");
+    }
+}
+
+/// Five replica processes of this binary.
+struct BorgCell {
+    addresses: Vec<String>,
+    members: Vec<Member>,
+}
+
+impl BorgCell {
+    fn start(dir: &Path, checkpoint_every_entries: u64) -> BorgCell {
+        std::fs::create_dir_all(dir).expect("bench dir");
+        let addresses: Vec<String> = (0..MEMBERS)
+            .map(|_| format!("127.0.0.1:{}", free_port()))
+            .collect();
+        let peers = addresses
+            .iter()
+            .enumerate()
+            .map(|(i, a)| format!("{}={a}", i + 1))
+            .collect::<Vec<_>>()
+            .join(",");
+        let exe = std::env::current_exe().expect("own path");
+        let members = (1..=MEMBERS)
+            .map(|id| {
+                let log =
+                    std::fs::File::create(dir.join(format!("replica-{id}.log"))).expect("log");
+                let mut command = Command::new(&exe);
+                command
+                    .args(["replica", &id.to_string(), &peers])
+                    .arg(dir.join(format!("replica-{id}")))
+                    .arg(checkpoint_every_entries.to_string())
+                    .env("RUST_LOG", "warn")
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(log);
+                Member::spawn(command)
+            })
+            .collect();
+        BorgCell { addresses, members }
+    }
+
+    async fn status(&self, index: usize) -> Option<v1::ReplicaStatus> {
+        let channel =
+            tonic::transport::Endpoint::from_shared(format!("http://{}", self.addresses[index]))
+                .ok()?
+                .connect_timeout(Duration::from_millis(200))
+                .timeout(Duration::from_secs(10))
+                .connect()
+                .await
+                .ok()?;
+        ReplicaServiceClient::new(channel)
+            .status(v1::ReplicaStatusRequest::default())
+            .await
+            .ok()
+            .map(|r| r.into_inner())
+    }
+
+    /// Index (0-based) of the leader once a live replica reports it leads.
+    async fn wait_leader(&self) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            for i in 0..MEMBERS {
+                if self.members[i].child.is_none() {
+                    continue;
+                }
+                if let Some(s) = self.status(i).await {
+                    if s.is_leader {
+                        return i;
+                    }
+                }
+            }
+            assert!(Instant::now() < deadline, "no borgmaster leader");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The leader every live replica names (None if they disagree or none is known).
+    async fn agreed_leader(&self) -> Option<u64> {
+        let mut leaders = Vec::new();
+        for i in 0..MEMBERS {
+            leaders.push(self.status(i).await?.leader_id);
+        }
+        let first = leaders[0];
+        (first != 0 && leaders.iter().all(|l| *l == first)).then_some(first)
+    }
+
+    fn client(&self, address: &str) -> CellServiceClient<tonic::transport::Channel> {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+            .expect("endpoint")
+            .connect_timeout(Duration::from_millis(200))
+            .timeout(Duration::from_millis(
+                FAILOVER_WRITE_ATTEMPT_TIMEOUT_MS.max(5_000),
+            ))
+            .tcp_nodelay(true)
+            .connect_lazy();
+        CellServiceClient::new(channel)
+    }
+
+    async fn throughput(&self, inflight: usize, seconds: u64) -> f64 {
+        let leader = self.wait_leader().await;
+        let client = self.client(&self.addresses[leader]);
+        let counter = Arc::new(AtomicU64::new(0));
+        let stop = Instant::now() + Duration::from_secs(seconds);
+        let mut writers = tokio::task::JoinSet::new();
+        for w in 0..inflight {
+            let (mut client, counter) = (client.clone(), counter.clone());
+            writers.spawn(async move {
+                let mut n = 0u64;
+                while Instant::now() < stop {
+                    let name = format!("t{inflight}-{w}-{n}");
+                    n += 1;
+                    let request = v1::SubmitJobRequest {
+                        spec: Some(job(&name, 1)),
+                        request_id: name.clone(),
+                        check_index: None,
+                    };
+                    if client.submit_job(request).await.is_ok() {
+                        counter.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+        let started = Instant::now();
+        while writers.join_next().await.is_some() {}
+        counter.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+    }
+
+    /// One write accepted by any live replica (followers forward), trying each in turn.
+    async fn write_anywhere(&self, name: &str) -> bool {
+        for i in 0..MEMBERS {
+            if self.members[i].child.is_none() {
+                continue;
+            }
+            let mut client = self.client(&self.addresses[i]);
+            let mut request = tonic::Request::new(v1::SubmitJobRequest {
+                spec: Some(job(name, 1)),
+                request_id: name.into(),
+                check_index: None,
+            });
+            request.set_timeout(Duration::from_millis(FAILOVER_WRITE_ATTEMPT_TIMEOUT_MS));
+            if client.submit_job(request).await.is_ok() {
+                return true;
+            }
+        }
+        false
+    }
+
+    async fn failover(&mut self, trials: usize) -> Vec<f64> {
+        let mut times = Vec::new();
+        for trial in 0..trials {
+            let leader = self.wait_leader().await;
+            assert!(self.write_anywhere(&format!("pre-{trial}")).await);
+            self.members[leader].kill();
+            let killed = Instant::now();
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                if self.write_anywhere(&format!("fo-{trial}-{attempt}")).await {
+                    break;
+                }
+                assert!(
+                    killed.elapsed() < Duration::from_secs(FAILOVER_DEADLINE_S),
+                    "no write after failover"
+                );
+            }
+            times.push(killed.elapsed().as_secs_f64() * 1000.0);
+            self.members[leader].restart();
+            // Let the restarted replica catch up before the next trial.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        times
+    }
+
+    /// Loads 100,000 tasks, waits for a checkpoint covering them on a follower, restarts that
+    /// follower (SIGKILL) and times it until it serves at the leader's applied index.
+    async fn recovery(&mut self) -> (f64, u64) {
+        let leader = self.wait_leader().await;
+        let mut client = self.client(&self.addresses[leader]);
+        for j in 0..RECOVERY_JOBS {
+            let name = format!("big-{j}");
+            let request = v1::SubmitJobRequest {
+                spec: Some(job(&name, RECOVERY_TASKS_PER_JOB)),
+                request_id: name,
+                check_index: None,
+            };
+            client.submit_job(request).await.expect("load tasks");
+        }
+        let target = self
+            .status(leader)
+            .await
+            .expect("leader status")
+            .applied_index;
+        let follower = (0..MEMBERS).find(|i| *i != leader).expect("a follower");
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Some(s) = self.status(follower).await {
+                if s.checkpoint_index >= target - 1 && s.applied_index >= target {
+                    break;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no checkpoint of the loaded cell"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let rss = (0..MEMBERS)
+            .map(|i| self.members[i].rss_bytes())
+            .max()
+            .unwrap_or(0);
+        self.members[follower].kill();
+        let started = Instant::now();
+        self.members[follower].restart();
+        loop {
+            if let Some(s) = self.status(follower).await {
+                if s.applied_index >= target {
+                    break;
+                }
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "replica did not recover"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let recovery_ms = started.elapsed().as_secs_f64() * 1000.0;
+        println!("borgmaster: recovery of a replica from a checkpoint of {} tasks: {recovery_ms:.0} ms; largest replica VmRSS {} MiB", RECOVERY_JOBS as u32 * RECOVERY_TASKS_PER_JOB, rss >> 20);
+        (recovery_ms, rss)
+    }
+}
+
+fn job(name: &str, replicas: u32) -> v1::JobSpec {
+    v1::JobSpec {
+        name: name.into(),
+        owner: "bench".into(),
+        priority: 100,
+        replicas,
+        task: Some(v1::TaskTemplate {
+            command: "/bin/true".into(),
+            resources: Some(v1::Resources {
+                cpu_millis: 1,
+                ram_bytes: 1 << 20,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Installs Debian's etcd-server when `etcd` is missing; false if that fails.
+fn ensure_etcd() -> bool {
+    if Command::new("etcd").arg("--version").output().is_ok() {
+        return true;
+    }
+    println!("installing etcd-server with apt-get");
+    let ok = Command::new("apt-get")
+        .args(["install", "-y", "etcd-server"])
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        println!("etcd could not be installed: its column stays empty");
+    }
+    ok
+}
+
+/// Five etcd members on loopback.
+struct EtcdCell {
+    clients: Vec<String>,
+    members: Vec<Member>,
+}
+
+impl EtcdCell {
+    fn start(dir: &Path) -> EtcdCell {
+        let clients: Vec<String> = (0..MEMBERS)
+            .map(|_| format!("127.0.0.1:{}", free_port()))
+            .collect();
+        let peers: Vec<String> = (0..MEMBERS)
+            .map(|_| format!("127.0.0.1:{}", free_port()))
+            .collect();
+        let cluster = peers
+            .iter()
+            .enumerate()
+            .map(|(i, p)| format!("m{i}=http://{p}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let members = (0..MEMBERS)
+            .map(|i| {
+                let log = std::fs::File::create(dir.join(format!("etcd-{i}.log"))).expect("log");
+                let mut command = Command::new("etcd");
+                command
+                    .arg("--name")
+                    .arg(format!("m{i}"))
+                    .arg("--data-dir")
+                    .arg(dir.join(format!("etcd-{i}")))
+                    .arg("--listen-client-urls")
+                    .arg(format!("http://{}", clients[i]))
+                    .arg("--advertise-client-urls")
+                    .arg(format!("http://{}", clients[i]))
+                    .arg("--listen-peer-urls")
+                    .arg(format!("http://{}", peers[i]))
+                    .arg("--initial-advertise-peer-urls")
+                    .arg(format!("http://{}", peers[i]))
+                    .arg("--initial-cluster")
+                    .arg(&cluster)
+                    .arg("--initial-cluster-token")
+                    .arg("bench")
+                    .arg("--initial-cluster-state")
+                    .arg("new")
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(log);
+                Member::spawn(command)
+            })
+            .collect();
+        EtcdCell { clients, members }
+    }
+
+    async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.leader().await.is_none() {
+            assert!(Instant::now() < deadline, "etcd did not elect a leader");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Index of the member that leads, from `/v3/maintenance/status` of the live members.
+    async fn leader(&self) -> Option<usize> {
+        for i in 0..MEMBERS {
+            if self.members[i].child.is_none() {
+                continue;
+            }
+            let Ok(Ok(mut conn)) = tokio::time::timeout(
+                Duration::from_millis(500),
+                HttpConn::connect(&self.clients[i]),
+            )
+            .await
+            else {
+                continue;
+            };
+            let Ok(Ok((200, body))) = tokio::time::timeout(
+                Duration::from_millis(500),
+                conn.post("/v3/maintenance/status", "{}"),
+            )
+            .await
+            else {
+                continue;
+            };
+            let Ok(json) = serde_json::from_slice::<serde_json::Value>(&body) else {
+                continue;
+            };
+            let leader = json["leader"].as_str().unwrap_or("");
+            if !leader.is_empty() && json["header"]["member_id"].as_str() == Some(leader) {
+                return Some(i);
+            }
+        }
+        None
+    }
+
+    async fn throughput(&self, inflight: usize, seconds: u64) -> f64 {
+        let leader = self.leader().await.unwrap_or(0);
+        let counter = Arc::new(AtomicU64::new(0));
+        let stop = Instant::now() + Duration::from_secs(seconds);
+        let mut writers = tokio::task::JoinSet::new();
+        for w in 0..inflight {
+            let (address, counter) = (self.clients[leader].clone(), counter.clone());
+            writers.spawn(async move {
+                let Ok(mut conn) = HttpConn::connect(&address).await else {
+                    return;
+                };
+                let mut n = 0u64;
+                while Instant::now() < stop {
+                    let body = put_body(&format!("t{inflight}-{w}-{n}"), "value");
+                    n += 1;
+                    match conn.post("/v3/kv/put", &body).await {
+                        Ok((200, _)) => {
+                            counter.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Ok(_) => {}
+                        Err(_) => match HttpConn::connect(&address).await {
+                            Ok(c) => conn = c,
+                            Err(_) => return,
+                        },
+                    }
+                }
+            });
+        }
+        let started = Instant::now();
+        while writers.join_next().await.is_some() {}
+        counter.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+    }
+
+    async fn put_anywhere(&self, key: &str) -> bool {
+        for i in 0..MEMBERS {
+            if self.members[i].child.is_none() {
+                continue;
+            }
+            let attempt = async {
+                let mut conn = HttpConn::connect(&self.clients[i]).await.ok()?;
+                let (code, _) = conn.post("/v3/kv/put", &put_body(key, "v")).await.ok()?;
+                (code == 200).then_some(())
+            };
+            if let Ok(Some(())) = tokio::time::timeout(
+                Duration::from_millis(FAILOVER_WRITE_ATTEMPT_TIMEOUT_MS),
+                attempt,
+            )
+            .await
+            {
+                return true;
+            }
+        }
+        false
+    }
+
+    async fn failover(&mut self, trials: usize) -> Vec<f64> {
+        let mut times = Vec::new();
+        for trial in 0..trials {
+            self.wait_ready().await;
+            let Some(leader) = self.leader().await else {
+                continue;
+            };
+            assert!(self.put_anywhere(&format!("pre-{trial}")).await);
+            self.members[leader].kill();
+            let killed = Instant::now();
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                if self.put_anywhere(&format!("fo-{trial}-{attempt}")).await {
+                    break;
+                }
+                assert!(
+                    killed.elapsed() < Duration::from_secs(FAILOVER_DEADLINE_S),
+                    "etcd: no write after failover"
+                );
+            }
+            times.push(killed.elapsed().as_secs_f64() * 1000.0);
+            self.members[leader].restart();
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        times
+    }
+}
+
+fn put_body(key: &str, value: &str) -> String {
+    format!(
+        r#"{{"key":"{}","value":"{}"}}"#,
+        base64(key.as_bytes()),
+        base64(value.as_bytes())
+    )
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// A minimal HTTP/1.1 keep-alive client for etcd's JSON gateway (POST, Content-Length bodies).
+struct HttpConn {
+    stream: TcpStream,
+    host: String,
+    buffer: Vec<u8>,
+}
+
+impl HttpConn {
+    async fn connect(address: &str) -> std::io::Result<HttpConn> {
+        let stream = TcpStream::connect(address).await?;
+        stream.set_nodelay(true)?;
+        Ok(HttpConn {
+            stream,
+            host: address.to_owned(),
+            buffer: Vec::with_capacity(4096),
+        })
+    }
+
+    async fn post(&mut self, path: &str, body: &str) -> std::io::Result<(u16, Vec<u8>)> {
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            self.host,
+            body.len()
+        );
+        self.stream.write_all(request.as_bytes()).await?;
+        let bad =
+            |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned());
+        loop {
+            if let Some(end) = find(&self.buffer, b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&self.buffer[..end]).to_string();
+                let code: u16 = head
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|c| c.parse().ok())
+                    .ok_or_else(|| bad("status line"))?;
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.eq_ignore_ascii_case("content-length")
+                            .then(|| v.trim().parse().ok())?
+                    })
+                    .ok_or_else(|| bad("no content-length"))?;
+                while self.buffer.len() < end + 4 + length {
+                    self.fill().await?;
+                }
+                let body = self.buffer[end + 4..end + 4 + length].to_vec();
+                self.buffer.drain(..end + 4 + length);
+                return Ok((code, body));
+            }
+            self.fill().await?;
+        }
+    }
+
+    async fn fill(&mut self) -> std::io::Result<()> {
+        let mut chunk = [0u8; 4096];
+        let n = self.stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "closed",
+            ));
+        }
+        self.buffer.extend_from_slice(&chunk[..n]);
+        Ok(())
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}

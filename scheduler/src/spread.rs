@@ -1,0 +1,103 @@
+//! Failure-domain counts per job: how many of a job's tasks each rack and power domain holds
+//! (from the view, plus this plan's placements), for the spreading score terms. Domain names
+//! are interned once per machine so the per-candidate lookups compare integers.
+
+use crate::cache::PositionHasher;
+use crate::scoring::{POWER_ATTRIBUTE, RACK_ATTRIBUTE};
+use crate::view::{CellView, MachineView};
+use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
+
+type Counts = HashMap<u32, u32, BuildHasherDefault<PositionHasher>>;
+
+/// A machine's rack and power domain, interned (`None`: the attribute is missing).
+pub type Domains = [Option<u32>; 2];
+
+/// Index of a job's counts within one `Spread`.
+pub type JobSlot = usize;
+
+#[derive(Debug, Default)]
+struct JobDomains {
+    /// Per domain kind (rack, power): tasks per interned domain.
+    counts: [Counts; 2],
+}
+
+/// Counts for the jobs seen in one `schedule` call, built lazily from the view.
+#[derive(Debug, Default)]
+pub struct Spread {
+    names: [HashMap<String, u32>; 2],
+    jobs: Vec<JobDomains>,
+    by_job: HashMap<String, JobSlot>,
+}
+
+impl Spread {
+    /// The machine's interned rack and power domain.
+    pub fn domains_of(&mut self, machine: &MachineView) -> Domains {
+        let mut out = [None; 2];
+        for (kind, attribute) in [RACK_ATTRIBUTE, POWER_ATTRIBUTE].into_iter().enumerate() {
+            if let Some(value) = machine.attributes.get(attribute) {
+                let names = &mut self.names[kind];
+                let next = u32::try_from(names.len()).unwrap_or(u32::MAX);
+                out[kind] = Some(match names.get(value) {
+                    Some(&id) => id,
+                    None => {
+                        names.insert(value.clone(), next);
+                        next
+                    }
+                });
+            }
+        }
+        out
+    }
+
+    /// The slot of `job`, its counts built from the view on first sight.
+    pub fn prepare(&mut self, view: &CellView, job: &str) -> JobSlot {
+        if let Some(&slot) = self.by_job.get(job) {
+            return slot;
+        }
+        let mut domains = JobDomains::default();
+        if let Some(j) = view.job(job) {
+            for task in j.tasks.values().filter(|t| t.state.is_placed()) {
+                if let Some(machine) = view.machine(&task.machine) {
+                    let of = self.domains_of(machine);
+                    domains.add(of);
+                }
+            }
+        }
+        let slot = self.jobs.len();
+        self.jobs.push(domains);
+        self.by_job.insert(job.to_owned(), slot);
+        slot
+    }
+
+    /// Tasks of the job in slot `job` in the given rack and power domain.
+    pub fn counts(&self, job: JobSlot, domains: Domains) -> (u32, u32) {
+        let Some(j) = self.jobs.get(job) else {
+            return (0, 0);
+        };
+        let count = |kind: usize| {
+            domains[kind]
+                .and_then(|d| j.counts[kind].get(&d))
+                .copied()
+                .unwrap_or(0)
+        };
+        (count(0), count(1))
+    }
+
+    /// Records a placement of a task of the job in slot `job` in the given domains.
+    pub fn record(&mut self, job: JobSlot, domains: Domains) {
+        if let Some(j) = self.jobs.get_mut(job) {
+            j.add(domains);
+        }
+    }
+}
+
+impl JobDomains {
+    fn add(&mut self, domains: Domains) {
+        for (kind, domain) in domains.into_iter().enumerate() {
+            if let Some(d) = domain {
+                *self.counts[kind].entry(d).or_insert(0) += 1;
+            }
+        }
+    }
+}
