@@ -142,19 +142,27 @@ impl Checker {
         }
     }
 
+    /// The tuple a `job` or `alloc` declaration must be, or an error saying it is not.
+    fn declared_tuple<'d>(&mut self, decl: &'d Decl, kind: &str) -> Option<&'d Tuple> {
+        match &decl.value {
+            Value::Tuple(t) => Some(t),
+            other => {
+                self.errors.push(Error::new(
+                    decl.value_span,
+                    format!(
+                        "{kind} `{}` must be a tuple `{{ ... }}`, but this is {}",
+                        decl.name,
+                        other.describe()
+                    ),
+                ));
+                None
+            }
+        }
+    }
+
     pub fn job(&mut self, decl: &Decl) -> Option<(JobSpec, JobExtras)> {
         let errors_before = self.errors.len();
-        let Value::Tuple(t) = &decl.value else {
-            self.errors.push(Error::new(
-                decl.value_span,
-                format!(
-                    "job `{}` must be a tuple `{{ ... }}`, but this is {}",
-                    decl.name,
-                    decl.value.describe()
-                ),
-            ));
-            return None;
-        };
+        let t = self.declared_tuple(decl, "job")?;
         self.check_keys(t, &JOB_FIELDS, &format!("job `{}`", decl.name));
         let mut spec = JobSpec {
             name: decl.name.to_string(),
@@ -648,17 +656,7 @@ impl Checker {
 
     pub fn alloc(&mut self, decl: &Decl) -> Option<AllocSpec> {
         let before = self.errors.len();
-        let Value::Tuple(t) = &decl.value else {
-            self.errors.push(Error::new(
-                decl.value_span,
-                format!(
-                    "alloc `{}` must be a tuple `{{ ... }}`, but this is {}",
-                    decl.name,
-                    decl.value.describe()
-                ),
-            ));
-            return None;
-        };
+        let t = self.declared_tuple(decl, "alloc")?;
         self.check_keys(t, &ALLOC_FIELDS, &format!("alloc `{}`", decl.name));
         let mut alloc = AllocSpec {
             name: decl.name.to_string(),
