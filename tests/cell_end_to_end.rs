@@ -74,6 +74,34 @@ fn a_job_runs_as_real_processes_and_kill_stops_them() {
         "{status:#}"
     );
 
+    // A job no machine can hold stays pending, and `borg job why` says what is short.
+    let giant = cell.write_file(
+        "giant.bcl",
+        &SLEEPER
+            .replace("job sleeper", "job giant")
+            .replace("cpu = 50m", "cpu = 1000"),
+    );
+    let submitted = cell.borg(&["job", "run", "--detach", giant.to_str().unwrap()]);
+    assert!(
+        submitted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&submitted.stderr)
+    );
+    let why = cell.borg_json(&["job", "why", "giant"]).expect("job why");
+    assert_eq!(why["pending"], serde_json::json!([0, 1, 2]), "{why:#}");
+    assert_eq!(why["why"]["machines_total"], 1, "{why:#}");
+    assert_eq!(why["why"]["resource_shortfalls"]["cpu"], 1, "{why:#}");
+    assert_eq!(why["why"]["best"], serde_json::json!([]), "{why:#}");
+    let text = cell.borg(&["job", "why", "giant/1"]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("1 task(s) pending (1)") && text.contains("short of cpu"),
+        "{text}"
+    );
+    let settled = cell.borg_json(&["job", "why", "sleeper"]).unwrap();
+    assert_eq!(settled["why"], serde_json::Value::Null, "{settled:#}");
+    assert_eq!(cell.borg(&["job", "why", "nope"]).status.code(), Some(3));
+
     let killed = cell.borg(&["job", "kill", "sleeper"]);
     assert!(
         killed.status.success(),

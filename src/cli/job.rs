@@ -50,12 +50,19 @@ pub enum JobCommand {
     /// Show what submitting a file would change (tasks created, destroyed, recreated), whether
     /// the tasks would fit now and whom they would preempt, and the index for --check-index.
     Plan { file: PathBuf },
+    /// Explain why a job's tasks are pending: machines failing each constraint, exhausted
+    /// resources, the best candidates, and the smallest change that would make them fit.
+    Why {
+        /// NAME, or NAME/INDEX for one task.
+        target: String,
+    },
 }
 
 pub async fn run(command: JobCommand, global: &GlobalArgs) -> anyhow::Result<()> {
     match command {
         JobCommand::Inspect { file } => inspect(&file),
         JobCommand::Plan { file } => super::plan::run(&file, global).await,
+        JobCommand::Why { target } => super::why::run(&target, global).await,
         JobCommand::Run {
             file,
             detach,

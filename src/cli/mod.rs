@@ -1,5 +1,6 @@
 //! Command-line interface: argument definitions and dispatch to one module per command group.
 
+mod cell_view;
 mod daemons;
 mod dev;
 mod exit;
@@ -13,6 +14,7 @@ mod render;
 mod sim;
 mod ssh;
 mod token;
+mod why;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 

@@ -5,12 +5,12 @@
 //! scheduler library, so "would it fit, whom would it preempt" is answered by the same code
 //! that will place it.
 
+use super::cell_view::{build_view, fetch_cell};
 use super::job::{current_user, load_jobs};
 use super::{master_client, GlobalArgs, OutputFormat};
 use anyhow::Context;
 use borg_model::{JobSpec, TaskId, TaskState};
 use borg_proto::v1;
-use borg_proto::v1::cell_service_client::CellServiceClient;
 use serde_json::json;
 use std::path::Path;
 
@@ -121,23 +121,7 @@ pub fn dry_run(
     spec: &JobSpec,
     diff: &JobDiff,
 ) -> DryRun {
-    use scheduler::view_sync::{job_from_wire, machine_from_wire};
-    let mut view = scheduler::CellView::new();
-    for machine in machines {
-        if let Ok(machine) = machine_from_wire(machine) {
-            view.upsert_machine(machine);
-        }
-    }
-    let mut current = None;
-    for job in jobs {
-        if let Ok(job) = job_from_wire(job) {
-            if job.name == spec.name {
-                current = Some(job);
-            } else {
-                view.upsert_job(job);
-            }
-        }
-    }
+    let (mut view, current) = build_view(machines, jobs, Some(&spec.name));
     let mut tasks = current
         .as_ref()
         .map(|j| j.tasks.clone())
@@ -318,26 +302,7 @@ fn plan_json(diff: &JobDiff, dry: &DryRun) -> serde_json::Value {
 pub async fn run(file: &Path, global: &GlobalArgs) -> anyhow::Result<()> {
     let specs = load_jobs(file, Some(&current_user()))?;
     let client = master_client(global)?;
-    let (machines, jobs) = client
-        .call(|channel| async move {
-            let mut cell = CellServiceClient::new(channel);
-            let machines = cell
-                .list_machines(v1::ListMachinesRequest { consistent: true })
-                .await?
-                .into_inner()
-                .machines;
-            let jobs = cell
-                .list_jobs(v1::ListJobsRequest {
-                    consistent: true,
-                    owner: String::new(),
-                })
-                .await?
-                .into_inner()
-                .jobs;
-            Ok((machines, jobs))
-        })
-        .await
-        .context("reading the cell's machines and jobs")?;
+    let (machines, jobs) = fetch_cell(&client).await?;
     let mut outputs = Vec::new();
     for spec in &specs {
         let current = jobs
