@@ -11,6 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "borg/v1/link.proto",
         "borg/v1/borglet.proto",
         "borg/v1/replica.proto",
+        "borg/v1/access.proto",
     ];
     for file in &files {
         println!("cargo:rerun-if-changed={file}");

@@ -26,26 +26,9 @@ const CLIENT_CONCURRENCY: usize = 16;
 const KILL_AFTER_ACKS: usize = 500;
 const DEADLINE: Duration = Duration::from_secs(60);
 
-fn job(name: &str) -> v1::JobSpec {
-    v1::JobSpec {
-        name: name.into(),
-        owner: support::ADMIN_USER.into(),
-        priority: 100,
-        replicas: 1,
-        task: Some(v1::TaskTemplate {
-            command: "/bin/true".into(),
-            resources: Some(v1::Resources {
-                cpu_millis: 1,
-                ram_bytes: 1 << 20,
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-async fn status(address: &str) -> Option<v1::ReplicaStatus> {
+/// Replica status, asked with the cluster token (replicas refuse `ReplicaService` calls
+/// without it).
+async fn status(address: &str, cluster_token: &str) -> Option<v1::ReplicaStatus> {
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
         .ok()?
         .connect_timeout(Duration::from_millis(500))
@@ -53,7 +36,8 @@ async fn status(address: &str) -> Option<v1::ReplicaStatus> {
         .connect()
         .await
         .ok()?;
-    ReplicaServiceClient::new(channel)
+    let token = borg_common::master_client::TokenInterceptor::new(Some(cluster_token)).ok()?;
+    ReplicaServiceClient::with_interceptor(channel, token)
         .status(v1::ReplicaStatusRequest {
             with_state_hash: true,
         })
@@ -91,6 +75,7 @@ where
 /// The id (1-based) of the replica that leads, once the running ones agree.
 async fn leader(cell: &TestCell) -> usize {
     let addresses = addresses(cell);
+    let token = &cell.cluster_token;
     eventually("an agreed leader", || {
         let addresses = addresses.clone();
         let running: Vec<usize> = (1..=REPLICAS)
@@ -99,7 +84,7 @@ async fn leader(cell: &TestCell) -> usize {
         async move {
             let mut leaders = Vec::new();
             for id in running {
-                leaders.push(status(&addresses[id - 1]).await?.leader_id as usize);
+                leaders.push(status(&addresses[id - 1], token).await?.leader_id as usize);
             }
             let first = leaders[0];
             (first != 0 && leaders.iter().all(|l| *l == first)).then_some(first)
@@ -111,12 +96,13 @@ async fn leader(cell: &TestCell) -> usize {
 /// Waits until every running replica applied the same index with the same state hash.
 async fn converged(cell: &TestCell) -> String {
     let addresses = addresses(cell);
+    let token = &cell.cluster_token;
     eventually("all replicas at one state hash", || {
         let addresses = addresses.clone();
         async move {
             let mut seen = Vec::new();
             for address in &addresses {
-                let s = status(address).await?;
+                let s = status(address, token).await?;
                 seen.push((s.applied_index, s.state_hash));
             }
             let first = seen[0].clone();
@@ -194,7 +180,7 @@ async fn acknowledged_writes_survive_a_killed_leader_and_a_full_restart() {
                 }
                 let name = format!("fo-{i}");
                 let request = v1::SubmitJobRequest {
-                    spec: Some(job(&name)),
+                    spec: Some(support::tiny_job(&name)),
                     request_id: format!("failover-{i}"),
                     check_index: None,
                 };
@@ -239,8 +225,13 @@ async fn acknowledged_writes_survive_a_killed_leader_and_a_full_restart() {
     // The killed leader rejoins and all five converge.
     cell.restart_master(first_leader);
     let hash = converged(&cell).await;
-    master_status::run(addresses(&cell), false).await.unwrap();
-    master_status::run(addresses(&cell), true).await.unwrap();
+    let admin = Some(cell.admin_token.clone());
+    master_status::run(addresses(&cell), admin.clone(), false)
+        .await
+        .unwrap();
+    master_status::run(addresses(&cell), admin, true)
+        .await
+        .unwrap();
 
     // Stop all five (SIGKILL) and start them again on their data directories.
     for id in 1..=REPLICAS {

@@ -375,9 +375,11 @@ pub fn keeper(p: &Prepared) -> std::io::Result<()> {
 
 /// borgssh: enters a running task (its cgroup through `p.cgroup_join_fds`, then the namespaces
 /// open at `namespaces`, PID namespace first) and runs `p`'s program there with the spawned
-/// process's stdout and stderr. Like the keeper, it returns only with a start error and
-/// otherwise exits the way the program did.
-pub fn enter(p: &Prepared, namespaces: &[c_int]) -> std::io::Result<()> {
+/// process's stdin, stdout and stderr. With `terminal`, stdin is a PTY's slave: the program
+/// leads a session of its own inside the task's PID namespace with it as its controlling
+/// terminal (so a shell's job control sees only process groups of its namespace). Like the
+/// keeper, it returns only with a start error and otherwise exits the way the program did.
+pub fn enter(p: &Prepared, namespaces: &[c_int], terminal: bool) -> std::io::Result<()> {
     reset_signals(&[]);
     for &fd in &p.cgroup_join_fds {
         // SAFETY: writes to a descriptor opened before the fork.
@@ -394,6 +396,13 @@ pub fn enter(p: &Prepared, namespaces: &[c_int]) -> std::io::Result<()> {
     check(child)?;
     if child == 0 {
         close(exec_error[0]);
+        // SAFETY: a new session, with stdin (a PTY slave opened before the fork) as its
+        // controlling terminal.
+        if terminal
+            && (unsafe { libc::setsid() } < 0 || unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } < 0)
+        {
+            report_errno_and_exit(exec_error[1], errno());
+        }
         task(p, 1, 2, exec_error[1]);
     }
     close(exec_error[1]);

@@ -30,6 +30,9 @@ pub enum IsolationMode {
     Off,
 }
 
+/// Default of `BorgletConfig::starts_in_flight_max`.
+pub const STARTS_IN_FLIGHT_DEFAULT: usize = 16;
+
 #[derive(Debug, Clone)]
 pub struct BorgletConfig {
     /// `host:port` of every master replica (registration goes to the leader).
@@ -51,7 +54,8 @@ pub struct BorgletConfig {
     /// Capacity to register instead of what procfs reports.
     pub capacity_override: Option<Resources>,
     pub metrics_address: Option<SocketAddr>,
-    /// Cluster token sent to the masters (the control-plane role); None sends none.
+    /// Cluster token sent to the masters (the control-plane role), and the only token this
+    /// borglet's own service accepts; None sends none and accepts any caller.
     pub master_token: Option<String>,
     /// Time between SIGTERM and SIGKILL when a task is stopped.
     pub stop_grace_period_ms: u64,
@@ -66,6 +70,9 @@ pub struct BorgletConfig {
     pub task_pids_max: u64,
     /// Most tasks a single Poll may ask this machine to run.
     pub desired_tasks_max: usize,
+    /// Task starts in progress at once (each on a blocking thread: fork, cgroup, exec). A
+    /// Poll answers without waiting for them.
+    pub starts_in_flight_max: usize,
     /// Sandboxes (working directories and logs) of finished tasks kept on disk; older ones
     /// are deleted.
     pub finished_sandboxes_max: usize,
@@ -85,8 +92,9 @@ pub struct BorgletConfig {
     pub cpu_busy_threshold_percent: u32,
     /// Time between rounds of memory reclamation and CPU capping.
     pub enforcement_interval_ms: u64,
-    /// Users besides a task's owner allowed to run commands in it (borgssh). Not yet
-    /// authenticated: the caller names itself.
+    /// Users besides a task's owner allowed to run commands in it (borgssh), besides those
+    /// the master vouches for as admins. The user name comes from the master, which
+    /// authenticated it.
     pub exec_admin_users: Vec<String>,
     /// Longest a borgssh command may run before it is killed.
     pub exec_timeout_max_ms: u64,
@@ -118,6 +126,7 @@ impl BorgletConfig {
             reregister_interval_ms: 30_000,
             task_pids_max: 4_096,
             desired_tasks_max: 10_000,
+            starts_in_flight_max: STARTS_IN_FLIGHT_DEFAULT,
             finished_sandboxes_max: 200,
             task_path: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_owned(),
             isolation: IsolationMode::Auto,

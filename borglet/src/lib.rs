@@ -7,6 +7,7 @@
 //! `service` (gRPC), `register` (machine registration), `machine` (capacity).
 
 pub mod assignment;
+pub mod auth;
 pub mod cgroups;
 pub mod child;
 pub mod config;
@@ -17,11 +18,13 @@ pub mod log_rotation;
 pub mod machine;
 pub mod metrics;
 pub mod pressure;
+pub mod pty;
 pub mod register;
 pub mod restart;
 pub mod runner;
 pub mod sandbox;
 pub mod service;
+pub mod shell;
 pub mod state_dir;
 pub mod substitute;
 pub mod supervisor;
@@ -88,6 +91,12 @@ fn validate(config: &BorgletConfig) -> Result<(), BorgletError> {
         return Err(BorgletError::InvalidConfig {
             field: "task_user",
             reason: format!("{:?} is not a valid user name", config.task_user),
+        });
+    }
+    if config.starts_in_flight_max == 0 {
+        return Err(BorgletError::InvalidConfig {
+            field: "starts_in_flight_max",
+            reason: "must be at least 1".to_owned(),
         });
     }
     if config.desired_tasks_max == 0 {
@@ -252,6 +261,7 @@ impl Borglet {
                 max_bytes: config.log_max_bytes,
                 files_kept: config.log_files_kept,
             },
+            starts_in_flight_max: config.starts_in_flight_max,
         };
         let supervisor = Arc::new(Supervisor::new(settings, cgroups.clone(), metrics.clone()));
         supervisor
@@ -351,8 +361,19 @@ impl Borglet {
             log_readers: Arc::new(tokio::sync::Semaphore::new(log_reader::LOG_READERS_MAX)),
             exec_admin_users: self.config.exec_admin_users.clone(),
             exec_timeout_max_ms: self.config.exec_timeout_max_ms,
+            shell_sessions: Arc::new(tokio::sync::Semaphore::new(service::SHELL_SESSIONS_MAX)),
         })
         .max_decoding_message_size(POLL_REQUEST_MAX_BYTES);
+        if self.config.master_token.is_none() {
+            tracing::warn!("no cluster token configured: this borglet obeys any caller");
+        }
+        let service = tonic::service::interceptor::InterceptedService::new(
+            service,
+            auth::ControlPlaneOnly::new(
+                self.config.master_token.as_deref(),
+                self.metrics.requests_unauthenticated.clone(),
+            ),
+        );
         let incoming =
             tonic::transport::server::TcpIncoming::from(self.listener).with_nodelay(Some(true));
         let served = tonic::transport::Server::builder()

@@ -47,6 +47,7 @@ pub struct BorgletMetrics {
     pub enforcement_rounds: IntCounter,
     pub exec_sessions: IntCounterVec,
     pub registrations: IntCounterVec,
+    pub requests_unauthenticated: IntCounter,
 }
 
 impl BorgletMetrics {
@@ -115,6 +116,10 @@ impl BorgletMetrics {
                 ),
                 &["result"],
             )?,
+            requests_unauthenticated: IntCounter::new(
+                "borglet_requests_unauthenticated_total",
+                "Calls refused because they did not carry the cluster token",
+            )?,
         };
         registry.register(Box::new(metrics.tasks_running.clone()))?;
         registry.register(Box::new(metrics.task_starts.clone()))?;
@@ -129,6 +134,7 @@ impl BorgletMetrics {
         registry.register(Box::new(metrics.enforcement_rounds.clone()))?;
         registry.register(Box::new(metrics.exec_sessions.clone()))?;
         registry.register(Box::new(metrics.registrations.clone()))?;
+        registry.register(Box::new(metrics.requests_unauthenticated.clone()))?;
         Ok(metrics)
     }
 

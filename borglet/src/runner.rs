@@ -9,7 +9,7 @@ use nix::unistd::Pid;
 use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::fs::{File, OpenOptions};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
@@ -298,11 +298,21 @@ fn prepare(spec: &LaunchSpec) -> Result<PreparedLaunch, SpawnError> {
     })
 }
 
+/// What a spawned child's stdin, stdout and stderr are.
+enum ChildIo {
+    /// All /dev/null (a task: its keeper writes the logs).
+    Null,
+    /// stdout and stderr piped to the borglet.
+    Piped,
+    /// All three the slave of a PTY.
+    Terminal(OwnedFd),
+}
+
 /// Spawns the process that runs `body` in the child (it never execs itself; the program is
-/// exec'd by a process it forks). `piped` gives it stdout and stderr pipes, else /dev/null.
+/// exec'd by a process it forks), with `io` as its stdin, stdout and stderr.
 fn spawn_child(
     spec: &LaunchSpec,
-    piped: bool,
+    io: ChildIo,
     mut body: impl FnMut(&Prepared) -> std::io::Result<()> + Send + Sync + 'static,
 ) -> Result<tokio::process::Child, SpawnError> {
     let PreparedLaunch {
@@ -310,24 +320,35 @@ fn spawn_child(
         program_path,
         open_files,
     } = prepare(spec)?;
-    let output = || if piped { Stdio::piped() } else { Stdio::null() };
+    let spawn_error = |source| SpawnError::Exec {
+        program: spec.program.clone(),
+        source,
+    };
     // The path is only what the child is named for; `body` decides what runs.
     let mut command = tokio::process::Command::new(&program_path);
-    command
-        .stdin(Stdio::null())
-        .stdout(output())
-        .stderr(output())
-        .kill_on_drop(piped);
+    match io {
+        ChildIo::Null => command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+        ChildIo::Piped => command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true),
+        ChildIo::Terminal(slave) => command
+            .stdin(Stdio::from(slave.try_clone().map_err(spawn_error)?))
+            .stdout(Stdio::from(slave.try_clone().map_err(spawn_error)?))
+            .stderr(Stdio::from(slave))
+            .kill_on_drop(true),
+    };
     // SAFETY: the closure runs in the child between fork and exec and only makes
     // async-signal-safe system calls on data prepared above (see `child`), which stays alive
     // until the spawn returns because the command owns it.
     unsafe {
         command.pre_exec(move || body(&prepared));
     }
-    let child = command.spawn().map_err(|source| SpawnError::Exec {
-        program: spec.program.clone(),
-        source,
-    })?;
+    let child = command.spawn().map_err(spawn_error)?;
     drop(command);
     drop(open_files);
     Ok(child)
@@ -338,7 +359,7 @@ fn spawn_child(
 /// accounted to it and can be signalled as a group. Returns once the program was exec'd (or
 /// could not be).
 pub fn spawn(spec: &LaunchSpec) -> Result<TaskProcess, SpawnError> {
-    let child = spawn_child(spec, false, child::keeper)?;
+    let child = spawn_child(spec, ChildIo::Null, child::keeper)?;
     let pid = child.id().ok_or_else(|| SpawnError::Exec {
         program: spec.program.clone(),
         source: std::io::Error::other("the process exited before its pid was read"),
@@ -395,8 +416,8 @@ pub async fn run_inside(
     output_max_bytes: usize,
 ) -> Result<InsideOutput, SpawnError> {
     let namespace_fds: Vec<i32> = namespaces.iter().map(AsRawFd::as_raw_fd).collect();
-    let mut process = spawn_child(spec, true, move |prepared| {
-        child::enter(prepared, &namespace_fds)
+    let mut process = spawn_child(spec, ChildIo::Piped, move |prepared| {
+        child::enter(prepared, &namespace_fds, false)
     })?;
     drop(namespaces);
     let pid = process.id().unwrap_or(0);
@@ -428,6 +449,22 @@ pub async fn run_inside(
         truncated: out_dropped || err_dropped,
         timed_out,
     })
+}
+
+/// borgssh with a terminal: starts `spec`'s program inside a running task like `run_inside`,
+/// on the PTY whose slave is `terminal` (its controlling terminal). The caller relays the
+/// PTY's master and waits for the returned process, which exits the way the program did.
+pub fn spawn_inside_terminal(
+    spec: &LaunchSpec,
+    namespaces: Vec<File>,
+    terminal: OwnedFd,
+) -> Result<tokio::process::Child, SpawnError> {
+    let namespace_fds: Vec<i32> = namespaces.iter().map(AsRawFd::as_raw_fd).collect();
+    let process = spawn_child(spec, ChildIo::Terminal(terminal), move |prepared| {
+        child::enter(prepared, &namespace_fds, true)
+    })?;
+    drop(namespaces);
+    Ok(process)
 }
 
 /// Follows the first child `levels` times from `pid` (keeper → init → program).

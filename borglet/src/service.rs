@@ -19,17 +19,72 @@ pub struct BorgletRpc {
     /// Users besides a task's owner who may enter it.
     pub exec_admin_users: Vec<String>,
     pub exec_timeout_max_ms: u64,
+    /// Bounds the interactive sessions served at once.
+    pub shell_sessions: Arc<tokio::sync::Semaphore>,
 }
 
 /// Most argv elements of a borgssh command.
 pub const EXEC_ARGS_MAX: usize = 1_024;
+/// Most interactive borgssh sessions at once.
+pub const SHELL_SESSIONS_MAX: usize = 64;
+/// What an interactive session runs when no command is given.
+const DEFAULT_SHELL: &str = "/bin/sh";
+/// TERM of a session whose caller did not say.
+const DEFAULT_TERM: &str = "xterm";
+
+impl BorgletRpc {
+    /// The running incarnation `incarnation` (0: the current one) of `job/index`.
+    fn running_task(
+        &self,
+        job: &str,
+        index: u32,
+        incarnation: u64,
+    ) -> Result<crate::supervisor::LocatedTask, Status> {
+        self.supervisor
+            .locate(job, index, incarnation)
+            .filter(|t| t.running_pid.is_some())
+            .ok_or_else(|| {
+                Status::failed_precondition(format!(
+                    "task {job}/{index} is not running on machine {}",
+                    self.info.name
+                ))
+            })
+    }
+
+    /// `user` and `caller_admin` come from the master, which authenticated the caller; the
+    /// check here is a second line behind the master's.
+    fn authorize(
+        &self,
+        task: &crate::supervisor::LocatedTask,
+        user: &str,
+        caller_admin: bool,
+    ) -> Result<(), Status> {
+        let owner = task.task.as_ref().map(|a| a.owner.as_str()).unwrap_or("");
+        let allowed = !user.is_empty()
+            && (user == owner || caller_admin || self.exec_admin_users.iter().any(|u| u == user));
+        if allowed {
+            return Ok(());
+        }
+        self.metrics
+            .exec_sessions
+            .with_label_values(&["refused"])
+            .inc();
+        tracing::warn!(task = %task.key, %user, "borgssh refused: not the owner or an admin");
+        Err(Status::permission_denied(format!(
+            "user {user:?} may not enter task {}: only its owner ({owner}) or an admin may",
+            task.key
+        )))
+    }
+}
 
 impl From<ExecError> for Status {
     fn from(error: ExecError) -> Status {
         match &error {
             ExecError::NotRunning { .. } => Status::failed_precondition(error.to_string()),
             ExecError::EmptyCommand => Status::invalid_argument(error.to_string()),
-            ExecError::Namespaces { .. } => Status::unavailable(error.to_string()),
+            ExecError::Namespaces { .. } | ExecError::Terminal(_) => {
+                Status::unavailable(error.to_string())
+            }
             ExecError::Spawn(spawn) if spawn.is_permanent() => {
                 Status::invalid_argument(error.to_string())
             }
@@ -50,6 +105,73 @@ impl From<PollError> for Status {
 #[tonic::async_trait]
 impl BorgletService for BorgletRpc {
     type ReadLogsStream = tokio_stream::wrappers::ReceiverStream<Result<v1::LogChunk, Status>>;
+    type ShellStream = tokio_stream::wrappers::ReceiverStream<Result<v1::ShellOutput, Status>>;
+
+    async fn shell(
+        &self,
+        request: Request<tonic::Streaming<v1::ShellInput>>,
+    ) -> Result<Response<Self::ShellStream>, Status> {
+        let mut inputs = request.into_inner();
+        let start = match inputs.message().await?.and_then(|m| m.input) {
+            Some(v1::shell_input::Input::Start(start)) => start,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "a shell must begin with a `start` message",
+                ))
+            }
+        };
+        if start.command.len() > EXEC_ARGS_MAX {
+            return Err(Status::invalid_argument(format!(
+                "give a command of at most {EXEC_ARGS_MAX} arguments"
+            )));
+        }
+        let task = self.running_task(&start.job, start.index, start.incarnation)?;
+        self.authorize(&task, &start.user, start.caller_admin)?;
+        let permit = Arc::clone(&self.shell_sessions)
+            .try_acquire_owned()
+            .map_err(|_| {
+                Status::resource_exhausted(
+                    "this borglet runs its most interactive sessions at once; try again later",
+                )
+            })?;
+        let command = if start.command.is_empty() {
+            vec![DEFAULT_SHELL.to_owned()]
+        } else {
+            start.command.clone()
+        };
+        let window = start
+            .window
+            .unwrap_or(v1::WindowSize { rows: 24, cols: 80 });
+        let term = if start.term.is_empty() {
+            DEFAULT_TERM
+        } else {
+            start.term.as_str()
+        };
+        tracing::info!(task = %task.key, user = %start.user, command = ?command, "borgssh terminal session");
+        let opened = self.supervisor.open_terminal_in_task(
+            &task,
+            &command,
+            (
+                crate::shell::window_dimension(window.rows),
+                crate::shell::window_dimension(window.cols),
+            ),
+            term,
+        );
+        let result = if opened.is_ok() { "ran" } else { "failed" };
+        self.metrics
+            .exec_sessions
+            .with_label_values(&[result])
+            .inc();
+        let (master, process) = opened?;
+        let (sender, receiver) = tokio::sync::mpsc::channel(crate::shell::SHELL_OUTPUT_QUEUE_MAX);
+        tokio::spawn(async move {
+            crate::shell::relay(master, process, inputs, sender).await;
+            drop(permit);
+        });
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
+            receiver,
+        )))
+    }
 
     async fn read_logs(
         &self,
@@ -106,31 +228,8 @@ impl BorgletService for BorgletRpc {
                 "give a command of 1 to {EXEC_ARGS_MAX} arguments"
             )));
         }
-        let task = self
-            .supervisor
-            .locate(&request.job, request.index, request.incarnation)
-            .filter(|t| t.running_pid.is_some())
-            .ok_or_else(|| {
-                Status::failed_precondition(format!(
-                    "task {}/{} is not running on machine {}",
-                    request.job, request.index, self.info.name
-                ))
-            })?;
-        let owner = task.task.as_ref().map(|a| a.owner.as_str()).unwrap_or("");
-        // NOT AUTHENTICATED YET: `user` is what the caller says it is.
-        let allowed = !request.user.is_empty()
-            && (request.user == owner || self.exec_admin_users.contains(&request.user));
-        if !allowed {
-            self.metrics
-                .exec_sessions
-                .with_label_values(&["refused"])
-                .inc();
-            tracing::warn!(task = %task.key, user = %request.user, "borgssh refused: not the owner or an admin");
-            return Err(Status::permission_denied(format!(
-                "user {:?} may not enter task {}: only its owner ({owner}) or an admin may",
-                request.user, task.key
-            )));
-        }
+        let task = self.running_task(&request.job, request.index, request.incarnation)?;
+        self.authorize(&task, &request.user, request.caller_admin)?;
         let timeout_ms = match request.timeout_ms {
             0 => self.exec_timeout_max_ms,
             asked => asked.min(self.exec_timeout_max_ms),

@@ -35,8 +35,6 @@ pub const CGROUP_DRAIN_PAUSE_MS: u64 = 10;
 /// Attempts to remove an emptied task cgroup (the kernel may report it busy for a moment).
 pub const CGROUP_REMOVE_ATTEMPTS_MAX: u32 = 50;
 pub const CGROUP_REMOVE_PAUSE_MS: u64 = 20;
-/// Task starts (sandbox, cgroup, fork, exec) in progress at once.
-pub const STARTS_IN_FLIGHT_MAX: usize = 4;
 /// Extra time given to actors at shutdown beyond the grace and kill waits.
 const SHUTDOWN_MARGIN_MS: u64 = 2_000;
 
@@ -53,6 +51,8 @@ pub struct SupervisorSettings {
     /// Namespaces and user of every task (`private_tmp` is set per task).
     pub isolation: runner::Isolation,
     pub log: crate::log_rotation::LogLimits,
+    /// Task starts in progress at once (see `BorgletConfig::starts_in_flight_max`).
+    pub starts_in_flight_max: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -185,8 +185,25 @@ pub enum ExecError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot set up a terminal: {0}")]
+    Terminal(#[source] std::io::Error),
     #[error(transparent)]
     Spawn(#[from] SpawnError),
+}
+
+/// Removes a finished task's cgroup, retrying while the kernel still counts its last
+/// processes (blocking: call off the async threads).
+fn remove_cgroup(cgroups: &dyn TaskCgroups, key: &TaskKey) {
+    let name = key.dir_name();
+    for attempt in 1..=CGROUP_REMOVE_ATTEMPTS_MAX {
+        match cgroups.remove(&name) {
+            Ok(()) => return,
+            Err(error) if attempt == CGROUP_REMOVE_ATTEMPTS_MAX => {
+                tracing::warn!(task = %key, %error, "cannot remove the task cgroup")
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(CGROUP_REMOVE_PAUSE_MS)),
+        }
+    }
 }
 
 /// The PID, UTS and mount namespaces of a task, through its init (the keeper's child).
@@ -241,12 +258,12 @@ impl Supervisor {
         Supervisor {
             state_dir: StateDir::new(&settings.data_dir),
             sandboxes: Mutex::new(SandboxRetention::new(settings.finished_sandboxes_max)),
+            start_permits: tokio::sync::Semaphore::new(settings.starts_in_flight_max.max(1)),
             settings,
             cgroups,
             metrics,
             table: Mutex::new(BTreeMap::new()),
             poll_lock: tokio::sync::Mutex::new(()),
-            start_permits: tokio::sync::Semaphore::new(STARTS_IN_FLIGHT_MAX),
             detach: CancellationToken::new(),
         }
     }
@@ -350,7 +367,7 @@ impl Supervisor {
     }
 
     /// Hands a newly desired task to a new actor, which starts it (at most
-    /// [`STARTS_IN_FLIGHT_MAX`] at once, off the async threads) and then supervises it. A
+    /// `starts_in_flight_max` at once, off the async threads) and then supervises it. A
     /// Poll does not wait for the starts: a large desired set is answered at once; a task
     /// reports SCHEDULED until its program runs, then RUNNING with its pid.
     fn start(self: &Arc<Self>, assignment: Arc<TaskAssignment>, since: Instant) {
@@ -734,22 +751,22 @@ impl Supervisor {
     /// Ends the incarnation: final usage, cgroup and record removed, then the terminal phase
     /// (so a task seen terminal is fully cleaned up).
     async fn finish(&self, key: &TaskKey, phase: Phase, exit_code: Option<i32>, message: String) {
-        let final_usage = self.cgroup_usage(key);
-        if let Some(cgroups) = &self.cgroups {
-            let name = key.dir_name();
-            for attempt in 1..=CGROUP_REMOVE_ATTEMPTS_MAX {
-                match cgroups.remove(&name) {
-                    Ok(()) => break,
-                    Err(error) if attempt == CGROUP_REMOVE_ATTEMPTS_MAX => {
-                        tracing::warn!(task = %key, %error, "cannot remove the task cgroup")
-                    }
-                    Err(_) => {
-                        tokio::time::sleep(Duration::from_millis(CGROUP_REMOVE_PAUSE_MS)).await
-                    }
-                }
+        // Reading the cgroup and removing it (an rmdir per hierarchy, which the kernel may
+        // take milliseconds over) must not hold up the async threads that answer Polls.
+        let (cgroups, state_dir, cleaned_key) =
+            (self.cgroups.clone(), self.state_dir.clone(), key.clone());
+        let cleanup = tokio::task::spawn_blocking(move || {
+            let usage = cgroups
+                .as_ref()
+                .map(|c| c.usage(&cleaned_key.dir_name()))
+                .unwrap_or_default();
+            if let Some(cgroups) = &cgroups {
+                remove_cgroup(cgroups.as_ref(), &cleaned_key);
             }
-        }
-        self.state_dir.remove(key);
+            state_dir.remove(&cleaned_key);
+            usage
+        });
+        let final_usage = cleanup.await.unwrap_or_default();
         self.update(key, |slot| {
             slot.phase = phase;
             slot.exit_code = exit_code;
@@ -1036,13 +1053,13 @@ impl Supervisor {
         })
     }
 
-    /// borgssh: runs `command` inside the running task (its cgroup, namespaces and user).
-    pub async fn run_in_task(
+    /// What starts `command` inside the running task: its launch (cgroup, user, environment,
+    /// working directory) and its namespaces.
+    fn inside_launch(
         &self,
         task: &LocatedTask,
         command: &[String],
-        timeout: Duration,
-    ) -> Result<runner::InsideOutput, ExecError> {
+    ) -> Result<(LaunchSpec, Vec<std::fs::File>), ExecError> {
         let (Some(keeper_pid), Some(a)) = (task.running_pid, &task.task) else {
             return Err(ExecError::NotRunning {
                 task: task.key.to_string(),
@@ -1068,7 +1085,36 @@ impl Supervisor {
         } else {
             Vec::new()
         };
+        Ok((spec, namespaces))
+    }
+
+    /// borgssh: runs `command` inside the running task (its cgroup, namespaces and user).
+    pub async fn run_in_task(
+        &self,
+        task: &LocatedTask,
+        command: &[String],
+        timeout: Duration,
+    ) -> Result<runner::InsideOutput, ExecError> {
+        let (spec, namespaces) = self.inside_launch(task, command)?;
         Ok(runner::run_inside(&spec, namespaces, timeout, EXEC_OUTPUT_MAX_BYTES).await?)
+    }
+
+    /// borgssh with a terminal: starts `command` inside the running task on a new PTY of
+    /// `window` (rows, cols) with `TERM=term`; returns the PTY's master and the process.
+    pub fn open_terminal_in_task(
+        &self,
+        task: &LocatedTask,
+        command: &[String],
+        window: (u16, u16),
+        term: &str,
+    ) -> Result<(crate::pty::PtyMaster, tokio::process::Child), ExecError> {
+        let (mut spec, namespaces) = self.inside_launch(task, command)?;
+        spec.env.insert("TERM".to_owned(), term.to_owned());
+        let owner = spec.isolation.user.as_ref().map(|u| (u.uid, u.gid));
+        let pair = crate::pty::open(window.0, window.1, owner).map_err(ExecError::Terminal)?;
+        let master = crate::pty::PtyMaster::new(pair.master).map_err(ExecError::Terminal)?;
+        let process = runner::spawn_inside_terminal(&spec, namespaces, pair.slave)?;
+        Ok((master, process))
     }
 
     /// Stops supervising. With `kill_tasks`, every task is stopped (grace period, then

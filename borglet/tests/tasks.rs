@@ -931,6 +931,7 @@ fn exec_request(task: &v1::AssignedTask, user: &str, command: &[&str]) -> v1::Ex
         user: user.into(),
         command: command.iter().map(|s| s.to_string()).collect(),
         timeout_ms: 20_000,
+        caller_admin: false,
     }
 }
 
@@ -1107,5 +1108,123 @@ async fn logs_are_read_whole_by_tail_and_followed_across_rotations() {
         .await
         .unwrap_err();
     assert_eq!(missing.code(), tonic::Code::NotFound);
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn with_a_cluster_token_only_callers_holding_it_are_obeyed() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let mut config = BorgletConfig::new(vec![], "127.0.0.1:0", MACHINE, data_dir.path());
+    config.cgroups = CgroupMode::Off;
+    config.kill_tasks_on_exit = true;
+    config.master_token = Some("the-cluster-token".into());
+    let borglet = Borglet::bind(config).await.unwrap();
+    let address = format!("http://{}", borglet.local_addr());
+    let registry = borglet.registry().clone();
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(borglet.run(shutdown.clone()));
+    let poll = v1::PollRequest {
+        machine: MACHINE.into(),
+        desired: vec![],
+        master_index: 1,
+    };
+    let channel = tonic::transport::Endpoint::from_shared(address)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+
+    let mut anonymous = BorgletServiceClient::new(channel.clone());
+    let refused = anonymous.poll(poll.clone()).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused}");
+    let exec = anonymous
+        .exec(v1::ExecRequest {
+            job: "any".into(),
+            user: "admin".into(),
+            command: vec!["true".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(exec.code(), tonic::Code::Unauthenticated, "{exec}");
+    let user_token = borg_common::master_client::TokenInterceptor::new(Some("a-user-token"));
+    let mut user = BorgletServiceClient::with_interceptor(channel.clone(), user_token.unwrap());
+    let refused = user.poll(poll.clone()).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused}");
+
+    let cluster = borg_common::master_client::TokenInterceptor::new(Some("the-cluster-token"));
+    let mut control_plane = BorgletServiceClient::with_interceptor(channel, cluster.unwrap());
+    let answer = control_plane.poll(poll).await.unwrap().into_inner();
+    assert_eq!(answer.machine, MACHINE);
+    let refused_total = registry
+        .gather()
+        .iter()
+        .find(|f| f.name() == "borglet_requests_unauthenticated_total")
+        .map(|f| f.get_metric()[0].get_counter().get_value())
+        .unwrap_or(0.0);
+    assert_eq!(refused_total, 3.0);
+    shutdown.cancel();
+    server.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_terminal_session_runs_a_shell_inside_the_task_and_reports_its_exit() {
+    use v1::shell_input::Input;
+    use v1::shell_output::Output;
+    let mut harness = Harness::start(CgroupMode::Auto).await;
+    let target = task("pty-target", 0, "/bin/sleep", &["300"]);
+    let desired = vec![target.clone()];
+    harness
+        .poll_until(&desired, "the task to run", |r| {
+            report_of(r, &target).is_some_and(|t| t.state() == v1::TaskState::Running && t.pid > 0)
+        })
+        .await;
+    let message = |input| v1::ShellInput { input: Some(input) };
+    let start = v1::ShellStart {
+        job: target.job.clone(),
+        index: 0,
+        user: "alice".into(),
+        window: Some(v1::WindowSize {
+            rows: 40,
+            cols: 132,
+        }),
+        ..Default::default()
+    };
+    let inputs = vec![
+        message(Input::Start(start)),
+        message(Input::Stdin(
+            b"stty size; cat /proc/self/cgroup; echo hi-$((6*7)); exit 3\n".to_vec(),
+        )),
+    ];
+    // The input stream stays open (as a user's would) until the session ends.
+    let (sender, receiver) = tokio::sync::mpsc::channel(4);
+    for input in inputs {
+        sender.send(input).await.unwrap();
+    }
+    let mut outputs = harness
+        .client
+        .shell(tokio_stream::wrappers::ReceiverStream::new(receiver))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut printed = Vec::new();
+    let code = loop {
+        match outputs.message().await.unwrap().and_then(|o| o.output) {
+            Some(Output::Data(data)) => printed.extend_from_slice(&data),
+            Some(Output::ExitCode(code)) => break code,
+            None => panic!("the session ended without an exit code"),
+        }
+    };
+    drop(sender);
+    let printed = String::from_utf8_lossy(&printed);
+    assert_eq!(code, 3, "{printed}");
+    assert!(printed.contains("hi-42"), "{printed}");
+    assert!(printed.contains("40 132"), "{printed}");
+    if harness.cgroups.is_some() {
+        assert!(printed.contains("/pty-target.0.1"), "{printed}");
+    }
+    harness
+        .poll_until(&[], "the task to be forgotten", |r| r.tasks.is_empty())
+        .await;
     harness.stop().await;
 }

@@ -31,8 +31,15 @@ const RECOVERY_TASKS_PER_JOB: u32 = 1_000;
 
 struct Settings {
     throughput_s: u64,
+    /// Throughput rounds (borgmaster then etcd, at each concurrency); medians are reported.
+    rounds: usize,
     failover_trials: usize,
+    etcd: bool,
+    /// Only the throughput rounds (for profiling).
+    throughput_only: bool,
 }
+
+const USAGE: &str = "master_bench [--quick] [--rounds N] [--no-etcd] [--throughput-only]";
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -41,9 +48,22 @@ fn main() {
         return;
     }
     let quick = args.iter().any(|a| a == "--quick");
+    let rounds = match args.iter().position(|a| a == "--rounds") {
+        Some(i) => match args.get(i + 1).and_then(|n| n.parse().ok()) {
+            Some(n) if n >= 1 => n,
+            _ => {
+                eprintln!("--rounds needs a number of 1 or more\n{USAGE}");
+                std::process::exit(2);
+            }
+        },
+        None => 3,
+    };
     let settings = Settings {
         throughput_s: if quick { 3 } else { 10 },
+        rounds,
         failover_trials: 7,
+        etcd: !args.iter().any(|a| a == "--no-etcd"),
+        throughput_only: args.iter().any(|a| a == "--throughput-only"),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -55,6 +75,11 @@ fn main() {
 
 /// Child mode: one replica until killed.
 fn run_replica(args: &[String]) {
+    // Warnings and errors go to the replica's log file (stderr), from RUST_LOG.
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
     let id: u64 = args[0].parse().expect("replica id");
     let peers = borgmaster::ReplicaConfig::parse_peers(&args[1]).expect("peers");
     let mut config = borgmaster::ReplicaConfig::new(id, peers, PathBuf::from(&args[2]));
@@ -127,55 +152,102 @@ fn median_max(mut values: Vec<f64>) -> (f64, f64) {
     (median, values.last().copied().unwrap_or(f64::NAN))
 }
 
+/// Median of `values` (the upper one of an even count); NaN when empty.
+fn median(values: &[f64]) -> f64 {
+    median_max(values.to_vec()).0
+}
+
 async fn bench(settings: Settings) {
     let dir = tempfile::Builder::new()
         .prefix("master-bench-")
         .tempdir()
         .expect("temp dir");
     println!("machine: {} cores; tick 10 ms, election timeout 10 ticks (borgmaster); etcd defaults (heartbeat 100 ms, election 1000 ms)", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
-
+    let concurrencies = [1usize, 64];
     let mut rows: Vec<(String, String, String)> = Vec::new();
-    {
-        let mut cell = BorgCell::start(dir.path(), 1_000_000);
-        cell.wait_leader().await;
-        let leader_before = cell.agreed_leader().await;
-        for inflight in [1usize, 64] {
+    let cell = BorgCell::start(dir.path(), 1_000_000);
+    cell.wait_leader().await;
+    let etcd = if settings.etcd && ensure_etcd() {
+        let etcd = EtcdCell::start(dir.path());
+        etcd.wait_ready().await;
+        Some(etcd)
+    } else {
+        None
+    };
+    // Both cells run side by side; each round measures borgmaster, then etcd, at every
+    // concurrency, so both see the same machine load.
+    let (leader_before, changes_before) = cell.leadership().await;
+    let mut ours: Vec<Vec<f64>> = vec![Vec::new(); concurrencies.len()];
+    let mut theirs: Vec<Vec<f64>> = vec![Vec::new(); concurrencies.len()];
+    for round in 1..=settings.rounds {
+        for (c, &inflight) in concurrencies.iter().enumerate() {
             let rate = cell.throughput(inflight, settings.throughput_s).await;
-            println!("borgmaster: {rate:.0} committed mutations/s at {inflight} in flight");
-            rows.push((
-                format!("mutations/s, {inflight} in flight"),
-                format!("{rate:.0}"),
-                String::new(),
-            ));
+            ours[c].push(rate);
+            let etcd_rate = match &etcd {
+                Some(etcd) => etcd.throughput(inflight, settings.throughput_s).await,
+                None => f64::NAN,
+            };
+            theirs[c].push(etcd_rate);
+            println!(
+                "round {round}, {inflight} in flight: borgmaster {rate:.0} committed mutations/s, etcd {etcd_rate:.0} committed puts/s: {:.2}x",
+                rate / etcd_rate
+            );
         }
-        let leader_after = cell.agreed_leader().await;
+    }
+    let (leader_after, changes_after) = cell.leadership().await;
+    let changes = changes_after.saturating_sub(changes_before);
+    println!(
+        "borgmaster: leader before/after the throughput runs: {leader_before:?}/{leader_after:?}; leader changes seen by the replicas meanwhile: {changes} ({})",
+        if changes == 0 && leader_before.is_some() && leader_before == leader_after { "no leader change" } else { "LEADER CHANGED" }
+    );
+    for (c, inflight) in concurrencies.iter().enumerate() {
+        let (a, b) = (median(&ours[c]), median(&theirs[c]));
+        let ratios: Vec<f64> = ours[c].iter().zip(&theirs[c]).map(|(a, b)| a / b).collect();
         println!(
-            "borgmaster: leader before/after the throughput runs: {leader_before:?}/{leader_after:?} ({})",
-            if leader_before.is_some() && leader_before == leader_after { "no leader change" } else { "LEADER CHANGED" }
+            "median of {} rounds at {inflight} in flight: borgmaster {a:.0}/s, etcd {b:.0}/s, ratio of medians {:.2}x (per round {:?})",
+            settings.rounds,
+            a / b,
+            ratios.iter().map(|r| format!("{r:.2}")).collect::<Vec<_>>()
         );
-        let times = cell.failover(settings.failover_trials).await;
-        let (median, max) = median_max(times.clone());
-        println!("borgmaster: failover ms {times:?}: median {median:.0}, max {max:.0}");
         rows.push((
-            "failover median / max (ms)".into(),
-            format!("{median:.0} / {max:.0}"),
-            String::new(),
+            format!(
+                "mutations/s, {inflight} in flight (median of {})",
+                settings.rounds
+            ),
+            format!("{a:.0}"),
+            format!("{b:.0}"),
         ));
     }
-    let etcd_ok = ensure_etcd();
-    if etcd_ok {
-        let mut etcd = EtcdCell::start(dir.path());
-        etcd.wait_ready().await;
-        for (row, inflight) in [1usize, 64].into_iter().enumerate() {
-            let rate = etcd.throughput(inflight, settings.throughput_s).await;
-            println!("etcd: {rate:.0} committed puts/s at {inflight} in flight");
-            rows[row].2 = format!("{rate:.0}");
-        }
-        let times = etcd.failover(settings.failover_trials).await;
-        let (median, max) = median_max(times.clone());
-        println!("etcd: failover ms {times:?}: median {median:.0}, max {max:.0}");
-        rows[2].2 = format!("{median:.0} / {max:.0}");
+    rows.push((
+        "leader changes during the throughput runs".into(),
+        changes.to_string(),
+        String::new(),
+    ));
+    if settings.throughput_only {
+        print_rows(rows);
+        return;
     }
+    // Failover on a fresh cell: the throughput rounds leave ~150,000 jobs behind, past the
+    // cell's JOBS_MAX (50,000), so new jobs would be refused there.
+    drop(cell);
+    let mut cell = BorgCell::start(&dir.path().join("failover"), 1_000_000);
+    cell.wait_leader().await;
+    let times = cell.failover(settings.failover_trials).await;
+    let (median_ms, max_ms) = median_max(times.clone());
+    println!("borgmaster: failover ms {times:?}: median {median_ms:.0}, max {max_ms:.0}");
+    let mut failover_row = (
+        "failover median / max (ms)".to_string(),
+        format!("{median_ms:.0} / {max_ms:.0}"),
+        String::new(),
+    );
+    drop(cell);
+    if let Some(mut etcd) = etcd {
+        let times = etcd.failover(settings.failover_trials).await;
+        let (median_ms, max_ms) = median_max(times.clone());
+        println!("etcd: failover ms {times:?}: median {median_ms:.0}, max {max_ms:.0}");
+        failover_row.2 = format!("{median_ms:.0} / {max_ms:.0}");
+    }
+    rows.push(failover_row);
     {
         let mut cell = BorgCell::start(&dir.path().join("recovery"), 50);
         cell.wait_leader().await;
@@ -191,6 +263,10 @@ async fn bench(settings: Settings) {
             "-".into(),
         ));
     }
+    print_rows(rows);
+}
+
+fn print_rows(rows: Vec<(String, String, String)>) {
     println!("\n| figure | borgmaster | etcd 3.4 |\n|---|---|---|");
     for (name, ours, theirs) in rows {
         println!("| {name} | {ours} | {theirs} |");
@@ -270,14 +346,23 @@ impl BorgCell {
         }
     }
 
-    /// The leader every live replica names (None if they disagree or none is known).
-    async fn agreed_leader(&self) -> Option<u64> {
+    /// The leader every replica names (None if they disagree, none is known or one does not
+    /// answer), and the leader changes they have seen in all.
+    async fn leadership(&self) -> (Option<u64>, u64) {
         let mut leaders = Vec::new();
+        let mut changes = 0;
         for i in 0..MEMBERS {
-            leaders.push(self.status(i).await?.leader_id);
+            match self.status(i).await {
+                Some(status) => {
+                    leaders.push(status.leader_id);
+                    changes += status.leader_changes;
+                }
+                None => return (None, changes),
+            }
         }
         let first = leaders[0];
-        (first != 0 && leaders.iter().all(|l| *l == first)).then_some(first)
+        let agreed = (first != 0 && leaders.iter().all(|l| *l == first)).then_some(first);
+        (agreed, changes)
     }
 
     fn client(&self, address: &str) -> CellServiceClient<tonic::transport::Channel> {
@@ -334,8 +419,12 @@ impl BorgCell {
                 check_index: None,
             });
             request.set_timeout(Duration::from_millis(FAILOVER_WRITE_ATTEMPT_TIMEOUT_MS));
-            if client.submit_job(request).await.is_ok() {
-                return true;
+            match client.submit_job(request).await {
+                Ok(_) => return true,
+                Err(status) if status.code() == tonic::Code::ResourceExhausted => {
+                    println!("replica {} refuses the write: {}", i + 1, status.message());
+                }
+                Err(_) => {}
             }
         }
         false
@@ -345,7 +434,25 @@ impl BorgCell {
         let mut times = Vec::new();
         for trial in 0..trials {
             let leader = self.wait_leader().await;
-            assert!(self.write_anywhere(&format!("pre-{trial}")).await);
+            // The cell takes a write before the kill (not timed; the machine may be busy).
+            let ready = Instant::now();
+            let mut attempt = 0;
+            while !self.write_anywhere(&format!("pre-{trial}-{attempt}")).await {
+                attempt += 1;
+                if attempt % 10 == 0 {
+                    for i in 0..MEMBERS {
+                        println!(
+                            "no write yet; replica {}: {:?}",
+                            i + 1,
+                            self.status(i).await
+                        );
+                    }
+                }
+                assert!(
+                    ready.elapsed() < Duration::from_secs(FAILOVER_DEADLINE_S),
+                    "no write before the failover"
+                );
+            }
             self.members[leader].kill();
             let killed = Instant::now();
             let mut attempt = 0;
@@ -616,7 +723,15 @@ impl EtcdCell {
             let Some(leader) = self.leader().await else {
                 continue;
             };
-            assert!(self.put_anywhere(&format!("pre-{trial}")).await);
+            let ready = Instant::now();
+            let mut attempt = 0;
+            while !self.put_anywhere(&format!("pre-{trial}-{attempt}")).await {
+                attempt += 1;
+                assert!(
+                    ready.elapsed() < Duration::from_secs(FAILOVER_DEADLINE_S),
+                    "etcd: no write before the failover"
+                );
+            }
             self.members[leader].kill();
             let killed = Instant::now();
             let mut attempt = 0;

@@ -3,8 +3,9 @@
 //! Paxos, because the leader may have trimmed the log it would otherwise need.
 
 use crate::storage::Checkpoint;
+use crate::transport::{peer_client, PeerClient};
+use borg_common::master_client::TokenInterceptor;
 use borg_proto::v1;
-use borg_proto::v1::replica_service_client::ReplicaServiceClient;
 use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio::task::JoinSet;
@@ -21,12 +22,14 @@ const STATUS_MESSAGE_MAX_BYTES: usize = 1024 * 1024;
 
 /// Asks every peer how recent its checkpoint is (a cheap `Status`) until all answered or
 /// `timeout_ms` passed, then fetches the most recent one, falling back to the next best if a
-/// transfer fails or fails its checksum. None when no peer has a checkpoint.
+/// transfer fails or fails its checksum. None when no peer has a checkpoint. `token` carries
+/// the cluster token the peers require.
 pub async fn fetch_best_checkpoint(
     own_id: u64,
     peers: &BTreeMap<u64, String>,
     timeout_ms: u64,
     message_max_bytes: usize,
+    token: &TokenInterceptor,
 ) -> Option<Checkpoint> {
     let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout_ms);
     let mut waiting: BTreeMap<u64, String> = peers
@@ -40,8 +43,9 @@ pub async fn fetch_best_checkpoint(
         let mut calls = JoinSet::new();
         for (&peer, address) in &waiting {
             let address = address.clone();
+            let token = token.clone();
             calls.spawn(async move {
-                let index = checkpoint_index_of(&address).await;
+                let index = checkpoint_index_of(&address, &token).await;
                 (peer, address, index)
             });
         }
@@ -67,7 +71,7 @@ pub async fn fetch_best_checkpoint(
     }
     offers.sort_by_key(|(index, _)| std::cmp::Reverse(*index));
     for (_, address) in offers {
-        match fetch_one(&address, message_max_bytes)
+        match fetch_one(&address, message_max_bytes, token)
             .await
             .map(checkpoint_of)
         {
@@ -89,7 +93,8 @@ pub async fn fetch_best_checkpoint(
 async fn client(
     address: &str,
     message_max_bytes: usize,
-) -> Result<ReplicaServiceClient<tonic::transport::Channel>, tonic::Status> {
+    token: &TokenInterceptor,
+) -> Result<PeerClient, tonic::Status> {
     let channel = Endpoint::from_shared(format!("http://{address}"))
         .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?
         .connect_timeout(Duration::from_millis(FETCH_CONNECT_TIMEOUT_MS))
@@ -97,15 +102,16 @@ async fn client(
         .connect()
         .await
         .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-    Ok(ReplicaServiceClient::new(channel)
-        .max_decoding_message_size(message_max_bytes)
-        .max_encoding_message_size(message_max_bytes))
+    Ok(peer_client(channel, token, message_max_bytes))
 }
 
-async fn checkpoint_index_of(address: &str) -> Result<u64, tonic::Status> {
+async fn checkpoint_index_of(
+    address: &str,
+    token: &TokenInterceptor,
+) -> Result<u64, tonic::Status> {
     let mut request = tonic::Request::new(v1::ReplicaStatusRequest::default());
     request.set_timeout(Duration::from_millis(STATUS_TIMEOUT_MS));
-    Ok(client(address, STATUS_MESSAGE_MAX_BYTES)
+    Ok(client(address, STATUS_MESSAGE_MAX_BYTES, token)
         .await?
         .status(request)
         .await?
@@ -116,8 +122,9 @@ async fn checkpoint_index_of(address: &str) -> Result<u64, tonic::Status> {
 async fn fetch_one(
     address: &str,
     message_max_bytes: usize,
+    token: &TokenInterceptor,
 ) -> Result<v1::CheckpointData, tonic::Status> {
-    Ok(client(address, message_max_bytes)
+    Ok(client(address, message_max_bytes, token)
         .await?
         .fetch_checkpoint(v1::FetchCheckpointRequest {})
         .await?

@@ -5,10 +5,10 @@ use crate::metrics::ReplicaMetrics;
 use crate::paxos::{Committed, Incoming, LeaderInfo, Progress, Proposal, ProposeError};
 use crate::state::{CellState, Command, LogEntry};
 use crate::storage::ReplicaDb;
-use crate::transport::PeerFilter;
+use crate::transport::{peer_client, PeerFilter};
+use borg_common::master_client::TokenInterceptor;
 use borg_proto::leader::not_leader;
 use borg_proto::v1;
-use borg_proto::v1::replica_service_client::ReplicaServiceClient;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::time::Duration;
@@ -40,6 +40,8 @@ pub struct ReplicaContext {
     pub peer_filter_enabled: bool,
     /// Channels to peers for forwarded writes, by address.
     pub forward_channels: Mutex<HashMap<String, Channel>>,
+    /// Attaches the cluster token to calls to peers (forwarded writes).
+    pub peer_token: TokenInterceptor,
 }
 
 /// Connect timeout of a forwarded write's channel to the leader.
@@ -146,9 +148,11 @@ impl ReplicaContext {
     async fn forward(&self, address: &str, entry: LogEntry) -> Result<Committed, Status> {
         let bytes = bincode::serialize(&entry)
             .map_err(|e| Status::internal(format!("cannot encode the write to forward: {e}")))?;
-        let mut client = ReplicaServiceClient::new(self.forward_channel(address)?)
-            .max_decoding_message_size(self.message_max_bytes)
-            .max_encoding_message_size(self.message_max_bytes);
+        let mut client = peer_client(
+            self.forward_channel(address)?,
+            &self.peer_token,
+            self.message_max_bytes,
+        );
         let mut request = tonic::Request::new(v1::ForwardRequest {
             from: self.id,
             entry: bytes,

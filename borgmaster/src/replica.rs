@@ -15,6 +15,8 @@ use crate::services::auth::{AuthMetrics, Authenticator};
 use crate::state::CellState;
 use crate::storage::{ReplicaDb, RocksStorage};
 use crate::transport::{PeerFilter, PeerSenders, TransportSettings};
+use borg_common::auth::read_token_file;
+use borg_common::master_client::TokenInterceptor;
 use omnipaxos::{ClusterConfig, ServerConfig};
 use std::sync::{Arc, RwLock};
 use tokio::net::TcpListener;
@@ -73,6 +75,7 @@ pub async fn run_with_listener(
             reason: e.to_string(),
         })?;
     let auth = Authenticator::load(config.auth.as_ref(), state.clone(), auth_metrics)?;
+    let peer_token = peer_token(&config)?;
     if !auth.enabled() {
         tracing::warn!(
             replica = config.id,
@@ -100,6 +103,7 @@ pub async fn run_with_listener(
         peer_filter: peer_filter.clone(),
         peer_filter_enabled: config.peer_filter_enabled,
         forward_channels: Default::default(),
+        peer_token: peer_token.clone(),
     });
     let server = tokio::spawn(serve(
         ctx,
@@ -119,6 +123,7 @@ pub async fn run_with_listener(
                 &config.peers,
                 config.bootstrap_fetch_timeout_ms,
                 config.replica_message_max_bytes,
+                &peer_token,
             ) => fetched,
         };
         if let Some(checkpoint) = fetched {
@@ -183,6 +188,7 @@ pub async fn run_with_listener(
             deliver_batch_max: config.deliver_batch_max,
             deliver_timeout_ms: config.deliver_timeout_ms,
             message_max_bytes: config.replica_message_max_bytes,
+            token: peer_token.clone(),
         },
         incoming_tx,
         metrics.clone(),
@@ -206,6 +212,7 @@ pub async fn run_with_listener(
             cluster_config,
             fetch_timeout_ms: config.bootstrap_fetch_timeout_ms,
             message_max_bytes: config.replica_message_max_bytes,
+            peer_token,
         },
         paxos,
         db,
@@ -253,6 +260,18 @@ pub async fn run_with_listener(
     };
     tracing::info!(replica = config.id, "master replica stopped");
     result
+}
+
+/// What this replica sends to its peers: the cluster token when authentication is on (the
+/// file exists by now: `Authenticator::load` created it if it was missing).
+fn peer_token(config: &ReplicaConfig) -> Result<TokenInterceptor, MasterError> {
+    let token = match &config.auth {
+        Some(auth) => Some(read_token_file(&auth.cluster_token_file)?),
+        None => None,
+    };
+    TokenInterceptor::new(token.as_deref()).map_err(|status| MasterError::Config {
+        reason: format!("cluster token: {}", status.message()),
+    })
 }
 
 fn validate(config: &ReplicaConfig) -> Result<(), MasterError> {

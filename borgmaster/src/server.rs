@@ -6,10 +6,12 @@ use crate::services::cell::CellApi;
 use crate::services::link::LinkApi;
 use crate::services::replica::ReplicaApi;
 use crate::services::scheduler::SchedulerApi;
+use crate::services::task_access::TaskAccessApi;
 use borg_proto::v1::cell_service_server::CellServiceServer;
 use borg_proto::v1::link_service_server::LinkServiceServer;
 use borg_proto::v1::replica_service_server::ReplicaServiceServer;
 use borg_proto::v1::scheduler_service_server::SchedulerServiceServer;
+use borg_proto::v1::task_access_service_server::TaskAccessServiceServer;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -27,8 +29,8 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
     let client_max = client_message_max_bytes;
-    // Every client-facing service authenticates first (services::auth); the replicas'
-    // own service checks that the sender is a peer.
+    // Every service authenticates first (services::auth); the replicas' own service then
+    // requires the cluster token (services::replica) and checks that the sender is a peer.
     let cell = InterceptedService::new(
         CellServiceServer::new(CellApi {
             ctx: ctx.clone(),
@@ -50,13 +52,24 @@ pub async fn serve(
             .max_encoding_message_size(client_max),
         auth.control_plane_only("LinkService"),
     );
-    let replica = ReplicaServiceServer::new(ReplicaApi { ctx })
+    let task_access = InterceptedService::new(
+        TaskAccessServiceServer::new(TaskAccessApi::new(ctx.clone())),
+        auth.any_caller(),
+    );
+    let replica = InterceptedService::new(
+        ReplicaServiceServer::new(ReplicaApi {
+            ctx,
+            auth_metrics: auth.metrics.clone(),
+        })
         .max_decoding_message_size(replica_message_max_bytes)
-        .max_encoding_message_size(replica_message_max_bytes);
+        .max_encoding_message_size(replica_message_max_bytes),
+        auth.any_caller(),
+    );
     Server::builder()
         .add_service(cell)
         .add_service(scheduler)
         .add_service(link)
+        .add_service(task_access)
         .add_service(replica)
         .serve_with_incoming_shutdown(
             TcpIncoming::from(listener).with_nodelay(Some(true)),

@@ -20,7 +20,6 @@ use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch, WriteOp
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -284,12 +283,96 @@ fn position_of(key: &[u8]) -> Result<usize, StorageError> {
     Ok(u64::from_be_bytes(bytes) as usize)
 }
 
+/// Log entries kept in memory after they were written, so the entries a replica applies
+/// just after appending them are not read back from RocksDB and decoded again.
+pub const RECENT_ENTRIES_MAX: usize = 8_192;
+
 /// OmniPaxos' `Storage` on the replica's RocksDB. Reads of metadata come from a cache that is
-/// updated only after a batch has been written, so a failed write leaves it unchanged.
+/// updated only after a batch has been written, so a failed write leaves it unchanged; so do
+/// the recent entries.
 pub struct RocksStorage<T> {
     db: ReplicaDb,
     cache: MetaCache,
-    _entry: PhantomData<T>,
+    recent: RecentEntries<T>,
+}
+
+/// The last (at most `RECENT_ENTRIES_MAX`) entries of the log: positions `start..` up to the
+/// log's end, always a contiguous suffix of what is stored.
+struct RecentEntries<T> {
+    start: usize,
+    entries: std::collections::VecDeque<T>,
+}
+
+impl<T: Entry> RecentEntries<T> {
+    fn end(&self) -> usize {
+        self.start + self.entries.len()
+    }
+
+    fn restart_at(&mut self, position: usize) {
+        self.entries.clear();
+        self.start = position;
+    }
+
+    fn truncate_to(&mut self, position: usize) {
+        if position < self.start {
+            self.restart_at(position);
+        } else {
+            self.entries.truncate(position - self.start);
+        }
+    }
+
+    fn push(&mut self, position: usize, entry: T) {
+        if position != self.end() {
+            self.restart_at(position);
+        }
+        self.entries.push_back(entry);
+        if self.entries.len() > RECENT_ENTRIES_MAX {
+            self.entries.pop_front();
+            self.start += 1;
+        }
+    }
+
+    /// Records `op` (already written); `log_end` is the log's end after it.
+    fn record(&mut self, op: StorageOp<T>, log_end: usize) {
+        match op {
+            StorageOp::AppendEntry(entry) => self.push(log_end.saturating_sub(1), entry),
+            StorageOp::AppendEntries(entries) => {
+                let first = log_end.saturating_sub(entries.len());
+                for (offset, entry) in entries.into_iter().enumerate() {
+                    self.push(first + offset, entry);
+                }
+            }
+            StorageOp::AppendOnPrefix(from, entries) => {
+                self.truncate_to(from);
+                for (offset, entry) in entries.into_iter().enumerate() {
+                    self.push(from + offset, entry);
+                }
+            }
+            StorageOp::Trim(index) => {
+                while self.start < index && !self.entries.is_empty() {
+                    self.entries.pop_front();
+                    self.start += 1;
+                }
+            }
+            _ => {}
+        }
+        if self.end() != log_end {
+            self.restart_at(log_end);
+        }
+    }
+
+    /// Entries `from..to` if all of them are here.
+    fn get(&self, from: usize, to: usize) -> Option<Vec<T>> {
+        if from < self.start || to > self.end() || from >= to {
+            return None;
+        }
+        Some(
+            self.entries
+                .range(from - self.start..to - self.start)
+                .cloned()
+                .collect(),
+        )
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -329,11 +412,11 @@ where
             compacted_idx,
             log_end: log_end.max(compacted_idx),
         };
-        Ok(RocksStorage {
-            db,
-            cache,
-            _entry: PhantomData,
-        })
+        let recent = RecentEntries {
+            start: cache.log_end,
+            entries: Default::default(),
+        };
+        Ok(RocksStorage { db, cache, recent })
     }
 
     /// Stages `op` into `batch`, updating `cache` (a copy) to what it will be once written.
@@ -341,48 +424,48 @@ where
         &self,
         batch: &mut WriteBatch,
         cache: &mut MetaCache,
-        op: StorageOp<T>,
+        op: &StorageOp<T>,
     ) -> Result<(), StorageError> {
         let log = self.db.cf(CF_LOG)?;
         let meta = self.db.cf(CF_META)?;
         match op {
             StorageOp::AppendEntry(entry) => {
-                batch.put_cf(log, log_key(cache.log_end), encode(&entry, "log entry")?);
+                batch.put_cf(log, log_key(cache.log_end), encode(entry, "log entry")?);
                 cache.log_end += 1;
             }
             StorageOp::AppendEntries(entries) => {
                 for entry in entries {
-                    batch.put_cf(log, log_key(cache.log_end), encode(&entry, "log entry")?);
+                    batch.put_cf(log, log_key(cache.log_end), encode(entry, "log entry")?);
                     cache.log_end += 1;
                 }
             }
-            StorageOp::AppendOnPrefix(from, entries) => {
+            &StorageOp::AppendOnPrefix(from, ref entries) => {
                 if from < cache.log_end {
                     batch.delete_range_cf(log, log_key(from), log_key(cache.log_end));
                 }
                 cache.log_end = from;
                 for entry in entries {
-                    batch.put_cf(log, log_key(cache.log_end), encode(&entry, "log entry")?);
+                    batch.put_cf(log, log_key(cache.log_end), encode(entry, "log entry")?);
                     cache.log_end += 1;
                 }
             }
             StorageOp::SetPromise(ballot) => {
-                batch.put_cf(meta, KEY_PROMISE, encode(&ballot, "promise")?);
-                cache.promise = Some(ballot);
+                batch.put_cf(meta, KEY_PROMISE, encode(ballot, "promise")?);
+                cache.promise = Some(*ballot);
             }
             StorageOp::SetDecidedIndex(idx) => {
                 batch.put_cf(
                     meta,
                     KEY_DECIDED_IDX,
-                    encode(&(idx as u64), "decided index")?,
+                    encode(&(*idx as u64), "decided index")?,
                 );
-                cache.decided_idx = idx;
+                cache.decided_idx = *idx;
             }
             StorageOp::SetAcceptedRound(ballot) => {
-                batch.put_cf(meta, KEY_ACCEPTED_ROUND, encode(&ballot, "accepted round")?);
-                cache.accepted_round = Some(ballot);
+                batch.put_cf(meta, KEY_ACCEPTED_ROUND, encode(ballot, "accepted round")?);
+                cache.accepted_round = Some(*ballot);
             }
-            StorageOp::SetCompactedIdx(idx) => {
+            &StorageOp::SetCompactedIdx(idx) => {
                 batch.put_cf(
                     meta,
                     KEY_COMPACTED_IDX,
@@ -391,16 +474,16 @@ where
                 cache.compacted_idx = idx;
                 cache.log_end = cache.log_end.max(idx);
             }
-            StorageOp::Trim(idx) => {
+            &StorageOp::Trim(idx) => {
                 batch.delete_range_cf(log, log_key(0), log_key(idx));
                 cache.log_end = cache.log_end.max(idx);
             }
             StorageOp::SetStopsign(stopsign) => match stopsign {
-                Some(s) => batch.put_cf(meta, KEY_STOPSIGN, encode(&s, "stop sign")?),
+                Some(s) => batch.put_cf(meta, KEY_STOPSIGN, encode(s, "stop sign")?),
                 None => batch.delete_cf(meta, KEY_STOPSIGN),
             },
             StorageOp::SetSnapshot(snapshot) => match snapshot {
-                Some(s) => batch.put_cf(meta, KEY_SNAPSHOT, encode(&s, "snapshot")?),
+                Some(s) => batch.put_cf(meta, KEY_SNAPSHOT, encode(s, "snapshot")?),
                 None => batch.delete_cf(meta, KEY_SNAPSHOT),
             },
         }
@@ -409,20 +492,40 @@ where
 
     /// One storage step: all `ops` in one batch (synced later by `ReplicaDb::sync_log`),
     /// then the cache.
+    ///
+    /// A step that only raises the decided index is not worth an fsync of its own: a decided
+    /// index lost in a crash is learned again from the leader (the entries it covers are on a
+    /// majority's disks already), so such a step rides along with the next synced write
+    /// instead of costing the leader an fsync between a quorum's answer and the client's.
     fn commit(&mut self, ops: Vec<StorageOp<T>>) -> Result<(), StorageError> {
+        let needs_sync = !ops
+            .iter()
+            .all(|op| matches!(op, StorageOp::SetDecidedIndex(_)));
         let mut batch = WriteBatch::default();
         let mut cache = self.cache.clone();
-        for op in ops {
+        let mut log_ends = Vec::with_capacity(ops.len());
+        for op in &ops {
             self.stage(&mut batch, &mut cache, op)?;
+            log_ends.push(cache.log_end);
         }
-        self.db.write_unsynced(batch)?;
+        if needs_sync {
+            self.db.write_unsynced(batch)?;
+        } else {
+            self.db.db.write(batch)?;
+        }
         self.cache = cache;
+        for (op, log_end) in ops.into_iter().zip(log_ends) {
+            self.recent.record(op, log_end);
+        }
         Ok(())
     }
 
     fn read_range(&self, from: usize, to: usize) -> Result<Vec<T>, StorageError> {
         if from < self.cache.compacted_idx || to > self.cache.log_end || from >= to {
             return Ok(Vec::new());
+        }
+        if let Some(entries) = self.recent.get(from, to) {
+            return Ok(entries);
         }
         let start = log_key(from);
         let iter = self.db.db.iterator_cf(
@@ -598,6 +701,45 @@ mod tests {
         s.append_on_prefix(2, vec![TestEntry(20)]).unwrap();
         assert_eq!(s.get_log_len().unwrap(), 3);
         assert_eq!(s.get_suffix(0).unwrap().last(), Some(&TestEntry(20)));
+    }
+
+    /// The in-memory recent entries answer exactly what the database does, through
+    /// appends, a replaced suffix, trims and more entries than they hold.
+    #[test]
+    fn recent_entries_read_like_the_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, mut s) = open(dir.path());
+        let fresh = |s: &RocksStorage<TestEntry>, from, to| {
+            let (hot, cold) = (s.get_entries(from, to).unwrap(), {
+                let reopened = RocksStorage::<TestEntry>::open(db.clone()).unwrap();
+                reopened.get_entries(from, to).unwrap()
+            });
+            assert_eq!(hot, cold, "{from}..{to}");
+            hot
+        };
+        s.append_entries((0..10).map(TestEntry).collect()).unwrap();
+        s.append_entry(TestEntry(10)).unwrap();
+        assert_eq!(
+            fresh(&s, 8, 11),
+            vec![TestEntry(8), TestEntry(9), TestEntry(10)]
+        );
+        s.append_on_prefix(4, vec![TestEntry(40), TestEntry(50)])
+            .unwrap();
+        assert_eq!(
+            fresh(&s, 3, 6),
+            vec![TestEntry(3), TestEntry(40), TestEntry(50)]
+        );
+        assert!(fresh(&s, 5, 8).is_empty());
+        s.trim(2).unwrap();
+        s.set_compacted_idx(2).unwrap();
+        assert!(fresh(&s, 1, 3).is_empty());
+        assert_eq!(fresh(&s, 2, 4), vec![TestEntry(2), TestEntry(3)]);
+        let many = RECENT_ENTRIES_MAX as u64 + 10;
+        s.append_entries((100..100 + many).map(TestEntry).collect())
+            .unwrap();
+        assert_eq!(fresh(&s, 2, 7).len(), 5);
+        let end = s.get_log_len().unwrap() + 2;
+        assert_eq!(fresh(&s, end - 1, end), vec![TestEntry(99 + many)]);
     }
 
     #[test]

@@ -7,6 +7,7 @@
 use crate::entry::{encode_message, PaxosMessage};
 use crate::metrics::ReplicaMetrics;
 use crate::paxos::Incoming;
+use borg_common::master_client::TokenInterceptor;
 use borg_proto::v1::replica_service_client::ReplicaServiceClient;
 use borg_proto::v1::DeliverRequest;
 use std::collections::{BTreeMap, BTreeSet};
@@ -14,7 +15,8 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Endpoint;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
 
 /// Most bytes of messages sent in one `Deliver` call (a single larger message goes alone).
 pub const DELIVER_BATCH_MAX_BYTES: usize = 4 * 1024 * 1024;
@@ -22,6 +24,20 @@ pub const DELIVER_BATCH_MAX_BYTES: usize = 4 * 1024 * 1024;
 const PEER_RETRY_BACKOFF_MS: u64 = 100;
 /// Connect timeout towards a peer.
 const PEER_CONNECT_TIMEOUT_MS: u64 = 500;
+
+/// A client of another replica's `ReplicaService` that sends the cluster token (if any).
+pub type PeerClient = ReplicaServiceClient<InterceptedService<Channel, TokenInterceptor>>;
+
+/// `channel` as a peer client with `token` and the replicas' message size limit.
+pub fn peer_client(
+    channel: Channel,
+    token: &TokenInterceptor,
+    message_max_bytes: usize,
+) -> PeerClient {
+    ReplicaServiceClient::with_interceptor(channel, token.clone())
+        .max_encoding_message_size(message_max_bytes)
+        .max_decoding_message_size(message_max_bytes)
+}
 
 pub struct TransportSettings {
     pub id: u64,
@@ -31,6 +47,8 @@ pub struct TransportSettings {
     pub deliver_timeout_ms: u64,
     /// Largest encoded message (and gRPC message) between replicas.
     pub message_max_bytes: usize,
+    /// Attaches the cluster token to every `Deliver` (peers refuse calls without it).
+    pub token: TokenInterceptor,
 }
 
 /// Replicas whose Paxos traffic is dropped both ways. Set only through
@@ -79,9 +97,11 @@ impl PeerSenders {
                 .connect_timeout(Duration::from_millis(PEER_CONNECT_TIMEOUT_MS))
                 .timeout(Duration::from_millis(settings.deliver_timeout_ms))
                 .tcp_nodelay(true);
-            let client = ReplicaServiceClient::new(endpoint.connect_lazy())
-                .max_encoding_message_size(settings.message_max_bytes)
-                .max_decoding_message_size(settings.message_max_bytes);
+            let client = peer_client(
+                endpoint.connect_lazy(),
+                &settings.token,
+                settings.message_max_bytes,
+            );
             let sender = PeerSender {
                 from: settings.id,
                 peer,
@@ -131,7 +151,7 @@ impl PeerSenders {
 struct PeerSender {
     from: u64,
     peer: u64,
-    client: ReplicaServiceClient<tonic::transport::Channel>,
+    client: PeerClient,
     queue: mpsc::Receiver<Vec<u8>>,
     batch_max: usize,
     incoming: mpsc::Sender<Incoming>,

@@ -176,7 +176,10 @@ pub fn quota_to_wire(quota: QuotaUsage) -> v1::Quota {
 pub fn state_error_status(error: &StateError) -> Status {
     let message = error.to_string();
     match error {
-        StateError::JobNotFound { .. } => Status::not_found(message),
+        StateError::JobNotFound { .. } | StateError::TokenNotFound { .. } => {
+            Status::not_found(message)
+        }
+        StateError::TokenIdAmbiguous { .. } => Status::invalid_argument(message),
         StateError::JobAlreadyExists { .. } => Status::already_exists(message),
         StateError::CheckIndexMismatch { .. } => Status::failed_precondition(message),
         StateError::InvalidJob { .. }

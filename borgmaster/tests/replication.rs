@@ -372,3 +372,152 @@ async fn a_new_leader_takes_over_and_a_leader_without_quorum_times_out() {
     assert!(get_job(cluster.address(leader), "lonely").await.is_none());
     cluster.stop().await;
 }
+
+/// `ReplicaService` with authentication on: the replicas elect, replicate and forward with
+/// the cluster token; a caller without it is refused UNAUTHENTICATED (a user token is refused
+/// PERMISSION_DENIED, except for `Status` with an admin's) and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_calls_need_the_cluster_token() {
+    use borg_common::master_client::TokenInterceptor;
+    use borgmaster::state::{Command, LogEntry};
+
+    let mut cluster = Cluster::start_authenticated(3).await;
+    let leader = cluster.wait_for_leader().await;
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    let auth_dir = cluster.auth_dir.as_ref().unwrap().path().to_owned();
+    let admin = borg_common::auth::read_token_file(&auth_dir.join("admin.token")).unwrap();
+    let with_token = |id: u64, token: Option<&str>| {
+        let token = TokenInterceptor::new(token).unwrap();
+        (
+            ReplicaServiceClient::with_interceptor(channel(cluster.address(id)), token.clone()),
+            CellServiceClient::with_interceptor(channel(cluster.address(id)), token),
+        )
+    };
+    // An admin's write at a follower is forwarded to the leader (with the cluster token).
+    let create_token = |id: u64, name: &str| {
+        let (_, mut cell) = with_token(id, Some(&admin));
+        let request = v1::CreateTokenRequest {
+            user: name.into(),
+            admin: false,
+            token_sha256: borg_common::auth::token_hash(name),
+            request_id: name.into(),
+        };
+        async move { cell.create_token(request).await }
+    };
+    eventually("a forwarded write", || async {
+        create_token(follower, "forwarded").await.ok()
+    })
+    .await;
+    let converged = || async {
+        let mut seen = Vec::new();
+        for id in 1..=3 {
+            let s = cluster.status(id).await?;
+            seen.push((s.applied_index, s.state_hash));
+        }
+        seen.windows(2)
+            .all(|w| w[0] == w[1])
+            .then(|| seen[0].clone())
+    };
+    let before = eventually("equal states", converged).await;
+
+    let noop = bincode::serialize(&LogEntry {
+        request_id: "intruder".into(),
+        time_ms: 0,
+        command: Command::Noop,
+    })
+    .unwrap();
+    for token in [None, Some("not-a-token")] {
+        for id in [leader, follower] {
+            let (mut client, _) = with_token(id, token);
+            let refusals = [
+                client
+                    .deliver(v1::DeliverRequest {
+                        from: follower,
+                        messages: vec![vec![0; 8]],
+                    })
+                    .await
+                    .map(drop),
+                client
+                    .forward(v1::ForwardRequest {
+                        from: follower,
+                        entry: noop.clone(),
+                    })
+                    .await
+                    .map(drop),
+                client
+                    .fetch_checkpoint(v1::FetchCheckpointRequest {})
+                    .await
+                    .map(drop),
+                client
+                    .status(v1::ReplicaStatusRequest::default())
+                    .await
+                    .map(drop),
+                client
+                    .set_peer_filter(v1::SetPeerFilterRequest {
+                        blocked: vec![1, 2, 3],
+                    })
+                    .await
+                    .map(drop),
+            ];
+            for (call, refusal) in refusals.into_iter().enumerate() {
+                let status = refusal.expect_err("refused without the cluster token");
+                assert_eq!(
+                    status.code(),
+                    Code::Unauthenticated,
+                    "call {call}: {status}"
+                );
+            }
+        }
+    }
+    // A user's (even an admin's) token is not a replica's; an admin may read Status.
+    let (mut client, _) = with_token(leader, Some(&admin));
+    let status = client
+        .set_peer_filter(v1::SetPeerFilterRequest {
+            blocked: vec![1, 2, 3],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status}");
+    let status = client
+        .forward(v1::ForwardRequest {
+            from: follower,
+            entry: noop.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status}");
+    assert!(client
+        .status(v1::ReplicaStatusRequest::default())
+        .await
+        .is_ok());
+
+    // Nothing changed: no entry was added, and the refused filter cuts nobody off (a write
+    // reaches all three).
+    assert_eq!(eventually("equal states", converged).await, before);
+    eventually("a write at the leader", || async {
+        create_token(leader, "after").await.ok()
+    })
+    .await;
+    let after = eventually("equal states", converged).await;
+    assert!(after.0 > before.0, "{before:?} {after:?}");
+
+    // With the cluster token the hook works: the leader cut off from both peers cannot commit.
+    let others: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
+    cluster.set_peer_filter(leader, others.clone()).await;
+    for id in &others {
+        cluster.set_peer_filter(*id, vec![leader]).await;
+    }
+    let (_, mut cell) = with_token(leader, Some(&admin));
+    let mut request = tonic::Request::new(v1::CreateTokenRequest {
+        user: "cut-off".into(),
+        admin: false,
+        token_sha256: borg_common::auth::token_hash("cut-off"),
+        request_id: "cut-off".into(),
+    });
+    request.set_timeout(Duration::from_millis(1_000));
+    assert!(cell.create_token(request).await.is_err());
+    for id in 1..=3 {
+        cluster.set_peer_filter(id, vec![]).await;
+    }
+    cluster.stop().await;
+}

@@ -1,10 +1,16 @@
 //! Channels to the shard's borglets and one bounded poll of a borglet.
 
+use borg_common::master_client::TokenInterceptor;
 use borg_proto::v1::borglet_service_client::BorgletServiceClient;
 use borg_proto::v1::{PollRequest, PollResponse};
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
+
+/// A channel to one borglet that sends the cluster token with every call (a borglet obeys
+/// only the control plane).
+pub type BorgletChannel = InterceptedService<Channel, TokenInterceptor>;
 
 /// Why a poll produced no report.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -23,13 +29,16 @@ pub enum PollFailure {
 /// Cached channels, one per machine; a machine that left the shard or moved loses its channel.
 pub struct BorgletPool {
     poll_timeout: Duration,
+    token: TokenInterceptor,
     channels: HashMap<String, (String, Channel)>,
 }
 
 impl BorgletPool {
-    pub fn new(poll_timeout: Duration) -> Self {
+    /// `token` adds the cluster token to every poll.
+    pub fn new(poll_timeout: Duration, token: TokenInterceptor) -> Self {
         BorgletPool {
             poll_timeout,
+            token,
             channels: HashMap::new(),
         }
     }
@@ -49,10 +58,10 @@ impl BorgletPool {
     }
 
     /// A channel to `machine`'s borglet at `address` (connected lazily, reconnecting by itself).
-    pub fn channel(&mut self, machine: &str, address: &str) -> Result<Channel, PollFailure> {
+    pub fn channel(&mut self, machine: &str, address: &str) -> Result<BorgletChannel, PollFailure> {
         if let Some((cached_address, channel)) = self.channels.get(machine) {
             if cached_address == address {
-                return Ok(channel.clone());
+                return Ok(InterceptedService::new(channel.clone(), self.token.clone()));
             }
         }
         let endpoint = Endpoint::from_shared(format!("http://{address}"))
@@ -66,13 +75,13 @@ impl BorgletPool {
         let channel = endpoint.connect_lazy();
         self.channels
             .insert(machine.to_owned(), (address.to_owned(), channel.clone()));
-        Ok(channel)
+        Ok(InterceptedService::new(channel, self.token.clone()))
     }
 }
 
 /// One poll: the desired set down, the full report back, within `timeout`.
 pub async fn poll(
-    channel: Channel,
+    channel: BorgletChannel,
     request: PollRequest,
     timeout: Duration,
 ) -> Result<PollResponse, PollFailure> {

@@ -23,7 +23,8 @@ pub struct LinkShardConfig {
     pub forward_batch_machines_max: usize,
     /// Where to serve `/metrics`; `None` serves nothing.
     pub metrics_address: Option<SocketAddr>,
-    /// Cluster token sent to the masters (the control-plane role); None sends none.
+    /// Cluster token sent to the masters (the control-plane role) and to the borglets (which
+    /// obey only it); None sends none.
     pub master_token: Option<String>,
     /// Names this shard in forwarded diffs and logs.
     pub shard_id: String,

@@ -6,7 +6,9 @@
 //!
 //! Rules (docs/lifecycle.md, "Link shard diffs"):
 //! - a task is identified by `(job, index, incarnation)`; it is forwarded when it is new or its
-//!   `(state, exit_code, restarts, pid)` changed;
+//!   `(state, exit_code, restarts, pid)` changed, when its usage moved notably, and every
+//!   `USAGE_REFRESH_POLLS` polls while it runs (the master decays reservations from usage
+//!   reports, so a steady task must still be heard from);
 //! - a task that vanished from the report while still in the desired set is forwarded as
 //!   `KILLED` with a message (the borglet lost it); one that left the desired set is dropped
 //!   silently (the borglet reported it `KILLED` once and forgot it);
@@ -26,6 +28,11 @@ pub const USAGE_CHANGE_NOTABLE_PERCENT: u64 = 10;
 pub const USAGE_CPU_NOISE_MILLIS: u64 = 50;
 /// RAM and disk usage changes smaller than this are noise, whatever their share.
 pub const USAGE_BYTES_NOISE: u64 = 16 << 20;
+
+/// Every this many successful polls of a machine, its running tasks are forwarded with their
+/// usage even if nothing changed: about 30 s at the default 1 s poll interval, so a steady
+/// task's reservation keeps decaying (the master's decay step is 10 s).
+pub const USAGE_REFRESH_POLLS: u32 = 30;
 
 /// Message of a synthesised `KILLED` report for a task the borglet stopped reporting.
 pub const VANISHED_MESSAGE: &str =
@@ -86,6 +93,10 @@ pub struct MachineRecord {
     forwarded: Option<BTreeMap<TaskKey, Fingerprint>>,
     /// Machine usage as last forwarded.
     usage_forwarded: Option<Resources>,
+    /// Per task, its usage as last forwarded (tasks that reported one).
+    task_usage_forwarded: BTreeMap<TaskKey, Resources>,
+    /// Successful polls since running tasks' usage was last refreshed.
+    polls_since_usage_refresh: u32,
     /// Failed polls in a row.
     failed_polls: u32,
     /// The master was told the machine is unreachable and has not heard from it since.
@@ -119,7 +130,9 @@ impl MachineRecord {
         response: &PollResponse,
     ) -> Observation {
         let mut reported: BTreeMap<TaskKey, Fingerprint> = BTreeMap::new();
+        let mut task_usage_forwarded: BTreeMap<TaskKey, Resources> = BTreeMap::new();
         let mut changed: Vec<TaskReport> = Vec::new();
+        let refresh = self.polls_since_usage_refresh.saturating_add(1) >= USAGE_REFRESH_POLLS;
         for report in &response.tasks {
             let key = TaskKey::of_report(report);
             // A duplicate key in one report: the first copy decides (and is forwarded once).
@@ -128,8 +141,18 @@ impl MachineRecord {
             }
             let fingerprint = Fingerprint::of(report);
             let previous = self.forwarded.as_ref().and_then(|f| f.get(&key));
-            if previous != Some(&fingerprint) {
+            let usage_before = self.task_usage_forwarded.get(&key);
+            let usage_news = report.state == TaskState::Running as i32
+                && report.usage.is_some_and(|now| {
+                    refresh || usage_before.is_none_or(|before| usage_changed_notably(before, &now))
+                });
+            if previous != Some(&fingerprint) || usage_news {
                 changed.push(report.clone());
+                if let Some(usage) = report.usage {
+                    task_usage_forwarded.insert(key.clone(), usage);
+                }
+            } else if let Some(before) = usage_before {
+                task_usage_forwarded.insert(key.clone(), *before);
             }
             reported.insert(key, fingerprint);
         }
@@ -149,6 +172,12 @@ impl MachineRecord {
         let next = MachineRecord {
             forwarded: Some(reported),
             usage_forwarded: usage.or(self.usage_forwarded),
+            task_usage_forwarded,
+            polls_since_usage_refresh: if refresh {
+                0
+            } else {
+                self.polls_since_usage_refresh + 1
+            },
             failed_polls: 0,
             unreachable_forwarded: false,
         };
@@ -187,6 +216,8 @@ impl MachineRecord {
             next: MachineRecord {
                 forwarded: None,
                 usage_forwarded: None,
+                task_usage_forwarded: BTreeMap::new(),
+                polls_since_usage_refresh: 0,
                 failed_polls,
                 unreachable_forwarded: true,
             },
@@ -294,17 +325,23 @@ mod tests {
     #[test]
     fn an_unchanged_report_forwards_nothing() {
         let desired = [assigned("web", 0, 1)];
-        let record = forwarded(&desired, vec![running("web", 0, 1, 100)]);
-        let mut same = running("web", 0, 1, 100);
-        // Usage and start time of a task are not part of what the master is told again.
-        same.usage = Some(Resources {
+        let mut first = running("web", 0, 1, 100);
+        first.usage = Some(Resources {
             cpu_millis: 5,
+            ..Resources::default()
+        });
+        let record = forwarded(&desired, vec![first.clone()]);
+        // A small usage move and the start time are not news.
+        let mut same = first;
+        same.usage = Some(Resources {
+            cpu_millis: 30,
             ..Resources::default()
         });
         same.started_ms = 1234;
         let seen = record.observe_report(MACHINE, &desired, &response(vec![same]));
         assert_eq!(seen.diff, None);
-        assert_eq!(seen.next, record);
+        assert_eq!(seen.next.forwarded, record.forwarded);
+        assert_eq!(seen.next.task_usage_forwarded, record.task_usage_forwarded);
     }
 
     #[test]
@@ -524,6 +561,66 @@ mod tests {
         // A borglet that sends no usage changes nothing.
         let none = big.next.observe_report(MACHINE, &[], &response(vec![]));
         assert_eq!(none.diff, None);
+    }
+
+    #[test]
+    fn a_running_task_is_forwarded_when_its_usage_moves_and_at_every_refresh() {
+        let desired = [assigned("j", 0, 1)];
+        let with_usage = |cpu_millis| {
+            let mut task = running("j", 0, 1, 42);
+            task.usage = Some(Resources {
+                cpu_millis,
+                ram_bytes: 64 << 20,
+                ..Resources::default()
+            });
+            response(vec![task])
+        };
+        let first = MachineRecord::default().observe_report(MACHINE, &desired, &with_usage(500));
+        assert_eq!(first.diff.unwrap().changed.len(), 1);
+        let steady = first
+            .next
+            .observe_report(MACHINE, &desired, &with_usage(520));
+        assert_eq!(steady.diff, None, "a small move is not news");
+        let moved = steady
+            .next
+            .observe_report(MACHINE, &desired, &with_usage(900));
+        let changed = moved.diff.unwrap().changed;
+        assert_eq!(changed[0].usage.unwrap().cpu_millis, 900);
+
+        // Steady from here on: silent until the refresh, which forwards it once.
+        let mut record = moved.next;
+        let mut forwards = Vec::new();
+        for poll in 1..=2 * USAGE_REFRESH_POLLS {
+            let seen = record.observe_report(MACHINE, &desired, &with_usage(900));
+            if seen.diff.is_some() {
+                forwards.push(poll);
+            }
+            record = seen.next;
+        }
+        assert_eq!(forwards.len(), 2, "one refresh per period: {forwards:?}");
+        assert_eq!(forwards[1] - forwards[0], USAGE_REFRESH_POLLS);
+    }
+
+    #[test]
+    fn usage_of_a_task_that_is_not_running_is_not_news() {
+        let desired = [assigned("j", 0, 1)];
+        let mut task = running("j", 0, 1, 0);
+        task.state = TaskState::Succeeded as i32;
+        let first = MachineRecord::default().observe_report(
+            MACHINE,
+            &desired,
+            &response(vec![task.clone()]),
+        );
+        let mut record = first.next;
+        task.usage = Some(Resources {
+            cpu_millis: 5000,
+            ..Resources::default()
+        });
+        for _ in 0..=USAGE_REFRESH_POLLS {
+            let seen = record.observe_report(MACHINE, &desired, &response(vec![task.clone()]));
+            assert_eq!(seen.diff, None);
+            record = seen.next;
+        }
     }
 
     #[test]

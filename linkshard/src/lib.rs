@@ -56,7 +56,13 @@ pub async fn run(
     let mut ticker = tokio::time::interval(Duration::from_millis(config.poll_interval_ms));
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let shard_id = config.shard_id.clone();
-    let mut shard = shard::Shard::new(config, master, metrics);
+    let borglet_token = borg_common::master_client::TokenInterceptor::new(
+        config.master_token.as_deref(),
+    )
+    .map_err(|status| LinkShardError::MasterClient {
+        message: status.message().to_owned(),
+    })?;
+    let mut shard = shard::Shard::new(config, master, borglet_token, metrics);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,

@@ -6,6 +6,7 @@ use crate::diff::{MachineRecord, Observation};
 use crate::metrics::{
     Metrics, POLL_OUTCOME_ERROR, POLL_OUTCOME_OK, POLL_OUTCOME_TIMEOUT, POLL_OUTCOME_WRONG_MACHINE,
 };
+use borg_common::master_client::TokenInterceptor;
 use borg_common::MasterClient;
 use borg_proto::v1::link_service_client::LinkServiceClient;
 use borg_proto::v1::{
@@ -48,12 +49,18 @@ pub struct Shard {
 }
 
 impl Shard {
-    pub fn new(config: LinkShardConfig, master: MasterClient, metrics: Metrics) -> Shard {
+    /// `borglet_token` authenticates the polls (the cluster token; see `LinkShardConfig`).
+    pub fn new(
+        config: LinkShardConfig,
+        master: MasterClient,
+        borglet_token: TokenInterceptor,
+        metrics: Metrics,
+    ) -> Shard {
         let poll_timeout = Duration::from_millis(config.poll_timeout_ms);
         Shard {
             config,
             master,
-            borglets: BorgletPool::new(poll_timeout),
+            borglets: BorgletPool::new(poll_timeout, borglet_token),
             records: HashMap::new(),
             metrics,
         }

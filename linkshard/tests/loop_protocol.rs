@@ -87,6 +87,8 @@ struct FakeBorgletState {
     tasks: Vec<TaskReport>,
     failing: bool,
     polls: Vec<PollRequest>,
+    /// The `authorization` metadata of each poll.
+    authorizations: Vec<Option<String>>,
 }
 
 #[derive(Clone, Default)]
@@ -96,6 +98,12 @@ struct FakeBorglet(Arc<Mutex<FakeBorgletState>>);
 impl BorgletService for FakeBorglet {
     async fn poll(&self, request: Request<PollRequest>) -> Result<Response<PollResponse>, Status> {
         let mut state = self.0.lock().unwrap();
+        let authorization = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        state.authorizations.push(authorization);
         state.polls.push(request.into_inner());
         if state.failing {
             return Err(Status::unavailable("the fake borglet is failing"));
@@ -120,6 +128,15 @@ impl BorgletService for FakeBorglet {
         &self,
         _: Request<borg_proto::v1::ExecRequest>,
     ) -> Result<Response<borg_proto::v1::ExecResponse>, Status> {
+        Err(Status::unimplemented("the fake borglet runs no tasks"))
+    }
+
+    type ShellStream = tonic::codegen::BoxStream<borg_proto::v1::ShellOutput>;
+
+    async fn shell(
+        &self,
+        _: Request<tonic::Streaming<borg_proto::v1::ShellInput>>,
+    ) -> Result<Response<Self::ShellStream>, Status> {
         Err(Status::unimplemented("the fake borglet runs no tasks"))
     }
 }
@@ -464,6 +481,34 @@ async fn diffs_are_forwarded_in_bounded_batches() {
     machines.sort();
     assert_eq!(machines, vec!["m1", "m2"]);
 
+    stop_shard(shard, shutdown).await;
+    servers.cancel();
+}
+
+#[tokio::test]
+async fn polls_carry_the_cluster_token() {
+    let servers = CancellationToken::new();
+    let borglet = FakeBorglet::default();
+    borglet.0.lock().unwrap().machine = "m1".into();
+    let borglet_address = start_borglet(borglet.clone(), servers.clone()).await;
+    let master = FakeMaster::default();
+    master.0.lock().unwrap().machines = vec![MachineAssignment {
+        machine: "m1".into(),
+        address: borglet_address.to_string(),
+        desired: vec![],
+    }];
+    let master_address = start_master(master.clone(), servers.clone()).await;
+    let mut config = LinkShardConfig::new(vec![], 0, 1);
+    config.master_token = Some("cluster-secret".into());
+    let (shard, shutdown) = start_shard_with(master_address, config);
+    wait_polls(&borglet, 2).await;
+    let authorizations = borglet.0.lock().unwrap().authorizations.clone();
+    assert!(
+        authorizations
+            .iter()
+            .all(|a| a.as_deref() == Some("Bearer cluster-secret")),
+        "{authorizations:?}"
+    );
     stop_shard(shard, shutdown).await;
     servers.cancel();
 }

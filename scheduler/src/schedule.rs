@@ -133,6 +133,7 @@ pub fn schedule_with_cache(
     let mut slots: HashMap<ClassId, usize> = HashMap::new();
     let mut failed_classes: HashMap<ClassId, UnplacedReason> = HashMap::new();
     let mut failed_shapes = FailedShapes::default();
+    let mut known_infeasible: HashMap<ClassId, KnownInfeasible> = HashMap::new();
     let mut spread = Spread::default();
     let queue = queue_order(pending);
     let mut plan = Plan::default();
@@ -168,6 +169,14 @@ pub fn schedule_with_cache(
         } else {
             rng.random_range(0..machines.len())
         };
+        // Machines an earlier task of the class found infeasible in this call (and the plan
+        // has not evicted from since). Only with equivalence classes.
+        let mut skip = config.equivalence_classes.then(|| {
+            known_infeasible
+                .entry(class_id)
+                .or_insert_with(|| KnownInfeasible::new(machines.len()))
+        });
+        let mut skipped = Vec::new();
 
         let mut best: Option<(Score, usize, feasibility::Fit)> = None;
         let mut feasible = 0usize;
@@ -177,16 +186,25 @@ pub fn schedule_with_cache(
         };
         let mut constraint_counts = vec![0usize; class.hard.len()];
         let mut shortfalls = [0usize; DIMENSIONS.len()];
+        let mut examined = 0usize;
         let prefilter = class.hard.is_empty();
         for k in 0..examine_max {
             let m = machine_order[(start + k) % machines.len()];
             reason.machines_examined += 1;
+            if skip.as_ref().is_some_and(|known| known.contains(m)) {
+                skipped.push(m);
+                continue;
+            }
+            examined += 1;
             if prefilter {
                 if let Some(short) = summaries[m].and_then(|s| s.short_of(class)) {
                     for (i, &d) in DIMENSIONS.iter().enumerate() {
                         if short.contains(&d) {
                             shortfalls[i] += 1;
                         }
+                    }
+                    if let Some(known) = skip.as_mut() {
+                        known.insert(m);
                     }
                     continue;
                 }
@@ -231,23 +249,36 @@ pub fn schedule_with_cache(
                         break;
                     }
                 }
-                Err(Infeasible::NotUp) => reason.machines_not_up += 1,
-                Err(Infeasible::Constraints(failed)) => {
-                    for c in failed {
-                        constraint_counts[c] += 1;
+                Err(infeasible) => {
+                    if let Some(known) = skip.as_mut() {
+                        known.insert(m);
                     }
+                    count_infeasible(
+                        &infeasible,
+                        &mut reason,
+                        &mut constraint_counts,
+                        &mut shortfalls,
+                    );
                 }
-                Err(Infeasible::Resources(dimensions)) => {
-                    for d in dimensions {
-                        if let Some(i) = DIMENSIONS.iter().position(|&n| n == d) {
-                            shortfalls[i] += 1;
-                        }
+            }
+        }
+        if best.is_none() {
+            // Why the skipped machines do not fit, for the reason (rare: once per class).
+            for &m in &skipped {
+                if let Some(work) = works[m].as_ref() {
+                    if let Err(infeasible) = evaluate(view, work, class, config.fit_policy) {
+                        count_infeasible(
+                            &infeasible,
+                            &mut reason,
+                            &mut constraint_counts,
+                            &mut shortfalls,
+                        );
                     }
                 }
             }
         }
 
-        plan.machines_examined += reason.machines_examined as u64;
+        plan.machines_examined += examined as u64;
         let chosen = best.and_then(|(_, m, fit)| works[m].as_mut().map(|work| (m, fit, work)));
         match chosen {
             Some((m, fit, work)) => {
@@ -260,6 +291,12 @@ pub fn schedule_with_cache(
                         priority: work.evictable[v].priority,
                     })
                     .collect();
+                if !fit.victims.is_empty() {
+                    // Evictions free room on `m`: any class may fit there again.
+                    for known in known_infeasible.values_mut() {
+                        known.remove(m);
+                    }
+                }
                 work.place(
                     &task.id.job,
                     &class.package,
@@ -303,6 +340,66 @@ pub fn schedule_with_cache(
         }
     }
     plan
+}
+
+/// Machines on which a class was found infeasible in this call, as a bit set. Within a
+/// call the plan only fills machines, except where it evicts (the machine is then removed
+/// from every set), so the class's later tasks skip these machines without a lookup.
+#[derive(Debug)]
+struct KnownInfeasible {
+    bits: Vec<u64>,
+}
+
+impl KnownInfeasible {
+    fn new(machines: usize) -> Self {
+        KnownInfeasible {
+            bits: vec![0; machines.div_ceil(64)],
+        }
+    }
+
+    fn remove(&mut self, m: usize) {
+        if let Some(b) = self.bits.get_mut(m / 64) {
+            *b &= !(1 << (m % 64));
+        }
+    }
+
+    fn contains(&self, m: usize) -> bool {
+        self.bits
+            .get(m / 64)
+            .is_some_and(|b| b & (1 << (m % 64)) != 0)
+    }
+
+    fn insert(&mut self, m: usize) {
+        if let Some(b) = self.bits.get_mut(m / 64) {
+            *b |= 1 << (m % 64);
+        }
+    }
+}
+
+/// Adds why a machine is infeasible to the counts of an unplaced reason.
+fn count_infeasible(
+    infeasible: &Infeasible,
+    reason: &mut UnplacedReason,
+    constraint_counts: &mut [usize],
+    shortfalls: &mut [usize; DIMENSIONS.len()],
+) {
+    match infeasible {
+        Infeasible::NotUp => reason.machines_not_up += 1,
+        Infeasible::Constraints(failed) => {
+            for &c in failed {
+                if let Some(count) = constraint_counts.get_mut(c) {
+                    *count += 1;
+                }
+            }
+        }
+        Infeasible::Resources(dimensions) => {
+            for d in dimensions {
+                if let Some(i) = DIMENSIONS.iter().position(|n| n == d) {
+                    shortfalls[i] += 1;
+                }
+            }
+        }
+    }
 }
 
 /// A compact copy of what decides that a machine is too full, scanned before the machine's

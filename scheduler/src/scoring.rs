@@ -24,8 +24,8 @@ pub const PRIORITY_MIX_WEIGHT: i64 = 100;
 /// How the fit term ranks machines by how full they would be.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum FitPolicy {
-    /// Borg's hybrid: pack, but prefer placements that leave the machine's free resources
-    /// balanced across dimensions, so that none is stranded behind an exhausted one.
+    /// Borg's hybrid: pack like best fit, but penalise placements that leave resources
+    /// stranded (free in one dimension while another is exhausted).
     #[default]
     Hybrid,
     /// Fullest machine first: packs tightly and keeps whole machines free for large tasks.
@@ -149,11 +149,26 @@ pub fn fit_permille(policy: FitPolicy, after: &Resources, capacity: &Resources) 
     match policy {
         FitPolicy::BestFit => utilisation,
         FitPolicy::WorstFit => 1000u32.saturating_sub(utilisation),
-        FitPolicy::Hybrid => {
-            let balance = 1000u32.saturating_sub(imbalance_permille(after, capacity));
-            (utilisation + balance) / 2
-        }
+        FitPolicy::Hybrid => hybrid_permille(after, capacity),
     }
+}
+
+/// Borg's hybrid: best fit that penalises stranded resources. Over the dimensions the
+/// machine uses at all, the mean used share (fuller is better, as in best fit) less half the
+/// spread between the fullest and the emptiest of them: once the fullest is exhausted, the
+/// others' free share is stranded. A dimension nobody asked for on the machine (disk of a
+/// trace without disk requests, GPUs of a machine running CPU tasks) strands nothing that
+/// the work wants, so it is left out; counting it made hybrid prefer half-empty machines.
+fn hybrid_permille(after: &Resources, capacity: &Resources) -> u32 {
+    let (mut low, mut high, mut sum, mut count) = (u32::MAX, 0u32, 0u32, 0u32);
+    for used in used_permille(after, capacity).filter(|used| *used > 0) {
+        low = low.min(used);
+        high = high.max(used);
+        sum += used;
+        count += 1;
+    }
+    let mean = sum.checked_div(count).unwrap_or(0);
+    mean.saturating_sub(high.saturating_sub(low) / 2)
 }
 
 /// Per-dimension used fractions (per mille, capped at 1000) over the dimensions the
@@ -168,17 +183,6 @@ fn used_permille(used: &Resources, capacity: &Resources) -> impl Iterator<Item =
     dims.into_iter()
         .filter(|(_, c)| *c > 0)
         .map(|(u, c)| u32::try_from((u128::from(u.min(c)) * 1000) / u128::from(c)).unwrap_or(1000))
-}
-
-/// Spread between the fullest and the emptiest dimension, per mille: resources of the
-/// emptier dimensions are stranded once the fullest one is exhausted.
-pub fn imbalance_permille(used: &Resources, capacity: &Resources) -> u32 {
-    let (mut low, mut high) = (u32::MAX, 0u32);
-    for used in used_permille(used, capacity) {
-        low = low.min(used);
-        high = high.max(used);
-    }
-    high.saturating_sub(low)
 }
 
 /// Mean of `used / capacity` over the dimensions with capacity, in per mille (capped at 1000).
@@ -250,8 +254,7 @@ mod tests {
         let capacity = Resources::new(1000, 1000);
         // Both 50% used on average; the second leaves RAM stranded behind exhausted CPU.
         let balanced = Resources::new(500, 500);
-        let lopsided = Resources::new(1000, 0);
-        assert_eq!(imbalance_permille(&lopsided, &capacity), 1000);
+        let lopsided = Resources::new(990, 10);
         assert!(
             fit_permille(FitPolicy::Hybrid, &balanced, &capacity)
                 > fit_permille(FitPolicy::Hybrid, &lopsided, &capacity)
@@ -264,6 +267,21 @@ mod tests {
         assert!(
             fit_permille(FitPolicy::Hybrid, &Resources::new(800, 800), &capacity)
                 > fit_permille(FitPolicy::Hybrid, &balanced, &capacity)
+        );
+    }
+
+    #[test]
+    fn hybrid_packs_rather_than_spreads_when_a_dimension_is_unused() {
+        // Disk (4 TiB, asked for by nobody) must not make a fuller machine look stranded.
+        let capacity = Resources {
+            disk_bytes: 4 << 40,
+            ..Resources::new(1000, 1000)
+        };
+        let full = Resources::new(900, 850);
+        let half = Resources::new(450, 420);
+        assert!(
+            fit_permille(FitPolicy::Hybrid, &full, &capacity)
+                > fit_permille(FitPolicy::Hybrid, &half, &capacity)
         );
     }
 }

@@ -3,6 +3,7 @@
 //! stop the scheduler from placing every other.
 
 use crate::view::{CellView, JobView, MachineView, TaskView};
+use borg_model::{Resources, TaskId};
 use borg_proto::convert::{self, ConvertError};
 use borg_proto::v1;
 use std::collections::BTreeMap;
@@ -115,16 +116,43 @@ pub fn apply_change(view: &mut CellView, index: u64, change: v1::CellChange) -> 
             .as_ref()
             .map(|s| s.name.clone())
             .unwrap_or_default();
-        match job_from_wire(job) {
-            Ok(job) => view.upsert_job(job),
-            Err(error) => {
-                view.remove_job(&name);
-                skipped.push(error);
-            }
+        if let Err(error) = upsert_job_from_wire(view, job) {
+            view.remove_job(&name);
+            skipped.push(error);
         }
     }
     view.set_index(index);
     skipped
+}
+
+/// Replaces a job in the view with its wire form, placed tasks reserving what the master
+/// computed for them (`Task.reservation`; their limits where it is unset).
+pub fn upsert_job_from_wire(view: &mut CellView, job: v1::Job) -> Result<(), ViewSyncError> {
+    let reservations = reservations_from_wire(&job);
+    view.upsert_job(job_from_wire(job)?);
+    for (machine, task, reservation) in reservations {
+        view.set_reservation(&machine, &task, reservation);
+    }
+    Ok(())
+}
+
+/// The master's reservations for a job's placed tasks: (machine, task, reservation).
+pub fn reservations_from_wire(job: &v1::Job) -> Vec<(String, TaskId, Resources)> {
+    let Some(spec) = &job.spec else {
+        return Vec::new();
+    };
+    job.tasks
+        .iter()
+        .filter(|t| !t.machine.is_empty())
+        .filter_map(|t| {
+            let reservation = Resources::from(t.reservation?);
+            Some((
+                t.machine.clone(),
+                TaskId::new(spec.name.clone(), t.index),
+                reservation,
+            ))
+        })
+        .collect()
 }
 
 pub fn machine_from_wire(machine: v1::Machine) -> Result<MachineView, ViewSyncError> {
@@ -302,6 +330,73 @@ pub(crate) mod tests {
         assert_eq!(sync.apply(removed), Ok(vec![]));
         assert_eq!(sync.view().machine_count(), 0);
         assert_eq!(sync.view().placed_on("m1").count(), 0);
+    }
+
+    /// A batch task on a machine whose capacity prod limits fill but whose prod usage is
+    /// low: it fits once the master's reservations for the prod task have decayed.
+    #[test]
+    fn a_batch_task_uses_the_room_that_decayed_reservations_leave() {
+        let mut prod = wire_job("prod", vec![(v1::TaskState::Running, "m1")]);
+        let spec = prod.spec.as_mut().unwrap();
+        spec.priority = 200;
+        spec.task.as_mut().unwrap().resources = Some(v1::Resources {
+            cpu_millis: 1000,
+            ram_bytes: 1 << 30,
+            disk_bytes: 0,
+            gpus: 0,
+        });
+        let mut machine = wire_machine("m1", 1);
+        machine.allocated = spec.task.as_ref().unwrap().resources;
+        let batch = wire_job("batch", vec![(v1::TaskState::Pending, "")]);
+        let plan_with = |prod: v1::Job| {
+            let mut sync = ViewSync::new();
+            let snapshot = v1::CellUpdate {
+                index: 1,
+                update: Some(v1::cell_update::Update::Snapshot(v1::CellSnapshot {
+                    machines: vec![machine.clone()],
+                    jobs: vec![prod, batch.clone()],
+                })),
+            };
+            assert_eq!(sync.apply(snapshot), Ok(vec![]));
+            let pending = sync.view().pending_tasks();
+            crate::schedule(sync.view(), &pending, &crate::PlacementConfig::new(), 7)
+        };
+
+        // No reservation on the wire (or one at the limits): the machine is full.
+        let plan = plan_with(prod.clone());
+        assert!(plan.placements.is_empty(), "{plan:?}");
+        prod.tasks[0].reservation = prod.spec.as_ref().unwrap().task.as_ref().unwrap().resources;
+        assert!(plan_with(prod.clone()).placements.is_empty());
+
+        // Decayed to usage plus margin: the batch task (100m, 1Mi) fits beside it.
+        prod.tasks[0].reservation = Some(v1::Resources {
+            cpu_millis: 300,
+            ram_bytes: 256 << 20,
+            disk_bytes: 0,
+            gpus: 0,
+        });
+        let plan = plan_with(prod.clone());
+        assert_eq!(plan.placements.len(), 1, "{plan:?}");
+        assert_eq!(plan.placements[0].machine, "m1");
+        assert!(plan.placements[0].preempt.is_empty(), "nothing preempted");
+
+        // A prod task of the same size still sees the machine full (limits).
+        let mut prod2 = batch.clone();
+        prod2.spec.as_mut().unwrap().name = "prod2".into();
+        prod2.spec.as_mut().unwrap().priority = 200;
+        prod2.tasks[0].job = "prod2".into();
+        let mut sync = ViewSync::new();
+        sync.apply(v1::CellUpdate {
+            index: 1,
+            update: Some(v1::cell_update::Update::Snapshot(v1::CellSnapshot {
+                machines: vec![machine.clone()],
+                jobs: vec![prod, prod2],
+            })),
+        })
+        .unwrap();
+        let pending = sync.view().pending_tasks();
+        let plan = crate::schedule(sync.view(), &pending, &crate::PlacementConfig::new(), 7);
+        assert!(plan.placements.is_empty(), "{plan:?}");
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //! quality per fit policy on it and on the Alibaba default list. Prints a table; see
 //! /work/briefs/bench-sim.md for the command.
 //!
-//! Arguments: `[TRACES_DIR] [google|alibaba] [POLICY]` (defaults: ../shared/traces, both,
-//! every policy).
+//! Arguments: `[TRACES_DIR] [google|alibaba] [POLICY] [TRIALS]` (defaults: ../shared/traces,
+//! both, every policy, 11 trials; an empty argument takes the default, so
+//! `-- ../shared/traces google '' 2` is a quick run of every policy on the Google slice).
 
 use sim::compact::{self, CompactConfig};
 use sim::trace::{alibaba2023, google2011, Workload};
@@ -16,6 +17,16 @@ fn main() {
         .unwrap_or_else(|| PathBuf::from("../shared/traces"));
     let only = std::env::args().nth(2).unwrap_or_default();
     let only_policy = std::env::args().nth(3).unwrap_or_default();
+    let trials = match std::env::args().nth(4).filter(|t| !t.is_empty()) {
+        None => compact::TRIALS_DEFAULT,
+        Some(text) => match text.parse::<usize>() {
+            Ok(trials) => trials,
+            Err(error) => {
+                eprintln!("TRIALS must be a number of trials, not {text:?}: {error}");
+                std::process::exit(2);
+            }
+        },
+    };
     let mut workloads: Vec<(&str, Workload)> = Vec::new();
     if only.is_empty() || only == "google" {
         let dir = traces.join("google-2011");
@@ -48,6 +59,7 @@ fn main() {
             }
             let mut config = CompactConfig::new();
             config.placement.fit_policy = policy;
+            config.trials = trials;
             let progress = |done: usize, total: usize, _: &compact::TrialResult| {
                 eprint!("\r{name} {policy_name}: trial {done}/{total}");
             };

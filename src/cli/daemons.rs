@@ -56,6 +56,10 @@ pub struct MasterArgs {
     /// Trust every caller: no tokens, no ownership or quota checks. For experiments only.
     #[arg(long, conflicts_with_all = ["admin_token_file", "cluster_token_file"])]
     pub no_auth: bool,
+    /// TEST-ONLY fault-injection hook: accept `ReplicaService.SetPeerFilter`, with which fault
+    /// tests cut replicas apart on loopback (a partition). Hidden; never use in production.
+    #[arg(long, hide = true)]
+    pub test_only_peer_filter: bool,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -220,6 +224,7 @@ pub fn master_config(args: &MasterArgs) -> anyhow::Result<borgmaster::ReplicaCon
     if let Some(ticks) = args.election_timeout_ticks {
         config.election_timeout_ticks = ticks;
     }
+    config.peer_filter_enabled = args.test_only_peer_filter;
     if let (Some(admin), Some(cluster)) = (&args.admin_token_file, &args.cluster_token_file) {
         config.auth = Some(borgmaster::services::auth::AuthConfig {
             admin_token_file: admin.clone(),
@@ -234,6 +239,7 @@ pub async fn run_master(args: MasterArgs, global: &GlobalArgs) -> anyhow::Result
     if let Some(MasterAction::Status) = args.action {
         return super::master_status::run(
             global.master.clone(),
+            super::token::resolve(global.token.as_deref(), global.token_file.as_deref())?,
             global.output == super::OutputFormat::Json,
         )
         .await;

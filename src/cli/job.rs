@@ -32,6 +32,7 @@ pub enum JobCommand {
     },
     /// Show a job: summary and every task (state, machine, restarts, age).
     Status {
+        /// NAME, or NAME/INDEX for one task with its events.
         name: String,
         /// Read through the leader rather than any replica.
         #[arg(long)]
@@ -83,6 +84,9 @@ pub async fn run(command: JobCommand, global: &GlobalArgs) -> anyhow::Result<()>
             .await
         }
         JobCommand::Status { name, consistent } => {
+            if name.contains('/') {
+                return super::task_status::run(&name, consistent, global).await;
+            }
             let client = master_client(global)?;
             let job = get_job(&client, &name, consistent).await?;
             match global.output {

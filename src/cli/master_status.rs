@@ -15,16 +15,20 @@ struct Row {
     status: Result<v1::ReplicaStatus, String>,
 }
 
-pub async fn run(endpoints: Vec<String>, json: bool) -> anyhow::Result<()> {
+/// `token`: an admin's or the cluster token (replicas answer `Status` to no one else when
+/// authentication is on).
+pub async fn run(endpoints: Vec<String>, token: Option<String>, json: bool) -> anyhow::Result<()> {
     if endpoints.is_empty() {
         anyhow::bail!("no master endpoints given: pass --master HOST:PORT,HOST:PORT,...");
     }
+    let token = borg_common::master_client::TokenInterceptor::new(token.as_deref())
+        .map_err(|status| anyhow::anyhow!("{}", status.message()))?;
     // Asked at once, so one unreachable replica costs one timeout, not one each.
     let calls: Vec<_> = endpoints
         .iter()
         .map(|e| {
-            let endpoint = e.clone();
-            tokio::spawn(async move { status_of(&endpoint).await })
+            let (endpoint, token) = (e.clone(), token.clone());
+            tokio::spawn(async move { status_of(&endpoint, token).await })
         })
         .collect();
     let mut rows = Vec::with_capacity(calls.len());
@@ -109,7 +113,10 @@ pub async fn run(endpoints: Vec<String>, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn status_of(endpoint: &str) -> Result<v1::ReplicaStatus, String> {
+async fn status_of(
+    endpoint: &str,
+    token: borg_common::master_client::TokenInterceptor,
+) -> Result<v1::ReplicaStatus, String> {
     let channel = Endpoint::from_shared(format!("http://{endpoint}"))
         .map_err(|e| format!("bad address: {e}"))?
         .connect_timeout(Duration::from_millis(STATUS_TIMEOUT_MS))
@@ -117,7 +124,7 @@ async fn status_of(endpoint: &str) -> Result<v1::ReplicaStatus, String> {
         .connect()
         .await
         .map_err(|e| format!("unreachable: {e}"))?;
-    ReplicaServiceClient::new(channel)
+    ReplicaServiceClient::with_interceptor(channel, token)
         .status(v1::ReplicaStatusRequest {
             with_state_hash: true,
         })

@@ -13,6 +13,7 @@ mod quota;
 mod render;
 mod sim;
 mod ssh;
+mod task_status;
 mod token;
 mod why;
 
@@ -150,6 +151,15 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
 
 /// A client of the masters named on the command line.
 pub fn master_client(global: &GlobalArgs) -> anyhow::Result<borg_common::MasterClient> {
+    Ok(borg_common::MasterClient::new(master_client_config(
+        global,
+    )?)?)
+}
+
+/// The configuration `master_client` uses, for callers that change a bound (`borg ssh`).
+pub fn master_client_config(
+    global: &GlobalArgs,
+) -> anyhow::Result<borg_common::MasterClientConfig> {
     let endpoints = global
         .master
         .iter()
@@ -157,11 +167,10 @@ pub fn master_client(global: &GlobalArgs) -> anyhow::Result<borg_common::MasterC
         .filter(|s| !s.is_empty())
         .collect();
     let token = token::resolve(global.token.as_deref(), global.token_file.as_deref())?;
-    let config = borg_common::MasterClientConfig {
+    Ok(borg_common::MasterClientConfig {
         token,
         ..borg_common::MasterClientConfig::new(endpoints)
-    };
-    Ok(borg_common::MasterClient::new(config)?)
+    })
 }
 
 /// Cancelled on the first Ctrl-C or SIGTERM.

@@ -181,7 +181,13 @@ pub fn task_json(t: &v1::Task) -> Value {
         "pid": t.pid,
         "state_since_ms": t.state_since_ms,
         "message": t.message,
+        "usage": t.usage.as_ref().map(resources_json),
+        "reservation": t.reservation.as_ref().map(resources_json),
     })
+}
+
+fn resources_json(r: &v1::Resources) -> Value {
+    json!({"cpu_millis": r.cpu_millis, "ram_bytes": r.ram_bytes, "disk_bytes": r.disk_bytes, "gpus": r.gpus})
 }
 
 pub fn jobs_text(jobs: &[v1::Job]) -> String {

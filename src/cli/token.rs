@@ -4,6 +4,7 @@
 //! `BORG_TOKEN_FILE`); else `~/.config/borg/token`; else the admin token of a dev cell in the
 //! default data directory (`/tmp/borg-dev/admin.token`), so that `borg dev` works as is.
 
+use super::render::{format_age, table};
 use super::{master_client, GlobalArgs, OutputFormat};
 use anyhow::Context;
 use borg_common::auth::{generate_token, read_token_file, token_hash};
@@ -31,6 +32,19 @@ pub enum TokenCommand {
     },
     /// Show who the cell takes you for.
     Whoami,
+    /// List the registered tokens: id, user, admin, age (admins only; no secrets).
+    List {
+        /// Only this user's tokens.
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Revoke a token by its id (from `borg token list`), or every token of USER (admins
+    /// only). Every master replica refuses a revoked token from then on.
+    Revoke {
+        /// A token id (12 or more hex digits) or a user name.
+        #[arg(value_name = "USER|TOKEN-ID")]
+        target: String,
+    },
 }
 
 /// The token this CLI sends: the first of `flag`, `file`, `~/.config/borg/token`, the dev
@@ -85,13 +99,15 @@ pub async fn run(command: TokenCommand, global: &GlobalArgs) -> anyhow::Result<(
                         "user": response.user,
                         "admin": response.admin,
                         "token": token,
+                        "id": response.id,
                         "index": response.index,
                     })
                 ),
                 OutputFormat::Text => {
                     println!("{token}");
                     eprintln!(
-                        "token for {}user {user} created; give it to them (BORG_TOKEN or ~/.config/borg/token): it is not stored and cannot be shown again",
+                        "token {} for {}user {user} created; give it to them (BORG_TOKEN or ~/.config/borg/token): it is not stored and cannot be shown again",
+                        response.id,
                         if admin { "admin " } else { "" }
                     );
                 }
@@ -129,13 +145,116 @@ pub async fn run(command: TokenCommand, global: &GlobalArgs) -> anyhow::Result<(
                 ),
             }
         }
+        TokenCommand::List { user } => {
+            let request = v1::ListTokensRequest {
+                user: user.unwrap_or_default(),
+                consistent: true,
+            };
+            let response = client
+                .call(|channel| {
+                    let request = request.clone();
+                    async move {
+                        CellServiceClient::new(channel)
+                            .list_tokens(request)
+                            .await
+                            .map(|r| r.into_inner())
+                    }
+                })
+                .await
+                .context("listing tokens")?;
+            match global.output {
+                OutputFormat::Json => println!("{:#}", tokens_json(&response.tokens)),
+                OutputFormat::Text => {
+                    print!("{}", tokens_text(&response.tokens, borg_common::now_ms()))
+                }
+            }
+        }
+        TokenCommand::Revoke { target } => {
+            let request = v1::RevokeTokenRequest {
+                target: target.clone(),
+                request_id: new_request_id("revoke"),
+            };
+            let response = client
+                .call(|channel| {
+                    let request = request.clone();
+                    async move {
+                        CellServiceClient::new(channel)
+                            .revoke_token(request)
+                            .await
+                            .map(|r| r.into_inner())
+                    }
+                })
+                .await
+                .with_context(|| format!("revoking {target}"))?;
+            match global.output {
+                OutputFormat::Json => println!(
+                    "{:#}",
+                    serde_json::json!({
+                        "revoked": tokens_json(&response.revoked),
+                        "index": response.index,
+                    })
+                ),
+                OutputFormat::Text => {
+                    for token in &response.revoked {
+                        println!("revoked token {} of {}", token.id, token.user);
+                    }
+                }
+            }
+        }
     }
     Ok(())
+}
+
+fn tokens_json(tokens: &[v1::TokenInfo]) -> serde_json::Value {
+    tokens
+        .iter()
+        .map(|t| {
+            serde_json::json!({
+                "id": t.id,
+                "user": t.user,
+                "admin": t.admin,
+                "created_ms": t.created_ms,
+                "created_index": t.created_index,
+            })
+        })
+        .collect()
+}
+
+fn tokens_text(tokens: &[v1::TokenInfo], now_ms: u64) -> String {
+    let rows: Vec<Vec<String>> = tokens
+        .iter()
+        .map(|t| {
+            vec![
+                t.id.clone(),
+                t.user.clone(),
+                if t.admin { "yes" } else { "no" }.to_owned(),
+                format_age(now_ms.saturating_sub(t.created_ms)),
+            ]
+        })
+        .collect();
+    let mut out = table(&["ID", "USER", "ADMIN", "AGE"], &rows);
+    out.push('\n');
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_token_table_shows_ids_users_and_ages() {
+        let tokens = [v1::TokenInfo {
+            id: "0123456789ab".into(),
+            user: "bob".into(),
+            admin: false,
+            created_index: 7,
+            created_ms: 1_000,
+        }];
+        let text = tokens_text(&tokens, 61_000);
+        assert!(text.starts_with("ID"), "{text}");
+        assert!(text.contains("0123456789ab  bob"), "{text}");
+        assert_eq!(tokens_json(&tokens)[0]["user"], "bob");
+    }
 
     #[test]
     fn a_flag_wins_and_a_file_is_read() {

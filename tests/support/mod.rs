@@ -116,11 +116,18 @@ pub struct TestCell {
     /// The bootstrap admin's token (the CLI's default identity) and the control plane's.
     pub admin_token: String,
     pub cluster_token: String,
+    /// Extra flags every `borg master` of this cell is started (and restarted) with.
+    pub master_extra_args: Vec<String>,
 }
 
 impl TestCell {
     /// Master replicas only; add the rest with `start_control_plane` and `start_borglet`.
     pub fn with_masters(replicas: usize) -> TestCell {
+        TestCell::with_masters_and_args(replicas, &[])
+    }
+
+    /// Master replicas started with `extra_args` on top of the usual flags.
+    pub fn with_masters_and_args(replicas: usize, extra_args: &[&str]) -> TestCell {
         let n = CELL_COUNTER.fetch_add(1, Ordering::Relaxed);
         let tag = format!("{}-{n}", std::process::id());
         let dir = tempfile::Builder::new()
@@ -136,6 +143,7 @@ impl TestCell {
             dir,
             admin_token,
             cluster_token,
+            master_extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
             master_ports: (0..replicas).map(|_| free_port()).collect(),
             masters: Vec::new(),
             others: Vec::new(),
@@ -177,7 +185,7 @@ impl TestCell {
     }
 
     fn spawn_master(&self, id: usize) -> Daemon {
-        let args = vec![
+        let mut args = vec![
             "master".into(),
             "--id".into(),
             id.to_string(),
@@ -196,6 +204,7 @@ impl TestCell {
             "--cluster-token-file".into(),
             self.token_file("cluster.token"),
         ];
+        args.extend(self.master_extra_args.iter().cloned());
         Daemon::spawn(&format!("master-{id}"), &args, self.dir.path())
     }
 
@@ -409,4 +418,24 @@ pub fn process_cmdline(pid: u32) -> String {
     std::fs::read(format!("/proc/{pid}/cmdline"))
         .map(|bytes| String::from_utf8_lossy(&bytes).replace('\0', " "))
         .unwrap_or_default()
+}
+
+/// A one-task job of the smallest size, owned by the admin: for tests that count writes.
+pub fn tiny_job(name: &str) -> borg_proto::v1::JobSpec {
+    borg_proto::v1::JobSpec {
+        name: name.into(),
+        owner: ADMIN_USER.into(),
+        priority: 100,
+        replicas: 1,
+        task: Some(borg_proto::v1::TaskTemplate {
+            command: "/bin/true".into(),
+            resources: Some(borg_proto::v1::Resources {
+                cpu_millis: 1,
+                ram_bytes: 1 << 20,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
 }

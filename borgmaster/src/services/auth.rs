@@ -338,12 +338,22 @@ mod tests {
                 admin: false
             })
         );
+        // Revoked, it is refused from the next request on.
+        let revoke = LogEntry {
+            request_id: "r".into(),
+            time_ms: 2,
+            command: Command::RevokeTokens {
+                target: "bob".into(),
+            },
+        };
+        state.write().unwrap().apply(2, &revoke);
+        assert_eq!(code(&bearer("bobs-token")), tonic::Code::Unauthenticated);
         let refused = auth
             .metrics
             .requests_refused
             .with_label_values(&["unauthenticated"])
             .get();
-        assert_eq!(refused, 3);
+        assert_eq!(refused, 4);
         // Without a configuration the replica is open.
         let open = Authenticator::load(
             None,

@@ -3,7 +3,7 @@
 use super::auth::{identity, on_behalf_of, require_admin, user_name, AuthMetrics, Identity};
 use super::{accepted, unexpected};
 use crate::context::ReplicaContext;
-use crate::state::{Command, Outcome, StateError};
+use crate::state::{token_id, Command, Outcome, StateError, TokenInfo};
 use crate::wire;
 use borg_proto::v1;
 use borg_proto::v1::cell_service_server::CellService;
@@ -13,6 +13,9 @@ use tonic::{Request, Response, Status};
 
 /// Events read from the state per page while streaming.
 const EVENTS_PAGE_MAX: usize = 256;
+/// A task's events returned when the request names no limit, and the most returned.
+const TASK_EVENTS_DEFAULT: usize = 50;
+const TASK_EVENTS_MAX: usize = 1_000;
 
 pub struct CellApi {
     pub ctx: Arc<ReplicaContext>,
@@ -244,6 +247,7 @@ impl CellService for CellApi {
         let request = request.into_inner();
         let user = wire::name("user", &request.user)?;
         let request_id = wire::request_id(&request.request_id)?;
+        let id = token_id(&request.token_sha256).to_owned();
         let command = on_behalf_of(
             &identity,
             Command::CreateToken {
@@ -258,9 +262,73 @@ impl CellService for CellApi {
                 user,
                 admin: request.admin,
                 index: committed.index,
+                id,
             })),
             other => Err(unexpected(&other)),
         }
+    }
+
+    async fn list_tokens(
+        &self,
+        request: Request<v1::ListTokensRequest>,
+    ) -> Result<Response<v1::ListTokensResponse>, Status> {
+        require_admin(&identity(&request)?, "list tokens")?;
+        let request = request.into_inner();
+        let user = if request.user.is_empty() {
+            None
+        } else {
+            Some(wire::name("user", &request.user)?)
+        };
+        self.ctx.prepare_read(request.consistent).await?;
+        let state = self.ctx.state()?;
+        Ok(Response::new(v1::ListTokensResponse {
+            tokens: state
+                .tokens_view(user.as_deref())
+                .into_iter()
+                .map(token_to_wire)
+                .collect(),
+            meta: Some(self.ctx.read_meta(&state)),
+        }))
+    }
+
+    async fn revoke_token(
+        &self,
+        request: Request<v1::RevokeTokenRequest>,
+    ) -> Result<Response<v1::RevokeTokenResponse>, Status> {
+        let identity = identity(&request)?;
+        require_admin(&identity, "revoke tokens")?;
+        let request = request.into_inner();
+        let target = wire::name("token id or user", &request.target)?;
+        let request_id = wire::request_id(&request.request_id)?;
+        let command = on_behalf_of(&identity, Command::RevokeTokens { target })?;
+        let committed = self.ctx.propose(request_id, command).await?;
+        match accepted(committed.outcome)? {
+            Outcome::TokensRevoked { tokens } => Ok(Response::new(v1::RevokeTokenResponse {
+                revoked: tokens.into_iter().map(token_to_wire).collect(),
+                index: committed.index,
+            })),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn list_task_events(
+        &self,
+        request: Request<v1::ListTaskEventsRequest>,
+    ) -> Result<Response<v1::ListTaskEventsResponse>, Status> {
+        let request = request.into_inner();
+        let job = wire::name("job name", &request.job)?;
+        let limit = match request.limit {
+            0 => TASK_EVENTS_DEFAULT,
+            n => usize::try_from(n)
+                .unwrap_or(usize::MAX)
+                .min(TASK_EVENTS_MAX),
+        };
+        self.ctx.prepare_read(request.consistent).await?;
+        let state = self.ctx.state()?;
+        Ok(Response::new(v1::ListTaskEventsResponse {
+            events: state.task_events_view(&job, request.index, limit),
+            meta: Some(self.ctx.read_meta(&state)),
+        }))
     }
 
     async fn set_quota(
@@ -322,5 +390,15 @@ impl CellService for CellApi {
                 .collect(),
             meta: Some(self.ctx.read_meta(&state)),
         }))
+    }
+}
+
+fn token_to_wire(token: TokenInfo) -> v1::TokenInfo {
+    v1::TokenInfo {
+        id: token.id,
+        user: token.user,
+        admin: token.admin,
+        created_index: token.created_index,
+        created_ms: token.created_ms,
     }
 }

@@ -5,6 +5,7 @@ pub mod cell;
 pub mod link;
 pub mod replica;
 pub mod scheduler;
+pub mod task_access;
 
 use crate::state::Outcome;
 use crate::wire::state_error_status;

@@ -1,9 +1,15 @@
 //! `ReplicaService`: Paxos messages between replicas, a replica's status, checkpoints for
 //! replicas that catch up, writes forwarded by followers, and the test-only peer filter.
+//!
+//! When authentication is on, every call must carry the cluster token (the replicas send it
+//! from `transport`, `catchup` and `context`); `Status` also takes an admin's token, for
+//! `borg master status`. The interceptor (`Authenticator::any_caller`) refuses a missing or
+//! unknown token with UNAUTHENTICATED before a handler runs; `require_peer` refuses user tokens.
 
 use crate::context::ReplicaContext;
 use crate::entry::decode_message;
 use crate::paxos::Incoming;
+use crate::services::auth::{identity, AuthMetrics, Identity};
 use crate::state::LogEntry;
 use crate::storage::hex;
 use bincode::Options;
@@ -17,6 +23,35 @@ pub const DELIVER_MESSAGES_MAX: usize = 4_096;
 
 pub struct ReplicaApi {
     pub ctx: Arc<ReplicaContext>,
+    /// Counts the user tokens refused here (the interceptor counts unknown ones).
+    pub auth_metrics: AuthMetrics,
+}
+
+impl ReplicaApi {
+    /// Only the replicas (the cluster token) may call `method`, or anyone when authentication
+    /// is off; an admin too if `admin_allowed`.
+    fn require_peer<T>(
+        &self,
+        request: &Request<T>,
+        method: &str,
+        admin_allowed: bool,
+    ) -> Result<(), Status> {
+        match identity(request)? {
+            Identity::Open | Identity::ControlPlane => Ok(()),
+            Identity::User(caller) if admin_allowed && caller.admin => Ok(()),
+            Identity::User(caller) => {
+                self.auth_metrics
+                    .requests_refused
+                    .with_label_values(&["permission_denied"])
+                    .inc();
+                Err(Status::permission_denied(format!(
+                    "ReplicaService.{method} is for master replicas only (the cluster token), \
+                     and user {} holds a user token",
+                    caller.user
+                )))
+            }
+        }
+    }
 }
 
 #[tonic::async_trait]
@@ -25,6 +60,7 @@ impl ReplicaService for ReplicaApi {
         &self,
         request: Request<v1::DeliverRequest>,
     ) -> Result<Response<v1::DeliverResponse>, Status> {
+        self.require_peer(&request, "Deliver", false)?;
         let request = request.into_inner();
         let me = self.ctx.id;
         if request.from == me || !self.ctx.peers.contains_key(&request.from) {
@@ -77,6 +113,7 @@ impl ReplicaService for ReplicaApi {
         &self,
         request: Request<v1::ReplicaStatusRequest>,
     ) -> Result<Response<v1::ReplicaStatus>, Status> {
+        self.require_peer(&request, "Status", true)?;
         let state_hash = if request.into_inner().with_state_hash {
             hex(&self.ctx.state()?.state_hash())
         } else {
@@ -106,13 +143,15 @@ impl ReplicaService for ReplicaApi {
             state_hash,
             compacted_index: progress.compacted_index,
             is_leader: leader.is_self,
+            leader_changes: self.ctx.metrics.leader_changes.get(),
         }))
     }
 
     async fn fetch_checkpoint(
         &self,
-        _request: Request<v1::FetchCheckpointRequest>,
+        request: Request<v1::FetchCheckpointRequest>,
     ) -> Result<Response<v1::CheckpointData>, Status> {
+        self.require_peer(&request, "FetchCheckpoint", false)?;
         let checkpoint = self.ctx.db.load_checkpoint().map_err(|e| {
             Status::internal(format!(
                 "replica {} cannot read its checkpoint: {e}",
@@ -134,6 +173,7 @@ impl ReplicaService for ReplicaApi {
         &self,
         request: Request<v1::ForwardRequest>,
     ) -> Result<Response<v1::ForwardResponse>, Status> {
+        self.require_peer(&request, "Forward", false)?;
         let request = request.into_inner();
         if request.from == self.ctx.id || !self.ctx.peers.contains_key(&request.from) {
             return Err(Status::permission_denied(format!(
@@ -153,10 +193,14 @@ impl ReplicaService for ReplicaApi {
         Ok(Response::new(v1::ForwardResponse { committed: bytes }))
     }
 
+    /// A fault-injection hook for tests (a partition on loopback): refused unless the replica
+    /// was started with `peer_filter_enabled`, and, with authentication on, without the
+    /// cluster token.
     async fn set_peer_filter(
         &self,
         request: Request<v1::SetPeerFilterRequest>,
     ) -> Result<Response<v1::SetPeerFilterResponse>, Status> {
+        self.require_peer(&request, "SetPeerFilter", false)?;
         if !self.ctx.peer_filter_enabled {
             return Err(Status::permission_denied(
                 "the peer filter is for fault tests; start the replica with it enabled (ReplicaConfig::peer_filter_enabled)",

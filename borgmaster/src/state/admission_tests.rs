@@ -358,3 +358,135 @@ fn replicas_applying_the_same_admission_log_reach_the_same_state() {
         Outcome::JobSubmitted { created: true, .. }
     ));
 }
+
+fn create_token(hash: &str, who: &str) -> Command {
+    as_user(
+        &admin(),
+        Command::CreateToken {
+            token_sha256: hash.into(),
+            user: who.into(),
+            admin: false,
+        },
+    )
+}
+
+fn revoke(caller: &Caller, target: &str) -> Command {
+    as_user(
+        caller,
+        Command::RevokeTokens {
+            target: target.into(),
+        },
+    )
+}
+
+#[test]
+fn admins_list_tokens_without_secrets_and_revoke_them_by_id_or_user() {
+    let mut cell = Cell::new();
+    let (bob1, bob2, eve) = ("b1".repeat(32), "b2".repeat(32), "ee".repeat(32));
+    cell.apply(create_token(&bob1, "bob"));
+    cell.apply(create_token(&eve, "eve"));
+    cell.apply(create_token(&bob2, "bob"));
+    let listed = cell.state.tokens_view(None);
+    let ids: Vec<(&str, &str, u64)> = listed
+        .iter()
+        .map(|t| (t.user.as_str(), t.id.as_str(), t.created_ms))
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            ("bob", &bob1[..TOKEN_ID_LEN], 1_000),
+            ("bob", &bob2[..TOKEN_ID_LEN], 3_000),
+            ("eve", &eve[..TOKEN_ID_LEN], 2_000),
+        ]
+    );
+    assert_eq!(cell.state.tokens_view(Some("eve")).len(), 1);
+
+    // A user may not revoke, not even its own tokens; nothing changes.
+    let error = cell.refused(revoke(&user("bob"), "bob"));
+    assert!(error.to_string().contains("only an admin"), "{error}");
+    assert_eq!(cell.state.token_user(&bob1), Some(("bob", false)));
+    // Unknown targets and too short ids are refused, naming what to do.
+    let error = cell.refused(revoke(&admin(), "nobody"));
+    assert!(error.to_string().contains("borg token list"), "{error}");
+    cell.refused(revoke(&admin(), &bob1[..TOKEN_ID_LEN - 1]));
+
+    // By id: just that token.
+    let Outcome::TokensRevoked { tokens } = cell.apply(revoke(&admin(), &bob1[..TOKEN_ID_LEN]))
+    else {
+        panic!("not revoked");
+    };
+    assert_eq!(tokens.len(), 1);
+    assert_eq!(cell.state.token_user(&bob1), None);
+    assert_eq!(cell.state.token_user(&bob2), Some(("bob", false)));
+    // By user: all of them.
+    cell.apply(create_token(&bob1, "bob"));
+    let Outcome::TokensRevoked { tokens } = cell.apply(revoke(&admin(), "bob")) else {
+        panic!("not revoked");
+    };
+    assert_eq!(tokens.len(), 2);
+    assert_eq!(cell.state.token_user(&bob1), None);
+    assert_eq!(cell.state.token_user(&bob2), None);
+    assert_eq!(cell.state.token_user(&eve), Some(("eve", false)));
+    let events = cell.state.events_view(0, None, usize::MAX);
+    assert_eq!(
+        events.iter().filter(|e| e.kind == "token_revoked").count(),
+        3
+    );
+}
+
+#[test]
+fn an_ambiguous_token_id_is_refused() {
+    let mut cell = Cell::new();
+    let shared = "0123456789ab";
+    cell.apply(create_token(&format!("{shared}{}", "1".repeat(52)), "bob"));
+    cell.apply(create_token(&format!("{shared}{}", "2".repeat(52)), "eve"));
+    let error = cell.refused(revoke(&admin(), shared));
+    assert!(matches!(
+        error,
+        StateError::TokenIdAmbiguous { count: 2, .. }
+    ));
+    let longer = format!("{shared}1");
+    assert!(matches!(
+        cell.apply(revoke(&admin(), &longer)),
+        Outcome::TokensRevoked { .. }
+    ));
+}
+
+fn ssh_event(job: &str, index: u32, message: &str) -> Command {
+    Command::RecordTaskEvent {
+        task: borg_model::TaskId::new(job, index),
+        incarnation: 1,
+        kind: TaskEventKind::SshSession,
+        message: message.into(),
+    }
+}
+
+#[test]
+fn the_control_plane_records_ssh_sessions_on_tasks_and_users_may_not() {
+    let mut cell = Cell::new();
+    cell.apply(Command::SubmitJob {
+        spec: spec("web", "bob", 2, 50, 100),
+        check_index: None,
+        must_exist: false,
+    });
+    assert_eq!(
+        cell.apply(ssh_event("web", 1, "shell by bob")),
+        Outcome::TaskEventRecorded
+    );
+    let events = cell.state.task_events_view("web", 1, 10);
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].kind, "task_ssh_session");
+    assert_eq!(events[0].message, "incarnation 1: shell by bob");
+    assert!(cell.state.task_events_view("web", 0, 10).is_empty());
+
+    // Users cannot forge one; unknown tasks and oversized messages are refused.
+    let error = cell.refused(as_user(&admin(), ssh_event("web", 1, "forged")));
+    assert!(matches!(error, StateError::PermissionDenied { .. }));
+    cell.refused(ssh_event("web", 7, "no such task"));
+    cell.refused(ssh_event("nope", 0, "no such job"));
+    cell.refused(ssh_event(
+        "web",
+        0,
+        &"x".repeat(TASK_EVENT_MESSAGE_MAX_LEN + 1),
+    ));
+}

@@ -1,6 +1,7 @@
 //! What a log entry asks the state machine to do. These are serialized into the replicated
 //! log, so fields are only ever added (at the end), never renamed or reordered.
 
+use super::events::TaskEventKind;
 use super::users::Caller;
 use borg_model::{Band, JobSpec, MachineInfo, Resources, TaskId, TaskState};
 use serde::{Deserialize, Serialize};
@@ -56,6 +57,19 @@ pub enum Command {
         user: String,
         band: Band,
         limit: Resources,
+    },
+    /// Forgets the token whose id (`users::token_id`) is `target`, or else every token of
+    /// the user called `target`.
+    RevokeTokens {
+        target: String,
+    },
+    /// Records an event on a task that the master witnessed itself (a `borg ssh` session
+    /// through its task access service). Control plane only: never a user's command.
+    RecordTaskEvent {
+        task: TaskId,
+        incarnation: u64,
+        kind: TaskEventKind,
+        message: String,
     },
 }
 

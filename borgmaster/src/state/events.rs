@@ -20,6 +20,29 @@ pub(crate) struct Event {
     pub message: String,
 }
 
+/// Longest message of a recorded task event, in bytes.
+pub const TASK_EVENT_MESSAGE_MAX_LEN: usize = 1_024;
+
+/// Events about a task that the master witnesses outside the log (sessions through its task
+/// access service) and records with `Command::RecordTaskEvent`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TaskEventKind {
+    /// An interactive `borg ssh` shell.
+    SshSession,
+    /// One command run with `borg ssh JOB/INDEX -- CMD`.
+    SshCommand,
+}
+
+impl TaskEventKind {
+    /// The event's `kind` in the log.
+    pub fn name(self) -> &'static str {
+        match self {
+            TaskEventKind::SshSession => "task_ssh_session",
+            TaskEventKind::SshCommand => "task_ssh_command",
+        }
+    }
+}
+
 /// An event an entry produced, before it gets its index and time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct NewEvent {
@@ -101,6 +124,19 @@ impl EventLog {
             .take(limit.min(EVENTS_RETAINED_MAX))
             .collect()
     }
+
+    /// The newest `limit` events of task `index` of `job`, oldest first.
+    pub fn of_task(&self, job: &str, index: u32, limit: usize) -> Vec<&Event> {
+        let mut newest_first: Vec<&Event> = self
+            .events
+            .iter()
+            .rev()
+            .filter(|e| e.job == job && e.task_index == Some(index))
+            .take(limit.min(EVENTS_RETAINED_MAX))
+            .collect();
+        newest_first.reverse();
+        newest_first
+    }
 }
 
 #[cfg(test)]
@@ -122,5 +158,21 @@ mod tests {
         assert!(tail.iter().all(|e| e.job == "odd"));
         assert_eq!(tail.len(), 2);
         assert_eq!(log.since(1, None, 3).len(), 3);
+    }
+
+    #[test]
+    fn a_tasks_newest_events_are_read_oldest_first() {
+        let mut log = EventLog::default();
+        for i in 0..10u32 {
+            log.push(
+                u64::from(i),
+                NewEvent::task("k", "web", i % 2, "m", format!("{i}")),
+            );
+        }
+        log.push(99, NewEvent::job("k", "web", "job-level".into()));
+        let events = log.of_task("web", 1, 3);
+        let messages: Vec<&str> = events.iter().map(|e| e.message.as_str()).collect();
+        assert_eq!(messages, ["5", "7", "9"]);
+        assert!(log.of_task("other", 1, 3).is_empty());
     }
 }

@@ -21,6 +21,8 @@ mod plan;
 mod quota;
 mod records;
 mod reports;
+mod reservations;
+mod task_events;
 mod tasks;
 mod users;
 mod view;
@@ -28,18 +30,24 @@ mod view;
 #[cfg(test)]
 mod admission_tests;
 #[cfg(test)]
+mod reservation_tests;
+#[cfg(test)]
 mod tests;
 
 pub use command::{Command, LogEntry, MachineReport, PlannedPlacement, TaskReport};
 pub use dedup::REQUEST_IDS_RETAINED_MAX;
-pub use events::EVENTS_RETAINED_MAX;
+pub use events::{TaskEventKind, EVENTS_RETAINED_MAX, TASK_EVENT_MESSAGE_MAX_LEN};
 pub use jobs::JOBS_MAX;
 pub use machines::MACHINES_MAX;
 pub use outcome::{Applied, ChangeSet, Outcome, PlacementOutcome, SnapshotError, StateError};
 pub use plan::{PLACEMENT_VICTIMS_MAX, PLAN_PLACEMENTS_MAX};
 pub use quota::{job_total, QuotaUsage, Shortfall, QUOTAS_MAX};
 pub use reports::{REPORT_MACHINES_MAX, REPORT_TASKS_PER_MACHINE_MAX};
-pub use users::{Caller, TOKENS_MAX};
+pub use reservations::{
+    RESERVATION_DECAY_PERCENT, RESERVATION_DECAY_STEPS_MAX, RESERVATION_DECAY_STEP_S,
+    RESERVATION_GRACE_S, RESERVATION_MARGIN_FLOOR_PERCENT, RESERVATION_MARGIN_PERCENT,
+};
+pub use users::{token_id, Caller, TokenInfo, TOKENS_MAX, TOKEN_ID_LEN};
 
 use borg_model::{Band, Resources};
 use context::Ctx;
@@ -57,7 +65,7 @@ pub const FINISHED_JOBS_RETAINED_MAX: usize = 1_000;
 
 /// Format version written at the head of a snapshot; bumped when `CellState`'s layout
 /// changes incompatibly.
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 3;
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 4;
 
 /// The whole replicated state of a cell.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -150,6 +158,13 @@ impl CellState {
                 admin,
             } => self.create_token(ctx, token_sha256, user, *admin),
             Command::SetQuota { user, band, limit } => self.set_quota(ctx, user, *band, *limit),
+            Command::RevokeTokens { target } => self.revoke_tokens(ctx, target),
+            Command::RecordTaskEvent {
+                task,
+                incarnation,
+                kind,
+                message,
+            } => self.record_task_event(ctx, task, *incarnation, *kind, message),
         }
     }
 

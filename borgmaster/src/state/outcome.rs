@@ -2,6 +2,7 @@
 //! sees, and the set of jobs/machines touched (for the scheduler's change stream).
 
 use super::quota::{format_shortfalls, Shortfall};
+use super::users::TokenInfo;
 use borg_model::{Band, TaskId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -18,6 +19,8 @@ pub enum Outcome {
     Rejected(StateError),
     TokenCreated { user: String },
     QuotaSet { user: String, band: Band },
+    TokensRevoked { tokens: Vec<TokenInfo> },
+    TaskEventRecorded,
 }
 
 /// The fate of one placement of a plan; `reason` says why it was rejected ("" if accepted).
@@ -71,6 +74,12 @@ pub enum StateError {
     },
     #[error("invalid request: {reason}")]
     InvalidRequest { reason: String },
+    #[error(
+        "no token has id {target:?} and no user {target:?} holds a token: see `borg token list`"
+    )]
+    TokenNotFound { target: String },
+    #[error("token id {target:?} is ambiguous: {count} tokens have it; revoke by user or use a longer id")]
+    TokenIdAmbiguous { target: String, count: usize },
 }
 
 /// A checkpoint that cannot be loaded.

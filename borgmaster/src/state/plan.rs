@@ -4,19 +4,21 @@
 //! them. One is accepted when the task exists, is `Pending` with the named incarnation, its
 //! job is active, the machine exists and is `Up`, every victim is placed on that machine
 //! with the named incarnation and may be preempted by the task
-//! (`borg_model::priority::may_preempt`), and the machine's allocation (limits of its
-//! placed tasks) minus the victims plus the task fits its capacity. The machine version in
+//! (`borg_model::priority::may_preempt`), and what the machine holds minus the victims plus
+//! the task's limits fits its capacity: for a prod task what it holds is the limits of its
+//! placed tasks, for a non-prod task their reservations (see `reservations`: resources
+//! reserved but unused are reclaimed for non-prod work). The machine version in
 //! the plan is informational: fit is what is checked. Constraints are the scheduler's job.
 
 use super::context::Ctx;
 use super::events::NewEvent;
 use super::outcome::{Outcome, PlacementOutcome, StateError};
-use super::records::JobStatus;
+use super::records::{JobStatus, TaskRecord};
 use super::tasks::{move_task, place};
 use super::CellState;
 use super::PlannedPlacement;
 use borg_model::priority::may_preempt;
-use borg_model::{MachineState, Resources, TaskId, TaskState};
+use borg_model::{Band, MachineState, Resources, TaskId, TaskState};
 use std::collections::BTreeSet;
 
 /// Most placements in one plan.
@@ -61,6 +63,20 @@ impl CellState {
             .iter()
             .filter_map(|id| self.jobs.get(&id.job))
             .fold(Resources::ZERO, |sum, job| sum + job.spec.task.resources)
+    }
+
+    /// Sum of the reservations of the tasks placed on `machine`.
+    pub(crate) fn reserved(&self, machine: &str) -> Resources {
+        self.placed_tasks(machine)
+            .fold(Resources::ZERO, |sum, task| sum + task.reservation.reserved)
+    }
+
+    fn placed_tasks(&self, machine: &str) -> impl Iterator<Item = &TaskRecord> {
+        self.machines
+            .get(machine)
+            .into_iter()
+            .flat_map(|record| record.placed.iter())
+            .filter_map(|id| self.jobs.get(&id.job)?.tasks.get(&id.index))
     }
 
     /// Why `p` cannot be committed, or its distinct victims.
@@ -111,7 +127,8 @@ impl CellState {
         }
         let priority = job.spec.priority;
         let mut victims = BTreeSet::new();
-        let mut freed = Resources::ZERO;
+        let mut freed_limits = Resources::ZERO;
+        let mut freed_reserved = Resources::ZERO;
         for (victim, incarnation) in &p.preempt {
             let victim_job = self.jobs.get(&victim.job);
             let placed_here = victim_job
@@ -133,11 +150,19 @@ impl CellState {
                 ));
             }
             if victims.insert(victim.clone()) {
-                freed += victim_job.spec.task.resources;
+                freed_limits += victim_job.spec.task.resources;
+                if let Some(task) = victim_job.tasks.get(&victim.index) {
+                    freed_reserved += task.reservation.reserved;
+                }
             }
         }
         let need = job.spec.task.resources;
-        let remaining = self.allocation(&p.machine).saturating_sub(&freed);
+        // Prod fits against limits; non-prod against reservations (reclaimed resources).
+        let remaining = if Band::of(priority).is_prod() {
+            self.allocation(&p.machine).saturating_sub(&freed_limits)
+        } else {
+            self.reserved(&p.machine).saturating_sub(&freed_reserved)
+        };
         let free = machine.info.capacity.saturating_sub(&remaining);
         let exceeded = need.exceeded_dimensions(&free);
         if !exceeded.is_empty() {
@@ -187,14 +212,14 @@ impl CellState {
                 message,
             );
         }
-        let Some(task) = self
-            .jobs
-            .get_mut(&p.task.job)
-            .and_then(|j| j.tasks.get_mut(&p.task.index))
-        else {
+        let Some(job) = self.jobs.get_mut(&p.task.job) else {
             return;
         };
-        place(&mut self.machines, ctx, &p.task, task, &p.machine);
+        let limit = job.spec.task.resources;
+        let Some(task) = job.tasks.get_mut(&p.task.index) else {
+            return;
+        };
+        place(&mut self.machines, ctx, &p.task, task, &p.machine, limit);
         ctx.event(NewEvent::task(
             "task_scheduled",
             &p.task.job,

@@ -1,5 +1,6 @@
 //! The records the state machine keeps: jobs with their tasks, and machines.
 
+use super::reservations::Reservation;
 use borg_model::{JobSpec, MachineInfo, MachineState, Resources, TaskId, TaskState};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -61,6 +62,8 @@ pub(crate) struct TaskRecord {
     pub pid: u32,
     /// Last usage the borglet reported for this incarnation.
     pub usage: Resources,
+    /// What the task is expected to use while placed (see `reservations`).
+    pub reservation: Reservation,
 }
 
 impl TaskRecord {
@@ -75,6 +78,7 @@ impl TaskRecord {
             message: message.into(),
             pid: 0,
             usage: Resources::ZERO,
+            reservation: Reservation::default(),
         }
     }
 }

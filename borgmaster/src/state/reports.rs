@@ -8,8 +8,8 @@
 //!   (incarnation unchanged until it is placed again).
 //! - An unreachable machine goes `Down` and its placed tasks are re-pended; a later report
 //!   (or registration) brings it back `Up`.
-//! - Usage (machine and task) is recorded for later use by reservations; a zero usage
-//!   means "not reported" and keeps the previous value.
+//! - Usage (machine and task) is recorded; a zero usage means "not reported" and keeps the
+//!   previous value. A running task's usage updates its reservation (see `reservations`).
 
 use super::context::Ctx;
 use super::events::NewEvent;
@@ -126,11 +126,11 @@ impl CellState {
 
     fn task_reported(&mut self, ctx: &mut Ctx, machine: &str, r: &TaskReport) {
         let id = &r.task;
-        let Some(task) = self
-            .jobs
-            .get_mut(&id.job)
-            .and_then(|j| j.tasks.get_mut(&id.index))
-        else {
+        let Some(job) = self.jobs.get_mut(&id.job) else {
+            return;
+        };
+        let limit = job.spec.task.resources;
+        let Some(task) = job.tasks.get_mut(&id.index) else {
             return;
         };
         if !task.state.is_placed() || task.machine != machine || task.incarnation != r.incarnation {
@@ -138,6 +138,19 @@ impl CellState {
         }
         if r.usage != Resources::ZERO {
             task.usage = r.usage;
+        }
+        if r.state == TaskState::Running && r.usage != Resources::ZERO {
+            // A task reported running for the first time starts now (below).
+            let running_since_ms = if task.state == TaskState::Running {
+                task.state_since_ms
+            } else {
+                ctx.time_ms
+            };
+            let before = task.reservation;
+            task.reservation = before.after_report(&limit, &r.usage, running_since_ms, ctx.time_ms);
+            if task.reservation.reserved != before.reserved {
+                ctx.touch_job(&id.job);
+            }
         }
         match r.state {
             TaskState::Running => {

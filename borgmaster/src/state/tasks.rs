@@ -3,7 +3,8 @@
 
 use super::context::Ctx;
 use super::records::{MachineRecord, TaskRecord};
-use borg_model::{TaskId, TaskState};
+use super::reservations::Reservation;
+use borg_model::{Resources, TaskId, TaskState};
 use std::collections::BTreeMap;
 
 /// Moves `task` to `to`, which must not be `Scheduled` (placing is `place`). Leaving a
@@ -40,13 +41,15 @@ pub(crate) fn move_task(
     ctx.touch_job(&id.job);
 }
 
-/// Places a pending task on `machine` (which must exist): `Scheduled`, next incarnation.
+/// Places a pending task on `machine` (which must exist): `Scheduled`, next incarnation,
+/// reserving its `limit` until usage reports say otherwise.
 pub(crate) fn place(
     machines: &mut BTreeMap<String, MachineRecord>,
     ctx: &mut Ctx,
     id: &TaskId,
     task: &mut TaskRecord,
     machine: &str,
+    limit: Resources,
 ) {
     if let Some(record) = machines.get_mut(machine) {
         record.placed.insert(id.clone());
@@ -61,6 +64,8 @@ pub(crate) fn place(
     task.pid = 0;
     task.state_since_ms = ctx.time_ms;
     task.message = String::new();
+    task.usage = Resources::ZERO;
+    task.reservation = Reservation::at_limit(limit);
     ctx.touch_job(&id.job);
 }
 

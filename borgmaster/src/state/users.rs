@@ -8,8 +8,12 @@
 //!   ownership is checked against the state the command is applied to (no check-then-act
 //!   race between an RPC handler and the log).
 //! - A user may submit jobs it owns, update or kill jobs it owns, and nothing else that
-//!   writes; an admin may do all of that for any owner and also set quotas and create
-//!   tokens. Control-plane commands (machines, plans, reports) are never a user's.
+//!   writes; an admin may do all of that for any owner and also set quotas and create and
+//!   revoke tokens. A revoked token is simply forgotten: authentication looks tokens up in
+//!   the applied state on every request, so each replica refuses it once it applied the
+//!   revocation. (The bootstrap admin token lives in the replicas' configuration, not in the
+//!   state, and cannot be revoked this way: replace its file.)
+//! - Control-plane commands (machines, plans, reports) are never a user's.
 
 use super::command::Command;
 use super::context::Ctx;
@@ -36,6 +40,39 @@ pub(crate) struct TokenRecord {
     pub user: String,
     pub admin: bool,
     pub created_index: u64,
+    /// Master time of the entry that registered it.
+    pub created_ms: u64,
+}
+
+/// Hex digits of a token's SHA-256 that name it in `borg token list` and `revoke`: enough
+/// to tell 10,000 tokens apart, and a hash prefix reveals nothing of the secret.
+pub const TOKEN_ID_LEN: usize = 12;
+
+/// The public name of the token with hash `token_sha256`.
+pub fn token_id(token_sha256: &str) -> &str {
+    token_sha256.get(..TOKEN_ID_LEN).unwrap_or(token_sha256)
+}
+
+/// A registered token as an admin may see it: never the secret or its whole hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenInfo {
+    pub id: String,
+    pub user: String,
+    pub admin: bool,
+    pub created_index: u64,
+    pub created_ms: u64,
+}
+
+impl TokenInfo {
+    fn of(token_sha256: &str, record: &TokenRecord) -> TokenInfo {
+        TokenInfo {
+            id: token_id(token_sha256).to_owned(),
+            user: record.user.clone(),
+            admin: record.admin,
+            created_index: record.created_index,
+            created_ms: record.created_ms,
+        }
+    }
 }
 
 impl CellState {
@@ -84,6 +121,7 @@ impl CellState {
                 user: user.to_owned(),
                 admin,
                 created_index: ctx.index,
+                created_ms: ctx.time_ms,
             },
         );
         ctx.event(NewEvent::job(
@@ -95,6 +133,72 @@ impl CellState {
             ),
         ));
         Ok(Outcome::TokenCreated { user: user.into() })
+    }
+
+    /// Registered tokens (of `user`, if given), by user then creation.
+    pub fn tokens_view(&self, user: Option<&str>) -> Vec<TokenInfo> {
+        let mut tokens: Vec<TokenInfo> = self
+            .tokens
+            .iter()
+            .filter(|(_, t)| user.is_none_or(|u| t.user == u))
+            .map(|(hash, t)| TokenInfo::of(hash, t))
+            .collect();
+        tokens.sort_by(|a, b| {
+            (&a.user, a.created_index, &a.id).cmp(&(&b.user, b.created_index, &b.id))
+        });
+        tokens
+    }
+
+    /// Forgets the token whose id starts with `target` (at least `TOKEN_ID_LEN` hex digits),
+    /// or else every token of user `target`. The next request with a revoked token is
+    /// refused by every replica that applied this.
+    pub(crate) fn revoke_tokens(
+        &mut self,
+        ctx: &mut Ctx,
+        target: &str,
+    ) -> Result<Outcome, StateError> {
+        let by_id: Vec<String> = if target.len() >= TOKEN_ID_LEN {
+            self.tokens
+                .keys()
+                .filter(|hash| hash.starts_with(target))
+                .cloned()
+                .collect()
+        } else {
+            Vec::new()
+        };
+        if by_id.len() > 1 {
+            return Err(StateError::TokenIdAmbiguous {
+                target: target.to_owned(),
+                count: by_id.len(),
+            });
+        }
+        let hashes = if by_id.is_empty() {
+            self.tokens
+                .iter()
+                .filter(|(_, t)| t.user == target)
+                .map(|(hash, _)| hash.clone())
+                .collect()
+        } else {
+            by_id
+        };
+        if hashes.is_empty() {
+            return Err(StateError::TokenNotFound {
+                target: target.to_owned(),
+            });
+        }
+        let mut revoked = Vec::with_capacity(hashes.len());
+        for hash in hashes {
+            if let Some(record) = self.tokens.remove(&hash) {
+                let info = TokenInfo::of(&hash, &record);
+                ctx.event(NewEvent::job(
+                    "token_revoked",
+                    "",
+                    format!("token {} of user {} revoked", info.id, info.user),
+                ));
+                revoked.push(info);
+            }
+        }
+        Ok(Outcome::TokensRevoked { tokens: revoked })
     }
 
     /// Whether `caller` may have `command` applied; the reason names what to do if not.
@@ -132,16 +236,19 @@ impl CellState {
                 )),
                 _ => Ok(()),
             },
-            Command::SetQuota { .. } | Command::CreateToken { .. } => {
+            Command::SetQuota { .. }
+            | Command::CreateToken { .. }
+            | Command::RevokeTokens { .. } => {
                 if caller.admin {
                     Ok(())
                 } else {
-                    denied("only an admin may set quotas or create tokens; ask one".into())
+                    denied("only an admin may set quotas or create or revoke tokens; ask one".into())
                 }
             }
             Command::RegisterMachine { .. }
             | Command::CommitPlan { .. }
             | Command::ApplyReports { .. }
+            | Command::RecordTaskEvent { .. }
             | Command::AsUser { .. } => denied(
                 "only the control plane (with the cluster token) may register machines, commit plans or report".into(),
             ),

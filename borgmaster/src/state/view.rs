@@ -7,7 +7,7 @@
 use super::events::Event;
 use super::records::{JobRecord, JobStatus, MachineRecord, TaskRecord};
 use super::{shard_of, CellState, ChangeSet};
-use borg_model::TaskId;
+use borg_model::{Resources, TaskId};
 use borg_proto::convert::{app_class_to_wire, job_type_to_wire};
 use borg_proto::v1;
 
@@ -95,6 +95,15 @@ impl CellState {
             .collect()
     }
 
+    /// The newest `limit` events of task `index` of `job`, oldest first.
+    pub fn task_events_view(&self, job: &str, index: u32, limit: usize) -> Vec<v1::Event> {
+        self.events
+            .of_task(job, index, limit)
+            .into_iter()
+            .map(event_to_wire)
+            .collect()
+    }
+
     /// Index of the newest event (0 when there is none): where a stream of new events
     /// resumes.
     pub fn last_event_index(&self) -> u64 {
@@ -170,6 +179,8 @@ fn task_to_wire(job: &str, index: u32, t: &TaskRecord) -> v1::Task {
         state_since_ms: t.state_since_ms,
         message: t.message.clone(),
         pid: t.pid,
+        usage: (t.usage != Resources::ZERO).then(|| t.usage.into()),
+        reservation: t.state.is_placed().then(|| t.reservation.reserved.into()),
     }
 }
 

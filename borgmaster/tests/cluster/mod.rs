@@ -3,9 +3,11 @@
 
 #![allow(dead_code)]
 
+use borg_common::master_client::TokenInterceptor;
 use borg_proto::v1;
 use borg_proto::v1::cell_service_client::CellServiceClient;
 use borg_proto::v1::replica_service_client::ReplicaServiceClient;
+use borgmaster::transport::PeerClient;
 use borgmaster::ReplicaConfig;
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -24,6 +26,10 @@ pub struct Cluster {
     pub addresses: BTreeMap<u64, String>,
     pub replicas: BTreeMap<u64, Replica>,
     pub tweak: fn(&mut ReplicaConfig),
+    /// With authentication on: the directory of the token files every replica is given.
+    pub auth_dir: Option<tempfile::TempDir>,
+    /// The cluster token, sent with the helpers' `ReplicaService` calls.
+    pub cluster_token: Option<String>,
 }
 
 pub type Replica = (
@@ -38,6 +44,15 @@ impl Cluster {
 
     /// Starts `count` replicas whose configurations `tweak` adjusts.
     pub async fn start_with(count: u64, tweak: fn(&mut ReplicaConfig)) -> Cluster {
+        Cluster::start_inner(count, tweak, false).await
+    }
+
+    /// Starts `count` replicas with authentication on (shared admin and cluster token files).
+    pub async fn start_authenticated(count: u64) -> Cluster {
+        Cluster::start_inner(count, |_| {}, true).await
+    }
+
+    async fn start_inner(count: u64, tweak: fn(&mut ReplicaConfig), auth: bool) -> Cluster {
         let mut listeners = BTreeMap::new();
         for id in 1..=count {
             let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -48,11 +63,17 @@ impl Cluster {
             .map(|(id, l)| (*id, l.local_addr().unwrap().to_string()))
             .collect();
         let dirs = (0..count).map(|_| tempfile::tempdir().unwrap()).collect();
+        let auth_dir = auth.then(|| tempfile::tempdir().unwrap());
+        let cluster_token = auth_dir.as_ref().map(|dir| {
+            borg_common::auth::load_or_create_token_file(&dir.path().join("cluster.token")).unwrap()
+        });
         let mut cluster = Cluster {
             dirs,
             addresses,
             replicas: BTreeMap::new(),
             tweak,
+            auth_dir,
+            cluster_token,
         };
         cluster.spawn(listeners);
         cluster
@@ -67,6 +88,10 @@ impl Cluster {
         // Replica 1 recovers by replaying its log, the others from checkpoint + suffix.
         config.checkpoint_every_entries = if id == 1 { 0 } else { 1 };
         config.peer_filter_enabled = true;
+        config.auth = self
+            .auth_dir
+            .as_ref()
+            .map(|dir| borgmaster::services::auth::AuthConfig::in_dir(dir.path(), "root"));
         (self.tweak)(&mut config);
         config
     }
@@ -123,9 +148,15 @@ impl Cluster {
         self.dirs[(id - 1) as usize].path().to_owned()
     }
 
+    /// A `ReplicaService` client of replica `id` that sends the cluster token (if any).
+    pub fn replica_client(&self, id: u64) -> PeerClient {
+        let token = TokenInterceptor::new(self.cluster_token.as_deref()).unwrap();
+        ReplicaServiceClient::with_interceptor(channel(self.address(id)), token)
+    }
+
     /// Replica `id`'s status, with its state hash; None if it does not answer.
     pub async fn status(&self, id: u64) -> Option<v1::ReplicaStatus> {
-        let mut client = ReplicaServiceClient::new(channel(self.address(id)));
+        let mut client = self.replica_client(id);
         client
             .status(v1::ReplicaStatusRequest {
                 with_state_hash: true,
@@ -137,7 +168,7 @@ impl Cluster {
 
     /// Drops Paxos traffic between replica `id` and `blocked` (empty: heal).
     pub async fn set_peer_filter(&self, id: u64, blocked: Vec<u64>) {
-        let mut client = ReplicaServiceClient::new(channel(self.address(id)));
+        let mut client = self.replica_client(id);
         client
             .set_peer_filter(v1::SetPeerFilterRequest { blocked })
             .await
@@ -153,8 +184,7 @@ impl Cluster {
         eventually("one agreed leader", || async {
             let mut leaders = Vec::new();
             for id in self.replicas.keys() {
-                let address = self.address(*id);
-                let mut client = ReplicaServiceClient::new(channel(address));
+                let mut client = self.replica_client(*id);
                 let status = client
                     .status(v1::ReplicaStatusRequest::default())
                     .await

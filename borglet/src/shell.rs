@@ -1,0 +1,102 @@
+//! An interactive borgssh session: relays keystrokes and window sizes from the caller's
+//! stream to a PTY inside the task, and what the PTY prints back, until the program exits;
+//! then sends its exit code. A caller that goes away hangs the terminal up.
+
+use crate::pty::PtyMaster;
+use crate::runner::{signal_group, TaskExit};
+use borg_proto::v1;
+use borg_proto::v1::shell_input::Input;
+use borg_proto::v1::shell_output::Output;
+use nix::sys::signal::Signal;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tonic::Status;
+
+/// Output messages queued toward the caller.
+pub const SHELL_OUTPUT_QUEUE_MAX: usize = 64;
+/// Bytes read from the PTY per output message.
+const SHELL_READ_BYTES: usize = 16 * 1024;
+/// After the program exits, how long output still buffered in the PTY may take to arrive.
+const SHELL_DRAIN_MS: u64 = 500;
+/// After the caller hangs up, how long the program has to end on SIGHUP before SIGKILL.
+const SHELL_HANGUP_GRACE_MS: u64 = 2_000;
+
+/// Runs the session to its end. `inputs` are the caller's messages after `start`.
+pub async fn relay(
+    master: PtyMaster,
+    mut process: tokio::process::Child,
+    mut inputs: tonic::Streaming<v1::ShellInput>,
+    outputs: mpsc::Sender<Result<v1::ShellOutput, Status>>,
+) {
+    let pid = process.id().unwrap_or(0);
+    let mut buffer = vec![0u8; SHELL_READ_BYTES];
+    let send = |output| v1::ShellOutput {
+        output: Some(output),
+    };
+    let mut output_open = true;
+    let status = loop {
+        tokio::select! {
+            status = process.wait() => break status,
+            read = master.read(&mut buffer), if output_open => match read {
+                Ok(n) if n > 0 => {
+                    if outputs.send(Ok(send(Output::Data(buffer[..n].to_vec())))).await.is_err() {
+                        return hang_up(master, process, pid).await;
+                    }
+                }
+                _ => output_open = false,
+            },
+            input = inputs.message() => match input {
+                Ok(Some(v1::ShellInput { input: Some(Input::Stdin(bytes)) })) => {
+                    if let Err(error) = master.write_all(&bytes).await {
+                        tracing::debug!(%error, "a borgssh terminal took no input");
+                    }
+                }
+                Ok(Some(v1::ShellInput { input: Some(Input::Resize(size)) })) => {
+                    let _ = master.set_window(window_dimension(size.rows), window_dimension(size.cols));
+                }
+                Ok(Some(_)) => {}
+                // The caller went away.
+                Ok(None) | Err(_) => return hang_up(master, process, pid).await,
+            },
+        }
+    };
+    // The program ended: what it printed last may still be on its way through the PTY.
+    let drain = async {
+        while output_open {
+            match master.read(&mut buffer).await {
+                Ok(n) if n > 0 => {
+                    if outputs
+                        .send(Ok(send(Output::Data(buffer[..n].to_vec()))))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                _ => output_open = false,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_millis(SHELL_DRAIN_MS), drain).await;
+    let code = match status {
+        Ok(status) => TaskExit::from_status(status).exit_code(),
+        Err(_) => TaskExit::Signal(9).exit_code(),
+    };
+    let _ = outputs.send(Ok(send(Output::ExitCode(code)))).await;
+}
+
+/// Closes the terminal (its session gets SIGHUP) and kills the session's leader group if it
+/// has not ended within the grace period.
+async fn hang_up(master: PtyMaster, mut process: tokio::process::Child, pid: u32) {
+    drop(master);
+    let grace = Duration::from_millis(SHELL_HANGUP_GRACE_MS);
+    if tokio::time::timeout(grace, process.wait()).await.is_err() {
+        signal_group(pid, Signal::SIGKILL);
+        let _ = process.wait().await;
+    }
+}
+
+/// A window dimension as the kernel takes it (at least 1).
+pub fn window_dimension(value: u32) -> u16 {
+    u16::try_from(value).unwrap_or(u16::MAX).max(1)
+}
