@@ -243,10 +243,9 @@ async fn a_partitioned_minority_refuses_writes_and_all_five_converge_after_heali
         match answer {
             Ok(response) => panic!("replica {id} in the minority acknowledged {response:?}"),
             Err(status) => assert!(
-                matches!(
-                    status.code(),
-                    Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled
-                ),
+                // Unavailable from the replica; DeadlineExceeded only if the test's own client
+                // deadline ran out first on a very loaded machine.
+                matches!(status.code(), Code::Unavailable | Code::DeadlineExceeded),
                 "replica {id} in the minority answered {status}, not a refusal or a timeout"
             ),
         }

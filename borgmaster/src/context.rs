@@ -168,6 +168,21 @@ impl ReplicaContext {
                 tracing::debug!(leader = address, error = %status.message(), "cannot forward a write");
                 return Err(not_leader(Some(address)));
             }
+            // The leader took too long: it may have lost its majority (this replica may be on
+            // the minority side of a partition). The write may still commit later.
+            Err(status)
+                if matches!(
+                    status.code(),
+                    tonic::Code::Cancelled | tonic::Code::DeadlineExceeded
+                ) =>
+            {
+                return Err(Status::unavailable(format!(
+                    "the leader at {address} did not commit the write within {} ms (it or this \
+                     replica may be cut off from a majority); its outcome is unknown: retrying \
+                     with the same request id is safe, or try another replica",
+                    self.proposal_timeout_ms
+                )));
+            }
             Err(status) => return Err(status),
         };
         let committed: Committed = bincode::deserialize(&response.committed).map_err(|e| {

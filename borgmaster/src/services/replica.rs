@@ -203,7 +203,7 @@ impl ReplicaService for ReplicaApi {
         self.require_peer(&request, "SetPeerFilter", false)?;
         if !self.ctx.peer_filter_enabled {
             return Err(Status::permission_denied(
-                "the peer filter is for fault tests; start the replica with it enabled (ReplicaConfig::peer_filter_enabled)",
+                "the peer filter is for fault tests; start the replica with it enabled (`borg master --test-only-peer-filter`, or ReplicaConfig::peer_filter_enabled)",
             ));
         }
         let blocked = request.into_inner().blocked;
