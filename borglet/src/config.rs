@@ -33,6 +33,9 @@ pub enum IsolationMode {
 /// Default of `BorgletConfig::starts_in_flight_max`.
 pub const STARTS_IN_FLIGHT_DEFAULT: usize = 16;
 
+/// Cell name of a borglet not told otherwise.
+pub const DEFAULT_CELL_NAME: &str = "local";
+
 #[derive(Debug, Clone)]
 pub struct BorgletConfig {
     /// `host:port` of every master replica (registration goes to the leader).
@@ -42,6 +45,8 @@ pub struct BorgletConfig {
     pub listen_address: String,
     /// Name of this machine in the cell.
     pub machine_name: String,
+    /// Name of the cell (substituted for `%cell%` in tasks' args and env).
+    pub cell_name: String,
     /// Attributes registered for constraints (`rack`, `os_version`, ...).
     pub attributes: BTreeMap<String, String>,
     /// Holds `sandboxes/<job>.<index>.<incarnation>/` (working directory and logs of each task)
@@ -113,6 +118,7 @@ impl BorgletConfig {
             masters,
             listen_address: listen_address.into(),
             machine_name: machine_name.into(),
+            cell_name: DEFAULT_CELL_NAME.to_owned(),
             attributes: BTreeMap::new(),
             data_dir: data_dir.into(),
             cgroup_parent: "borg".to_owned(),

@@ -250,6 +250,7 @@ impl Borglet {
         };
         let settings = SupervisorSettings {
             machine_name: config.machine_name.clone(),
+            cell_name: config.cell_name.clone(),
             data_dir: config.data_dir.clone(),
             stop_grace_period_ms: config.stop_grace_period_ms,
             task_pids_max: config.task_pids_max,

@@ -1,4 +1,5 @@
-//! Runtime substitutions in a task's args and env values: `%job%`, `%task_index%`, `%user%`.
+//! Runtime substitutions in a task's args and env values: `%job%`, `%task_index%`, `%user%`,
+//! `%cell%`.
 
 /// Values substituted into one task's args and env.
 #[derive(Debug, Clone, Copy)]
@@ -6,6 +7,8 @@ pub struct Substitutions<'a> {
     pub job: &'a str,
     pub task_index: u32,
     pub user: &'a str,
+    /// Name of the cell the borglet serves.
+    pub cell: &'a str,
 }
 
 /// Replaces every known `%name%` in one pass (a substituted value is never scanned again);
@@ -21,6 +24,7 @@ pub fn substitute(text: &str, subs: &Substitutions<'_>) -> String {
                 "job" => subs.job.to_owned(),
                 "task_index" => subs.task_index.to_string(),
                 "user" => subs.user.to_owned(),
+                "cell" => subs.cell.to_owned(),
                 _ => return None,
             };
             Some((value, end))
@@ -48,6 +52,7 @@ mod tests {
         job: "web",
         task_index: 7,
         user: "alice",
+        cell: "ic",
     };
 
     #[test]
@@ -58,6 +63,7 @@ mod tests {
             "web-7.alice"
         );
         assert_eq!(substitute("plain", &SUBS), "plain");
+        assert_eq!(substitute("%user%@%cell%", &SUBS), "alice@ic");
     }
 
     #[test]
@@ -74,6 +80,7 @@ mod tests {
             job: "%user%",
             task_index: 0,
             user: "bob",
+            cell: "ic",
         };
         assert_eq!(substitute("%job%", &subs), "%user%");
     }

@@ -42,6 +42,8 @@ const SHUTDOWN_MARGIN_MS: u64 = 2_000;
 #[derive(Debug, Clone)]
 pub struct SupervisorSettings {
     pub machine_name: String,
+    /// Name of the cell, for `%cell%` and `BORG_CELL`.
+    pub cell_name: String,
     pub data_dir: PathBuf,
     pub stop_grace_period_ms: u64,
     pub task_pids_max: u64,
@@ -416,6 +418,7 @@ impl Supervisor {
             job: &a.key.job,
             task_index: a.key.index,
             user: &a.owner,
+            cell: &self.settings.cell_name,
         };
         let sandbox_dir = sandbox.dir.to_string_lossy().into_owned();
         let mut env = BTreeMap::from([
@@ -431,6 +434,7 @@ impl Supervisor {
             ("BORG_TASK_INDEX".to_owned(), a.key.index.to_string()),
             ("BORG_INCARNATION".to_owned(), a.key.incarnation.to_string()),
             ("BORG_USER".to_owned(), a.owner.clone()),
+            ("BORG_CELL".to_owned(), self.settings.cell_name.clone()),
             ("BORG_PRIORITY".to_owned(), a.priority.to_string()),
             (
                 "BORG_MACHINE".to_owned(),

@@ -403,8 +403,9 @@ async fn batch_tasks_succeed_or_fail_after_their_restarts() {
 
 #[tokio::test]
 async fn args_env_and_stdout_reach_the_process() {
-    let mut harness = Harness::start(CgroupMode::Auto).await;
-    let script = r#"echo "$1|$BORG_JOB|$BORG_TASK_INDEX|$BORG_USER|$GREETING|$(pwd)" > seen; echo to-stdout; echo to-stderr >&2"#;
+    let mut harness =
+        Harness::start_with(CgroupMode::Auto, |c| c.cell_name = "ic".to_owned()).await;
+    let script = r#"echo "$1|$BORG_JOB|$BORG_TASK_INDEX|$BORG_USER|$BORG_CELL|$GREETING|$(pwd)" > seen; echo to-stdout; echo to-stderr >&2"#;
     let mut echo = batch(task(
         "echo-job",
         4,
@@ -415,7 +416,7 @@ async fn args_env_and_stdout_reach_the_process() {
         .as_mut()
         .unwrap()
         .env
-        .insert("GREETING".into(), "hello %user%".into());
+        .insert("GREETING".into(), "hello %user%@%cell%".into());
     let desired = vec![echo.clone()];
     harness
         .poll_until(&desired, "the task to succeed", |r| {
@@ -428,7 +429,7 @@ async fn args_env_and_stdout_reach_the_process() {
     assert_eq!(
         seen.trim_end(),
         format!(
-            "echo-job-4-alice|echo-job|4|alice|hello alice|{}",
+            "echo-job-4-alice|echo-job|4|alice|ic|hello alice@ic|{}",
             sandbox_path.display()
         )
     );

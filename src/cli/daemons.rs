@@ -128,6 +128,9 @@ pub struct BorgletArgs {
     /// Machine name in the cell (default: the host name).
     #[arg(long)]
     pub machine: Option<String>,
+    /// Name of the cell, given to tasks as `%cell%` and `BORG_CELL`.
+    #[arg(long, default_value = borglet::config::DEFAULT_CELL_NAME)]
+    pub cell: String,
     /// Task sandboxes, logs and the borglet's state.
     #[arg(long, default_value = "/var/lib/borg/borglet")]
     pub data_dir: PathBuf,
@@ -316,6 +319,13 @@ pub fn borglet_config(
     }
     let mut config =
         borglet::BorgletConfig::new(masters, args.listen.clone(), machine, args.data_dir.clone());
+    if !borg_model::is_valid_name(&args.cell) {
+        bail!(
+            "cell name {:?} is invalid: use letters, digits, '-', '_' or '.'",
+            args.cell
+        );
+    }
+    config.cell_name = args.cell.clone();
     config.attributes = parse_attributes(&args.attributes)?;
     config.cgroup_parent = args.cgroup_parent.clone();
     if args.no_cgroups {

@@ -20,6 +20,9 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+/// Cell name of `borg dev` (tasks see it as `%cell%`).
+const DEV_CELL_NAME: &str = "dev";
+
 /// How long the cell may take to elect a leader and see its borglet.
 const CELL_READY_TIMEOUT_MS: u64 = 60_000;
 /// How long each tier may take to stop on shutdown before it is abandoned.
@@ -189,6 +192,7 @@ pub async fn start_cell(args: &DevArgs) -> anyhow::Result<DevCell> {
         args.data_dir.join("borglet"),
     );
     borglet_config.kill_tasks_on_exit = true;
+    borglet_config.cell_name = DEV_CELL_NAME.to_owned();
     borglet_config.master_token = Some(cluster_token);
     borglet_config.cgroup_parent = format!("borg-dev-{}", base);
     if args.no_cgroups {
