@@ -17,6 +17,16 @@ job sleeper = {
 }
 "#;
 
+const PORTED: &str = r#"
+job ported = {
+  priority = 100
+  command = "/bin/sh"
+  args = ["-c", "echo port=%port% admin=%port:admin%; exec sleep 100000"]
+  ports = ["http", "admin"]
+  requirements = { cpu = 10m  ram = 16Mi }
+}
+"#;
+
 fn running_pids(cell: &TestCell, job: &str, expected: usize) -> Option<Vec<u32>> {
     let status = cell.borg_json(&["job", "status", job])?;
     let pids: Vec<u32> = status["tasks"]
@@ -101,6 +111,41 @@ fn a_job_runs_as_real_processes_and_kill_stops_them() {
     let settled = cell.borg_json(&["job", "why", "sleeper"]).unwrap();
     assert_eq!(settled["why"], serde_json::Value::Null, "{settled:#}");
     assert_eq!(cell.borg(&["job", "why", "nope"]).status.code(), Some(3));
+
+    // Named ports: allocated by the borglet, substituted, reported, shown by the master.
+    let ported = cell.write_file("ported.bcl", PORTED);
+    let submitted = cell.borg(&["job", "run", "--detach", ported.to_str().unwrap()]);
+    assert!(
+        submitted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&submitted.stderr)
+    );
+    let task = wait_for(
+        "ported/0 to run with its ports",
+        Duration::from_secs(60),
+        || {
+            let task = cell.borg_json(&["job", "status", "ported/0"])?;
+            (task["ports"].as_object()?.len() == 2).then_some(task)
+        },
+    );
+    let ports = &task["ports"];
+    let (http, admin) = (
+        ports["http"].as_u64().unwrap(),
+        ports["admin"].as_u64().unwrap(),
+    );
+    assert_ne!(http, admin);
+    let expected = format!("port={http} admin={admin}");
+    wait_for(
+        "the task to print its ports",
+        Duration::from_secs(30),
+        || {
+            let logs = cell.borg(&["logs", "ported/0"]);
+            String::from_utf8_lossy(&logs.stdout)
+                .contains(&expected)
+                .then_some(())
+        },
+    );
+    assert!(cell.borg(&["job", "kill", "ported"]).status.success());
 
     let killed = cell.borg(&["job", "kill", "sleeper"]);
     assert!(

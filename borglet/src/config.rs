@@ -47,6 +47,8 @@ pub struct BorgletConfig {
     pub machine_name: String,
     /// Name of the cell (substituted for `%cell%` in tasks' args and env).
     pub cell_name: String,
+    /// First and last port handed out for tasks' named ports (`%port%`).
+    pub port_range: (u16, u16),
     /// Attributes registered for constraints (`rack`, `os_version`, ...).
     pub attributes: BTreeMap<String, String>,
     /// Holds `sandboxes/<job>.<index>.<incarnation>/` (working directory and logs of each task)
@@ -119,6 +121,7 @@ impl BorgletConfig {
             listen_address: listen_address.into(),
             machine_name: machine_name.into(),
             cell_name: DEFAULT_CELL_NAME.to_owned(),
+            port_range: crate::ports::PORT_RANGE_DEFAULT,
             attributes: BTreeMap::new(),
             data_dir: data_dir.into(),
             cgroup_parent: "borg".to_owned(),

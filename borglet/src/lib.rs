@@ -17,6 +17,7 @@ pub mod log_reader;
 pub mod log_rotation;
 pub mod machine;
 pub mod metrics;
+pub mod ports;
 pub mod pressure;
 pub mod pty;
 pub mod register;
@@ -251,6 +252,7 @@ impl Borglet {
         let settings = SupervisorSettings {
             machine_name: config.machine_name.clone(),
             cell_name: config.cell_name.clone(),
+            port_range: config.port_range,
             data_dir: config.data_dir.clone(),
             stop_grace_period_ms: config.stop_grace_period_ms,
             task_pids_max: config.task_pids_max,

@@ -23,6 +23,9 @@ pub struct TaskRecord {
     /// Name of the task cgroup under the borglet's parent, when cgroups are used.
     pub cgroup: Option<String>,
     pub sandbox: PathBuf,
+    /// The incarnation's named ports (kept across restarts and re-adoption).
+    #[serde(default)]
+    pub ports: crate::ports::TaskPorts,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -145,6 +148,7 @@ mod tests {
             started_ms: 17,
             restarts: 0,
             cgroup: Some("web.1.3".into()),
+            ports: crate::ports::TaskPorts::from([("http".to_string(), 20_001)]),
             sandbox: dir.path().join("sandboxes/web.1.3"),
         };
         state.write(&record).unwrap();

@@ -1,5 +1,5 @@
 //! Runtime substitutions in a task's args and env values: `%job%`, `%task_index%`, `%user%`,
-//! `%cell%`.
+//! `%cell%`, `%port%` (the task's first named port) and `%port:NAME%`.
 
 /// Values substituted into one task's args and env.
 #[derive(Debug, Clone, Copy)]
@@ -9,6 +9,10 @@ pub struct Substitutions<'a> {
     pub user: &'a str,
     /// Name of the cell the borglet serves.
     pub cell: &'a str,
+    /// The task's first named port (`%port%`), if it has any.
+    pub first_port: Option<u16>,
+    /// Every named port of the task (`%port:NAME%`).
+    pub ports: &'a crate::ports::TaskPorts,
 }
 
 /// Replaces every known `%name%` in one pass (a substituted value is never scanned again);
@@ -25,7 +29,9 @@ pub fn substitute(text: &str, subs: &Substitutions<'_>) -> String {
                 "task_index" => subs.task_index.to_string(),
                 "user" => subs.user.to_owned(),
                 "cell" => subs.cell.to_owned(),
-                _ => return None,
+                "port" => subs.first_port?.to_string(),
+                // `%port:NAME%`; any other name is not ours and stays as written.
+                name => subs.ports.get(name.strip_prefix("port:")?)?.to_string(),
             };
             Some((value, end))
         });
@@ -53,7 +59,11 @@ mod tests {
         task_index: 7,
         user: "alice",
         cell: "ic",
+        first_port: None,
+        ports: &NO_PORTS,
     };
+
+    static NO_PORTS: crate::ports::TaskPorts = crate::ports::TaskPorts::new();
 
     #[test]
     fn known_names_are_replaced() {
@@ -75,12 +85,28 @@ mod tests {
     }
 
     #[test]
+    fn ports_are_substituted_by_position_and_by_name() {
+        let ports =
+            crate::ports::TaskPorts::from([("http".into(), 20001), ("admin".into(), 20002)]);
+        let subs = Substitutions {
+            first_port: Some(20001),
+            ports: &ports,
+            ..SUBS
+        };
+        assert_eq!(substitute("--port=%port%", &subs), "--port=20001");
+        assert_eq!(substitute("%port:admin%/%port:http%", &subs), "20002/20001");
+        assert_eq!(substitute("%port:none%", &subs), "%port:none%");
+    }
+
+    #[test]
     fn substituted_values_are_not_scanned_again() {
         let subs = Substitutions {
             job: "%user%",
             task_index: 0,
             user: "bob",
             cell: "ic",
+            first_port: None,
+            ports: &NO_PORTS,
         };
         assert_eq!(substitute("%job%", &subs), "%user%");
     }

@@ -10,6 +10,7 @@ use crate::assignment::{InvalidAssignment, TaskAssignment, TaskKey};
 use crate::cgroups::{CgroupError, CgroupLimits, CgroupUsage, TaskCgroups};
 use crate::enforce::{cpu_capped, reclamation_victims, RunningTask};
 use crate::metrics::{BorgletMetrics, ExitReason};
+use crate::ports::{env_name, PortAllocator, PortError};
 use crate::pressure::MachinePressure;
 use crate::restart::{AfterExit, RestartTracker};
 use crate::runner::{self, LaunchSpec, SpawnError, TaskExit, TaskProcess};
@@ -55,6 +56,8 @@ pub struct SupervisorSettings {
     pub log: crate::log_rotation::LogLimits,
     /// Task starts in progress at once (see `BorgletConfig::starts_in_flight_max`).
     pub starts_in_flight_max: usize,
+    /// First and last port handed out for tasks' named ports.
+    pub port_range: (u16, u16),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +80,8 @@ pub enum StartError {
     Cgroup(#[from] CgroupError),
     #[error(transparent)]
     Spawn(#[from] SpawnError),
+    #[error(transparent)]
+    Ports(#[from] PortError),
 }
 
 impl StartError {
@@ -158,6 +163,7 @@ impl Slot {
             usage: Some(self.usage.into()),
             message: self.message.clone(),
             started_ms: self.started_ms,
+            ports: Default::default(),
         }
     }
 }
@@ -228,7 +234,7 @@ pub struct EnforcementSettings {
 }
 
 /// What a poll answers besides the task reports.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Report {
     pub tasks: Vec<v1::TaskReport>,
     /// Sum of the tasks' usage.
@@ -242,6 +248,8 @@ pub struct Supervisor {
     metrics: BorgletMetrics,
     table: Mutex<BTreeMap<TaskKey, Slot>>,
     sandboxes: Mutex<SandboxRetention>,
+    /// Tasks' named ports.
+    ports: PortAllocator,
     /// Polls are applied one at a time.
     poll_lock: tokio::sync::Mutex<()>,
     /// Bounds the task starts in progress.
@@ -261,6 +269,7 @@ impl Supervisor {
             state_dir: StateDir::new(&settings.data_dir),
             sandboxes: Mutex::new(SandboxRetention::new(settings.finished_sandboxes_max)),
             start_permits: tokio::sync::Semaphore::new(settings.starts_in_flight_max.max(1)),
+            ports: PortAllocator::new(settings.port_range.0, settings.port_range.1),
             settings,
             cgroups,
             metrics,
@@ -414,11 +423,20 @@ impl Supervisor {
         sandbox: &Sandbox,
         cgroup_join_files: Vec<PathBuf>,
     ) -> LaunchSpec {
+        let ports = self.ports.held(&a.key);
+        let first_port = a
+            .template
+            .ports
+            .first()
+            .and_then(|name| ports.get(name))
+            .copied();
         let subs = Substitutions {
             job: &a.key.job,
             task_index: a.key.index,
             user: &a.owner,
             cell: &self.settings.cell_name,
+            first_port,
+            ports: &ports,
         };
         let sandbox_dir = sandbox.dir.to_string_lossy().into_owned();
         let mut env = BTreeMap::from([
@@ -442,6 +460,14 @@ impl Supervisor {
             ),
             ("BORG_SANDBOX".to_owned(), sandbox_dir),
         ]);
+        if let Some(port) = first_port {
+            env.insert("BORG_PORT".to_owned(), port.to_string());
+        }
+        env.extend(
+            ports
+                .iter()
+                .map(|(name, port)| (env_name(name), port.to_string())),
+        );
         LaunchSpec {
             program: substitute(&a.template.command, &subs),
             args: a
@@ -483,6 +509,8 @@ impl Supervisor {
                 path: sandbox.dir.clone(),
                 source,
             })?;
+        // Held for the incarnation: a restart gets the same ports.
+        let ports = self.ports.ports_of(&a.key, &a.template.ports)?;
         let cgroup_name = a.key.dir_name();
         let join_files = match &self.cgroups {
             Some(cgroups) => {
@@ -507,6 +535,7 @@ impl Supervisor {
             restarts,
             cgroup: self.cgroups.as_ref().map(|_| cgroup_name),
             sandbox: sandbox.dir,
+            ports,
         };
         if let Err(error) = self.state_dir.write(&record) {
             tracing::warn!(task = %a.key, %error, "cannot record the started task");
@@ -771,6 +800,7 @@ impl Supervisor {
             usage
         });
         let final_usage = cleanup.await.unwrap_or_default();
+        self.ports.release(key);
         self.update(key, |slot| {
             slot.phase = phase;
             slot.exit_code = exit_code;
@@ -834,6 +864,7 @@ impl Supervisor {
                 self.finish(&key, Phase::Stopped, None, String::new()).await;
                 continue;
             };
+            self.ports.restore(&key, &record.ports);
             let mut slot = Slot::new(Phase::Running, "adopted after a borglet restart".to_owned());
             slot.keeper_pid = record.pid;
             slot.pid = self.program_pid(record.pid);
@@ -892,7 +923,14 @@ impl Supervisor {
             if matches!(slot.phase, Phase::Running | Phase::Stopping) {
                 usage += slot.usage;
             }
-            tasks.push(slot.report(key, state));
+            let mut report = slot.report(key, state);
+            report.ports = self
+                .ports
+                .held(key)
+                .into_iter()
+                .map(|(name, port)| (name, u32::from(port)))
+                .collect();
+            tasks.push(report);
         }
         table.retain(|key, _| !forget.contains(key));
         drop(table);

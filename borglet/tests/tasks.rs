@@ -244,16 +244,21 @@ fn process_exists(pid: u32) -> bool {
 }
 
 async fn wait_for_file(path: &Path) -> String {
+    wait_for_lines(path, 1).await
+}
+
+/// Waits until `path` holds at least `lines` whole lines.
+async fn wait_for_lines(path: &Path, lines: usize) -> String {
     let deadline = Instant::now() + WAIT_MAX;
     loop {
         if let Ok(text) = std::fs::read_to_string(path) {
-            if text.ends_with('\n') {
+            if text.ends_with('\n') && text.lines().count() >= lines {
                 return text;
             }
         }
         assert!(
             Instant::now() < deadline,
-            "timed out waiting for {}",
+            "timed out waiting for {lines} line(s) in {}",
             path.display()
         );
         tokio::time::sleep(POLL_PAUSE).await;
@@ -441,6 +446,43 @@ async fn args_env_and_stdout_reach_the_process() {
         std::fs::read_to_string(sandbox.join("stderr")).unwrap(),
         "to-stderr\n"
     );
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn named_ports_are_allocated_substituted_reported_and_kept_across_restarts() {
+    let mut harness = Harness::start(CgroupMode::Auto).await;
+    // Exits at once, so it is restarted: the ports must stay the same.
+    let script = r#"echo "$1|$2|$BORG_PORT|$BORG_PORT_ADMIN" >> seen"#;
+    let mut ports = task(
+        "ports-job",
+        0,
+        "sh",
+        &["-c", script, "sh", "%port%", "%port:admin%"],
+    );
+    ports.template.as_mut().unwrap().ports = vec!["http".into(), "admin".into()];
+    let desired = vec![ports.clone()];
+    let report = harness
+        .poll_until(&desired, "the task to be reported with its ports", |r| {
+            r.tasks
+                .iter()
+                .any(|t| t.job == "ports-job" && t.ports.len() == 2)
+        })
+        .await;
+    let reported = &report
+        .tasks
+        .iter()
+        .find(|t| t.job == "ports-job")
+        .unwrap()
+        .ports;
+    let (http, admin) = (reported["http"], reported["admin"]);
+    assert_ne!(http, admin);
+    let sandbox = harness.sandbox(&ports);
+    let seen = wait_for_lines(&sandbox.join("seen"), 2).await;
+    for line in seen.lines().take(2) {
+        assert_eq!(line, format!("{http}|{admin}|{http}|{admin}"), "{seen}");
+    }
+    harness.poll(&[]).await;
     harness.stop().await;
 }
 

@@ -138,6 +138,18 @@ fn task_report(report: v1::TaskReport) -> Result<TaskReport, Status> {
     let state = task_state_from_wire(report.state).map_err(|e| {
         Status::invalid_argument(format!("task {}/{}: {e}", report.job, report.index))
     })?;
+    let ports = report
+        .ports
+        .into_iter()
+        .map(|(name, port)| {
+            u16::try_from(port).map(|port| (name, port)).map_err(|_| {
+                Status::invalid_argument(format!(
+                    "task {}/{}: port {port} is not a TCP port",
+                    report.job, report.index
+                ))
+            })
+        })
+        .collect::<Result<_, _>>()?;
     Ok(TaskReport {
         task: TaskId::new(report.job, report.index),
         incarnation: report.incarnation,
@@ -146,6 +158,7 @@ fn task_report(report: v1::TaskReport) -> Result<TaskReport, Status> {
         restarts: report.restarts,
         pid: report.pid,
         usage: resources_or_zero(report.usage),
+        ports,
         message: report.message,
     })
 }

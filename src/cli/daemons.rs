@@ -131,6 +131,9 @@ pub struct BorgletArgs {
     /// Name of the cell, given to tasks as `%cell%` and `BORG_CELL`.
     #[arg(long, default_value = borglet::config::DEFAULT_CELL_NAME)]
     pub cell: String,
+    /// Ports handed out for tasks' named ports (`%port%`), FIRST-LAST.
+    #[arg(long, value_name = "FIRST-LAST", value_parser = parse_port_range, default_value = "20000-29999")]
+    pub port_range: (u16, u16),
     /// Task sandboxes, logs and the borglet's state.
     #[arg(long, default_value = "/var/lib/borg/borglet")]
     pub data_dir: PathBuf,
@@ -156,6 +159,27 @@ pub struct BorgletArgs {
     pub metrics: Option<SocketAddr>,
     #[command(flatten)]
     pub cluster_token: ClusterTokenArgs,
+}
+
+/// Parses `FIRST-LAST` (inclusive) into a port range.
+fn parse_port_range(text: &str) -> Result<(u16, u16), String> {
+    let (first, last) = text
+        .split_once('-')
+        .ok_or_else(|| format!("{text:?} is not FIRST-LAST (e.g. 20000-29999)"))?;
+    let port = |p: &str| {
+        p.trim()
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| format!("{p:?} is not a port (1-65535)"))
+    };
+    let (first, last) = (port(first)?, port(last)?);
+    if first > last {
+        return Err(format!(
+            "the range {first}-{last} is empty: FIRST must not exceed LAST"
+        ));
+    }
+    Ok((first, last))
 }
 
 /// Parses `1=host:port,2=host:port` into id → address.
@@ -326,6 +350,7 @@ pub fn borglet_config(
         );
     }
     config.cell_name = args.cell.clone();
+    config.port_range = args.port_range;
     config.attributes = parse_attributes(&args.attributes)?;
     config.cgroup_parent = args.cgroup_parent.clone();
     if args.no_cgroups {
@@ -356,6 +381,16 @@ pub async fn run_borglet(args: BorgletArgs, global: &GlobalArgs) -> anyhow::Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn port_ranges_parse_and_bad_ones_are_explained() {
+        assert_eq!(parse_port_range("20000-29999"), Ok((20000, 29999)));
+        assert!(parse_port_range("20000")
+            .unwrap_err()
+            .contains("FIRST-LAST"));
+        assert!(parse_port_range("0-10").unwrap_err().contains("not a port"));
+        assert!(parse_port_range("9-8").unwrap_err().contains("empty"));
+    }
 
     #[test]
     fn peers_parse_and_bad_ones_are_explained() {

@@ -183,6 +183,7 @@ pub fn task_json(t: &v1::Task) -> Value {
         "message": t.message,
         "usage": t.usage.as_ref().map(resources_json),
         "reservation": t.reservation.as_ref().map(resources_json),
+        "ports": t.ports.iter().collect::<std::collections::BTreeMap<_, _>>(),
     })
 }
 

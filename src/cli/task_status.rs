@@ -80,7 +80,7 @@ fn task_status_text(task: &v1::Task, events: &[v1::Event], now_ms: u64) -> Strin
             .unwrap_or_else(|| "-".into())
     };
     let mut out = format!(
-        "Task          {}/{}\nState         {} for {}\nMachine       {}\nIncarnation   {}\nRestarts      {}\nPID           {}\nExit code     {}\nUsage         {}\nReservation   {}\nMessage       {}\n",
+        "Task          {}/{}\nState         {} for {}\nMachine       {}\nIncarnation   {}\nRestarts      {}\nPID           {}\nExit code     {}\nUsage         {}\nReservation   {}\nPorts         {}\nMessage       {}\n",
         task.job,
         task.index,
         task_state_name(task.state),
@@ -92,6 +92,7 @@ fn task_status_text(task: &v1::Task, events: &[v1::Event], now_ms: u64) -> Strin
         task.exit_code.map_or_else(|| "-".into(), |c| c.to_string()),
         resources(task.usage),
         resources(task.reservation),
+        or_dash(ports_text(&task.ports)),
         or_dash(task.message.clone()),
     );
     out.push_str("\nEvents\n");
@@ -113,6 +114,16 @@ fn task_status_text(task: &v1::Task, events: &[v1::Event], now_ms: u64) -> Strin
     out.push_str(&table(&["AGO", "KIND", "MACHINE", "MESSAGE"], &rows));
     out.push('\n');
     out
+}
+
+/// `http=20001 admin=20002`, in name order.
+fn ports_text(ports: &std::collections::HashMap<String, u32>) -> String {
+    let sorted: std::collections::BTreeMap<_, _> = ports.iter().collect();
+    sorted
+        .iter()
+        .map(|(name, port)| format!("{name}={port}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 #[cfg(test)]

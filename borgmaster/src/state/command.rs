@@ -5,6 +5,7 @@ use super::events::TaskEventKind;
 use super::users::Caller;
 use borg_model::{Band, JobSpec, MachineInfo, Resources, TaskId, TaskState};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// One entry of the replicated log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -106,4 +107,6 @@ pub struct TaskReport {
     pub pid: u32,
     pub usage: Resources,
     pub message: String,
+    /// The incarnation's named ports, as the borglet allocated them.
+    pub ports: BTreeMap<String, u16>,
 }

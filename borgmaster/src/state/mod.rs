@@ -65,7 +65,7 @@ pub const FINISHED_JOBS_RETAINED_MAX: usize = 1_000;
 
 /// Format version written at the head of a snapshot; bumped when `CellState`'s layout
 /// changes incompatibly.
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 4;
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 5;
 
 /// The whole replicated state of a cell.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

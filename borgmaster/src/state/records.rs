@@ -64,6 +64,8 @@ pub(crate) struct TaskRecord {
     pub usage: Resources,
     /// What the task is expected to use while placed (see `reservations`).
     pub reservation: Reservation,
+    /// Named ports of this incarnation, from the borglet's reports.
+    pub ports: BTreeMap<String, u16>,
 }
 
 impl TaskRecord {
@@ -79,6 +81,7 @@ impl TaskRecord {
             pid: 0,
             usage: Resources::ZERO,
             reservation: Reservation::default(),
+            ports: BTreeMap::new(),
         }
     }
 }

@@ -171,7 +171,9 @@ impl CellState {
                 let changed = task.restarts != r.restarts
                     || task.pid != r.pid
                     || task.exit_code != r.exit_code
+                    || task.ports != r.ports
                     || task.state != TaskState::Running;
+                task.ports.clone_from(&r.ports);
                 task.restarts = r.restarts;
                 task.pid = r.pid;
                 task.exit_code = r.exit_code;

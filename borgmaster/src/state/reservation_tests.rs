@@ -113,6 +113,7 @@ impl Cell {
                         pid: 7,
                         usage,
                         message: String::new(),
+                        ports: Default::default(),
                     }],
                     usage: Resources::ZERO,
                 }],

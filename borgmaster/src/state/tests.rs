@@ -74,6 +74,7 @@ fn task_report(job: &str, index: u32, incarnation: u64, state: TaskState) -> Tas
         pid: 4242,
         usage: Resources::ZERO,
         message: String::new(),
+        ports: Default::default(),
     }
 }
 

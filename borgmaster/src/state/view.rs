@@ -181,6 +181,14 @@ fn task_to_wire(job: &str, index: u32, t: &TaskRecord) -> v1::Task {
         pid: t.pid,
         usage: (t.usage != Resources::ZERO).then(|| t.usage.into()),
         reservation: t.state.is_placed().then(|| t.reservation.reserved.into()),
+        ports: if t.state.is_placed() {
+            t.ports
+                .iter()
+                .map(|(name, port)| (name.clone(), u32::from(*port)))
+                .collect()
+        } else {
+            Default::default()
+        },
     }
 }
 
