@@ -11,11 +11,10 @@ mod support;
 use borg_common::{MasterClient, MasterClientConfig};
 use borg_proto::v1;
 use borg_proto::v1::cell_service_client::CellServiceClient;
-use borg_proto::v1::replica_service_client::ReplicaServiceClient;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
-use support::TestCell;
+use support::{eventually, replica_status, TestCell};
 use tokio::sync::Mutex;
 
 const REPLICAS: usize = 5;
@@ -26,26 +25,6 @@ const CLIENT_CONCURRENCY: usize = 16;
 const KILL_AFTER_ACKS: usize = 500;
 const DEADLINE: Duration = Duration::from_secs(60);
 
-/// Replica status, asked with the cluster token (replicas refuse `ReplicaService` calls
-/// without it).
-async fn status(address: &str, cluster_token: &str) -> Option<v1::ReplicaStatus> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
-        .ok()?
-        .connect_timeout(Duration::from_millis(500))
-        .timeout(Duration::from_secs(5))
-        .connect()
-        .await
-        .ok()?;
-    let token = borg_common::master_client::TokenInterceptor::new(Some(cluster_token)).ok()?;
-    ReplicaServiceClient::with_interceptor(channel, token)
-        .status(v1::ReplicaStatusRequest {
-            with_state_hash: true,
-        })
-        .await
-        .ok()
-        .map(|r| r.into_inner())
-}
-
 fn addresses(cell: &TestCell) -> Vec<String> {
     cell.master_ports
         .iter()
@@ -53,30 +32,11 @@ fn addresses(cell: &TestCell) -> Vec<String> {
         .collect()
 }
 
-/// Polls until `check` yields a value, panicking with `what` after `DEADLINE`.
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// The id (1-based) of the replica that leads, once the running ones agree.
 async fn leader(cell: &TestCell) -> usize {
     let addresses = addresses(cell);
     let token = &cell.cluster_token;
-    eventually("an agreed leader", || {
+    eventually("an agreed leader", DEADLINE, || {
         let addresses = addresses.clone();
         let running: Vec<usize> = (1..=REPLICAS)
             .filter(|id| cell.masters[id - 1].is_some())
@@ -84,7 +44,7 @@ async fn leader(cell: &TestCell) -> usize {
         async move {
             let mut leaders = Vec::new();
             for id in running {
-                leaders.push(status(&addresses[id - 1], token).await?.leader_id as usize);
+                leaders.push(replica_status(&addresses[id - 1], token).await?.leader_id as usize);
             }
             let first = leaders[0];
             (first != 0 && leaders.iter().all(|l| *l == first)).then_some(first)
@@ -97,12 +57,12 @@ async fn leader(cell: &TestCell) -> usize {
 async fn converged(cell: &TestCell) -> String {
     let addresses = addresses(cell);
     let token = &cell.cluster_token;
-    eventually("all replicas at one state hash", || {
+    eventually("all replicas at one state hash", DEADLINE, || {
         let addresses = addresses.clone();
         async move {
             let mut seen = Vec::new();
             for address in &addresses {
-                let s = status(address, token).await?;
+                let s = replica_status(address, token).await?;
                 seen.push((s.applied_index, s.state_hash));
             }
             let first = seen[0].clone();
@@ -203,9 +163,11 @@ async fn acknowledged_writes_survive_a_killed_leader_and_a_full_restart() {
         });
     }
 
-    eventually("enough acknowledgements before the kill", || async {
-        (acked.lock().await.len() >= KILL_AFTER_ACKS).then_some(())
-    })
+    eventually(
+        "enough acknowledgements before the kill",
+        DEADLINE,
+        || async { (acked.lock().await.len() >= KILL_AFTER_ACKS).then_some(()) },
+    )
     .await;
     cell.kill_master(first_leader);
     while writers.join_next().await.is_some() {}

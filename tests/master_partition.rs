@@ -13,7 +13,7 @@ use borg_proto::v1;
 use borg_proto::v1::cell_service_client::CellServiceClient;
 use borg_proto::v1::replica_service_client::ReplicaServiceClient;
 use std::time::Duration;
-use support::TestCell;
+use support::{eventually, replica_status, TestCell};
 use tonic::codegen::InterceptedService;
 use tonic::transport::Channel;
 use tonic::Code;
@@ -68,45 +68,24 @@ fn submit_request(name: &str) -> v1::SubmitJobRequest {
     }
 }
 
-/// Polls until `check` yields a value, panicking with `what` after `DEADLINE`.
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {DEADLINE:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 async fn status(cell: &TestCell, id: u64) -> Option<v1::ReplicaStatus> {
-    replica_client(cell, id)
-        .status(v1::ReplicaStatusRequest {
-            with_state_hash: true,
-        })
-        .await
-        .ok()
-        .map(|r| r.into_inner())
+    replica_status(&address(cell, id), &cell.cluster_token).await
 }
 
 /// The leader all of `ids` name, once they agree on one among them.
 async fn agreed_leader(cell: &TestCell, ids: &[u64]) -> u64 {
-    eventually(&format!("a leader agreed by replicas {ids:?}"), || async {
-        let mut leaders = Vec::new();
-        for id in ids {
-            leaders.push(status(cell, *id).await?.leader_id);
-        }
-        let first = leaders[0];
-        (ids.contains(&first) && leaders.iter().all(|l| *l == first)).then_some(first)
-    })
+    eventually(
+        &format!("a leader agreed by replicas {ids:?}"),
+        DEADLINE,
+        || async {
+            let mut leaders = Vec::new();
+            for id in ids {
+                leaders.push(status(cell, *id).await?.leader_id);
+            }
+            let first = leaders[0];
+            (ids.contains(&first) && leaders.iter().all(|l| *l == first)).then_some(first)
+        },
+    )
     .await
 }
 
@@ -114,6 +93,7 @@ async fn agreed_leader(cell: &TestCell, ids: &[u64]) -> u64 {
 async fn converged(cell: &TestCell, index: u64) -> Vec<v1::ReplicaStatus> {
     eventually(
         &format!("all replicas at one state hash, applied index >= {index}"),
+        DEADLINE,
         || async {
             let mut statuses = Vec::new();
             for id in 1..=REPLICAS {
@@ -256,7 +236,7 @@ async fn a_partitioned_minority_refuses_writes_and_all_five_converge_after_heali
     for id in 1..=REPLICAS {
         for written in minority {
             let name = format!("minority-{written}");
-            let present = eventually(&format!("replica {id} to answer"), || {
+            let present = eventually(&format!("replica {id} to answer"), DEADLINE, || {
                 has_job(&cell, id, &name)
             })
             .await;
@@ -308,7 +288,7 @@ async fn a_partitioned_minority_refuses_writes_and_all_five_converge_after_heali
 async fn a_master_without_the_flag_refuses_the_peer_filter() {
     // Two replicas: the fewest a replicated master runs with.
     let cell = TestCell::with_masters(2);
-    let refused = eventually("the replica to answer SetPeerFilter", || async {
+    let refused = eventually("the replica to answer SetPeerFilter", DEADLINE, || async {
         let answer = replica_client(&cell, 1)
             .set_peer_filter(v1::SetPeerFilterRequest { blocked: vec![2] })
             .await;

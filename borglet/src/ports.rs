@@ -24,6 +24,8 @@ pub type TaskPorts = BTreeMap<String, u16>;
 pub struct PortAllocator {
     first: u16,
     last: u16,
+    /// Whether nothing else on the machine holds a port (`bindable`; tests replace it).
+    is_free: fn(u16) -> bool,
     state: Mutex<State>,
 }
 
@@ -39,10 +41,15 @@ struct State {
 impl PortAllocator {
     /// Hands out ports `first..=last` (swapped if given the wrong way round).
     pub fn new(first: u16, last: u16) -> PortAllocator {
+        PortAllocator::with_probe(first, last, bindable)
+    }
+
+    fn with_probe(first: u16, last: u16, is_free: fn(u16) -> bool) -> PortAllocator {
         let (first, last) = (first.min(last), first.max(last));
         PortAllocator {
             first,
             last,
+            is_free,
             state: Mutex::new(State {
                 next: first,
                 ..State::default()
@@ -84,7 +91,7 @@ impl PortAllocator {
         let start = u32::from(state.next.clamp(self.first, self.last) - self.first);
         (0..size)
             .map(|step| self.first + ((start + step) % size) as u16)
-            .find(|port| !state.in_use.contains(port) && bindable(*port))
+            .find(|port| !state.in_use.contains(port) && (self.is_free)(*port))
             .inspect(|port| {
                 state.next = if *port == self.last {
                     self.first
@@ -157,18 +164,20 @@ mod tests {
         list.iter().map(|s| s.to_string()).collect()
     }
 
-    /// A range of `size` ports nothing on this machine has bound now (found by binding).
-    fn free_range(size: u16) -> (u16, u16) {
-        let probe = TcpListener::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
-        let base = probe.local_addr().unwrap().port().saturating_sub(size);
-        drop(probe);
-        (base, base + size - 1)
+    /// TEST DOUBLE for the bind probe: every port is free, so the tests of the bookkeeping
+    /// do not depend on what other tests have bound at the moment.
+    fn all_free(_port: u16) -> bool {
+        true
+    }
+
+    fn allocator(first: u16, last: u16) -> PortAllocator {
+        PortAllocator::with_probe(first, last, all_free)
     }
 
     #[test]
     fn a_task_keeps_its_ports_and_tasks_never_share_one() {
-        let (first, last) = free_range(8);
-        let ports = PortAllocator::new(first, last);
+        let (first, last) = (40_000, 40_007);
+        let ports = allocator(first, last);
         let a = ports.ports_of(&key(0), &names(&["http", "admin"])).unwrap();
         assert_eq!(a.len(), 2);
         assert!(a.values().all(|p| (first..=last).contains(p)));
@@ -186,8 +195,7 @@ mod tests {
 
     #[test]
     fn an_exhausted_range_is_a_clear_error_and_release_frees_ports() {
-        let (first, last) = free_range(2);
-        let ports = PortAllocator::new(first, last);
+        let ports = allocator(40_000, 40_001);
         ports.ports_of(&key(0), &names(&["a", "b"])).unwrap();
         let error = ports.ports_of(&key(1), &names(&["http"])).unwrap_err();
         assert!(error.to_string().contains("no free port left"), "{error}");
@@ -200,15 +208,16 @@ mod tests {
     fn a_port_another_process_has_bound_is_skipped() {
         let listener = TcpListener::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
         let taken = listener.local_addr().unwrap().port();
-        let ports = PortAllocator::new(taken, taken.saturating_add(1));
+        // The real probe; a wide range, as other tests bind ports next to `taken` too.
+        let ports = PortAllocator::new(taken, taken.saturating_add(200));
         let got = ports.ports_of(&key(0), &names(&["http"])).unwrap();
         assert_ne!(got["http"], taken);
     }
 
     #[test]
     fn restored_ports_are_not_handed_out_again() {
-        let (first, last) = free_range(2);
-        let ports = PortAllocator::new(first, last);
+        let (first, last) = (40_000, 40_001);
+        let ports = allocator(first, last);
         ports.restore(&key(0), &TaskPorts::from([("http".to_string(), first)]));
         let got = ports.ports_of(&key(1), &names(&["http"])).unwrap();
         assert_eq!(got["http"], last);

@@ -128,6 +128,9 @@ struct Slot {
     cpu_capped: bool,
     /// The task's keeper process (the process group leader); `pid` is the program's.
     keeper_pid: u32,
+    /// Named ports of the incarnation while it holds them (copied from the allocator at
+    /// start, so reports need not ask it).
+    ports: crate::ports::TaskPorts,
 }
 
 impl Slot {
@@ -148,6 +151,7 @@ impl Slot {
             eviction: None,
             cpu_capped: false,
             keeper_pid: 0,
+            ports: Default::default(),
         }
     }
 
@@ -163,7 +167,11 @@ impl Slot {
             usage: Some(self.usage.into()),
             message: self.message.clone(),
             started_ms: self.started_ms,
-            ports: Default::default(),
+            ports: self
+                .ports
+                .iter()
+                .map(|(name, port)| (name.clone(), u32::from(*port)))
+                .collect(),
         }
     }
 }
@@ -584,6 +592,7 @@ impl Supervisor {
                     let program_pid = self.program_pid(pid);
                     let oom_before = self.cgroup_usage(key).oom_kills;
                     let restarts = tracker.total();
+                    let ports = self.ports.held(key);
                     self.update(key, |slot| {
                         if slot.phase != Phase::Stopping {
                             slot.phase = Phase::Running;
@@ -594,6 +603,7 @@ impl Supervisor {
                         slot.started_ms = started_ms;
                         slot.restarts = restarts;
                         slot.cpu_sample = None;
+                        slot.ports = ports;
                     });
                     let status = tokio::select! {
                         status = process.wait() => status,
@@ -802,6 +812,7 @@ impl Supervisor {
         let final_usage = cleanup.await.unwrap_or_default();
         self.ports.release(key);
         self.update(key, |slot| {
+            slot.ports.clear();
             slot.phase = phase;
             slot.exit_code = exit_code;
             slot.message = message;
@@ -870,6 +881,7 @@ impl Supervisor {
             slot.pid = self.program_pid(record.pid);
             slot.started_ms = record.started_ms;
             slot.restarts = record.restarts;
+            slot.ports = record.ports.clone();
             let stop = slot.stop.clone();
             let assignment = Arc::new(record.assignment);
             slot.task = Some(Arc::clone(&assignment));
@@ -923,14 +935,7 @@ impl Supervisor {
             if matches!(slot.phase, Phase::Running | Phase::Stopping) {
                 usage += slot.usage;
             }
-            let mut report = slot.report(key, state);
-            report.ports = self
-                .ports
-                .held(key)
-                .into_iter()
-                .map(|(name, port)| (name, u32::from(port)))
-                .collect();
-            tasks.push(report);
+            tasks.push(slot.report(key, state));
         }
         table.retain(|key, _| !forget.contains(key));
         drop(table);

@@ -145,7 +145,7 @@ fn candidate_json(candidate: &Candidate) -> Value {
 }
 
 fn change_json(change: &Change) -> Value {
-    let detail = match change {
+    let mut detail = match change {
         Change::LowerRequest { request, machine } => json!({
             "kind": "lower_request",
             "request": request,
@@ -165,7 +165,6 @@ fn change_json(change: &Change) -> Value {
             "machines": machines,
         }),
     };
-    let mut detail = detail;
     detail["text"] = Value::String(change.to_string());
     detail
 }

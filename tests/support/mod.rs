@@ -439,3 +439,46 @@ pub fn tiny_job(name: &str) -> borg_proto::v1::JobSpec {
         ..Default::default()
     }
 }
+
+/// Polls the async `check` until it yields a value, panicking with `what` after `timeout`
+/// (the async twin of `wait_for`).
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A master replica's status with its state hash, asked with the cluster token (replicas
+/// refuse `ReplicaService` calls without it); None if it does not answer.
+pub async fn replica_status(
+    address: &str,
+    cluster_token: &str,
+) -> Option<borg_proto::v1::ReplicaStatus> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+        .ok()?
+        .connect_timeout(Duration::from_millis(500))
+        .timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .ok()?;
+    let token = borg_common::master_client::TokenInterceptor::new(Some(cluster_token)).ok()?;
+    borg_proto::v1::replica_service_client::ReplicaServiceClient::with_interceptor(channel, token)
+        .status(borg_proto::v1::ReplicaStatusRequest {
+            with_state_hash: true,
+        })
+        .await
+        .ok()
+        .map(|r| r.into_inner())
+}

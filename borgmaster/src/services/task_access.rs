@@ -189,6 +189,12 @@ fn record_session(
     kind: TaskEventKind,
     what: String,
 ) {
+    tracing::info!(
+        user = %placement.user,
+        task = %format!("{job}/{index}"),
+        machine = %placement.machine,
+        "borgssh session: {what}"
+    );
     let mut message = format!(
         "user {} on machine {}: {what}",
         placement.user, placement.machine
@@ -268,13 +274,6 @@ impl TaskAccessService for TaskAccessApi {
             TaskEventKind::SshCommand,
             format!("ran {:?}", request.command),
         );
-        tracing::info!(
-            user = %placement.user,
-            task = %format!("{}/{}", request.job, request.index),
-            machine = %placement.machine,
-            command = ?request.command,
-            "borgssh command session"
-        );
         let response = self
             .borglet(&placement)?
             .exec(request)
@@ -316,12 +315,6 @@ impl TaskAccessService for TaskAccessApi {
                 true => "opened a shell".to_owned(),
                 false => format!("opened a terminal running {:?}", start.command),
             },
-        );
-        tracing::info!(
-            user = %placement.user,
-            task = %format!("{}/{}", start.job, start.index),
-            machine = %placement.machine,
-            "borgssh interactive session"
         );
         let opening = v1::ShellInput {
             input: Some(v1::shell_input::Input::Start(start)),
