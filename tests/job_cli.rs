@@ -73,15 +73,17 @@ fn plan_shows_the_diff_and_check_index_guards_against_lost_updates() {
 }
 
 #[test]
-fn files_the_cell_cannot_run_faithfully_are_refused_before_anything_is_sent() {
+fn inspect_shows_per_task_overrides_and_allocs_without_a_master() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("leader.bcl");
     std::fs::write(
         &path,
         r#"
+alloc pair = { replicas = 2 resources = { cpu = 200m ram = 32Mi } }
 job leader = {
   priority = 100
   replicas = 2
+  alloc = 'pair'
   command = "/bin/sleep"
   args = ["1000"]
   requirements = { cpu = 100m  ram = 16Mi }
@@ -90,17 +92,7 @@ job leader = {
 "#,
     )
     .unwrap();
-    // No master listens on port 1: the refusal must come before any RPC.
-    let output = std::process::Command::new(support::BORG)
-        .args(["--master", "127.0.0.1:1", "job", "run", "--detach"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("per-task overrides"), "{stderr}");
-    assert!(stderr.contains("leader.bcl"), "{stderr}");
-    // inspect still shows the whole evaluation, overrides included.
+    // No master is needed: inspect shows the whole evaluation, overrides and allocs included.
     let inspected = std::process::Command::new(support::BORG)
         .args(["job", "inspect"])
         .arg(&path)
@@ -112,4 +104,6 @@ job leader = {
         json["job_extras"]["leader"]["task_overrides"]["0"]["env"]["ROLE"],
         "leader"
     );
+    assert_eq!(json["job_extras"]["leader"]["alloc"], "pair");
+    assert_eq!(json["allocs"][0]["replicas"], 2);
 }

@@ -33,6 +33,12 @@ pub enum IsolationMode {
 /// Default of `BorgletConfig::starts_in_flight_max`.
 pub const STARTS_IN_FLIGHT_DEFAULT: usize = 16;
 
+/// Default of `BorgletConfig::poll_start_wait_ms`.
+pub const POLL_START_WAIT_DEFAULT_MS: u64 = 20;
+
+/// Default of `BorgletConfig::shell_idle_timeout_s`.
+pub const SHELL_IDLE_TIMEOUT_DEFAULT_S: u64 = 900;
+
 /// Cell name of a borglet not told otherwise.
 pub const DEFAULT_CELL_NAME: &str = "local";
 
@@ -80,6 +86,10 @@ pub struct BorgletConfig {
     /// Task starts in progress at once (each on a blocking thread: fork, cgroup, exec). A
     /// Poll answers without waiting for them.
     pub starts_in_flight_max: usize,
+    /// Longest a Poll that ordered new tasks waits for their starts before it answers, so a
+    /// task started within it is reported RUNNING with its pid in the same answer rather
+    /// than a poll interval later; 0 answers at once.
+    pub poll_start_wait_ms: u64,
     /// Sandboxes (working directories and logs) of finished tasks kept on disk; older ones
     /// are deleted.
     pub finished_sandboxes_max: usize,
@@ -105,6 +115,9 @@ pub struct BorgletConfig {
     pub exec_admin_users: Vec<String>,
     /// Longest a borgssh command may run before it is killed.
     pub exec_timeout_max_ms: u64,
+    /// An interactive borgssh session with neither input nor output for this long is closed
+    /// (the user is told, and the master records it on the task).
+    pub shell_idle_timeout_s: u64,
     /// Where machine load is read; `None` reads procfs. Tests inject `pressure::TestPressure`.
     pub pressure: Option<Arc<dyn MachinePressure>>,
 }
@@ -136,6 +149,7 @@ impl BorgletConfig {
             task_pids_max: 4_096,
             desired_tasks_max: 10_000,
             starts_in_flight_max: STARTS_IN_FLIGHT_DEFAULT,
+            poll_start_wait_ms: POLL_START_WAIT_DEFAULT_MS,
             finished_sandboxes_max: 200,
             task_path: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_owned(),
             isolation: IsolationMode::Auto,
@@ -147,6 +161,7 @@ impl BorgletConfig {
             enforcement_interval_ms: 1_000,
             exec_admin_users: vec!["admin".to_owned()],
             exec_timeout_max_ms: 300_000,
+            shell_idle_timeout_s: SHELL_IDLE_TIMEOUT_DEFAULT_S,
             pressure: None,
         }
     }

@@ -100,6 +100,12 @@ fn validate(config: &BorgletConfig) -> Result<(), BorgletError> {
             reason: "must be at least 1".to_owned(),
         });
     }
+    if config.shell_idle_timeout_s == 0 {
+        return Err(BorgletError::InvalidConfig {
+            field: "shell_idle_timeout_s",
+            reason: "must be at least 1 (idle interactive sessions are closed after it)".to_owned(),
+        });
+    }
     if config.desired_tasks_max == 0 {
         return Err(BorgletError::InvalidConfig {
             field: "desired_tasks_max",
@@ -248,6 +254,8 @@ impl Borglet {
             address: advertised_address(&config.listen_address, local_addr),
             capacity,
             attributes: config.attributes.clone(),
+            // The size of --port-range (given either way round, as the allocator takes it).
+            port_capacity: Some(u32::from(config.port_range.0.abs_diff(config.port_range.1)) + 1),
         };
         let settings = SupervisorSettings {
             machine_name: config.machine_name.clone(),
@@ -265,6 +273,7 @@ impl Borglet {
                 files_kept: config.log_files_kept,
             },
             starts_in_flight_max: config.starts_in_flight_max,
+            poll_start_wait_ms: config.poll_start_wait_ms,
         };
         let supervisor = Arc::new(Supervisor::new(settings, cgroups.clone(), metrics.clone()));
         supervisor
@@ -365,6 +374,8 @@ impl Borglet {
             exec_admin_users: self.config.exec_admin_users.clone(),
             exec_timeout_max_ms: self.config.exec_timeout_max_ms,
             shell_sessions: Arc::new(tokio::sync::Semaphore::new(service::SHELL_SESSIONS_MAX)),
+            shell_sessions_per_task: Default::default(),
+            shell_idle_timeout: std::time::Duration::from_secs(self.config.shell_idle_timeout_s),
         })
         .max_decoding_message_size(POLL_REQUEST_MAX_BYTES);
         if self.config.master_token.is_none() {

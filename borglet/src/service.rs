@@ -1,5 +1,6 @@
 //! The gRPC face of the borglet: `Poll`, `ReadLogs` and `Exec` (borgssh).
 
+use crate::assignment::TaskKey;
 use crate::log_reader::{stream_log, LogRead, LOG_STREAM_QUEUE_MAX};
 use crate::metrics::BorgletMetrics;
 use crate::supervisor::{ExecError, PollError, Supervisor};
@@ -7,7 +8,9 @@ use borg_common::now_ms;
 use borg_model::MachineInfo;
 use borg_proto::v1;
 use borg_proto::v1::borglet_service_server::BorgletService;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tonic::{Request, Response, Status};
 
 pub struct BorgletRpc {
@@ -21,12 +24,52 @@ pub struct BorgletRpc {
     pub exec_timeout_max_ms: u64,
     /// Bounds the interactive sessions served at once.
     pub shell_sessions: Arc<tokio::sync::Semaphore>,
+    /// Interactive sessions open per task (at most `SHELL_SESSIONS_PER_TASK_MAX` each).
+    pub shell_sessions_per_task: Arc<Mutex<HashMap<TaskKey, usize>>>,
+    /// See `BorgletConfig::shell_idle_timeout_s`.
+    pub shell_idle_timeout: Duration,
+}
+
+/// One open interactive session of a task; gives its place back when dropped.
+struct TaskSession {
+    open: Arc<Mutex<HashMap<TaskKey, usize>>>,
+    key: TaskKey,
+}
+
+impl TaskSession {
+    /// Takes a place among the task's sessions, if one is free.
+    fn open(open: &Arc<Mutex<HashMap<TaskKey, usize>>>, key: &TaskKey) -> Option<TaskSession> {
+        let mut counts = open.lock().unwrap_or_else(|p| p.into_inner());
+        let count = counts.entry(key.clone()).or_insert(0);
+        if *count >= SHELL_SESSIONS_PER_TASK_MAX {
+            return None;
+        }
+        *count += 1;
+        Some(TaskSession {
+            open: Arc::clone(open),
+            key: key.clone(),
+        })
+    }
+}
+
+impl Drop for TaskSession {
+    fn drop(&mut self) {
+        let mut counts = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = counts.get_mut(&self.key) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                counts.remove(&self.key);
+            }
+        }
+    }
 }
 
 /// Most argv elements of a borgssh command.
 pub const EXEC_ARGS_MAX: usize = 1_024;
 /// Most interactive borgssh sessions at once.
 pub const SHELL_SESSIONS_MAX: usize = 64;
+/// Most interactive borgssh sessions into one task at once.
+pub const SHELL_SESSIONS_PER_TASK_MAX: usize = 8;
 /// What an interactive session runs when no command is given.
 const DEFAULT_SHELL: &str = "/bin/sh";
 /// TERM of a session whose caller did not say.
@@ -134,6 +177,13 @@ impl BorgletService for BorgletRpc {
                     "this borglet runs its most interactive sessions at once; try again later",
                 )
             })?;
+        let task_session = TaskSession::open(&self.shell_sessions_per_task, &task.key)
+            .ok_or_else(|| {
+                Status::resource_exhausted(format!(
+                    "task {}/{} already has {SHELL_SESSIONS_PER_TASK_MAX} interactive sessions open; close one first",
+                    task.key.job, task.key.index
+                ))
+            })?;
         let command = if start.command.is_empty() {
             vec![DEFAULT_SHELL.to_owned()]
         } else {
@@ -164,8 +214,10 @@ impl BorgletService for BorgletRpc {
             .inc();
         let (master, process) = opened?;
         let (sender, receiver) = tokio::sync::mpsc::channel(crate::shell::SHELL_OUTPUT_QUEUE_MAX);
+        let idle_timeout = self.shell_idle_timeout;
         tokio::spawn(async move {
-            crate::shell::relay(master, process, inputs, sender).await;
+            crate::shell::relay(master, process, inputs, sender, idle_timeout).await;
+            drop(task_session);
             drop(permit);
         });
         Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(

@@ -8,6 +8,7 @@
 
 use crate::assignment::{InvalidAssignment, TaskAssignment, TaskKey};
 use crate::cgroups::{CgroupError, CgroupLimits, CgroupUsage, TaskCgroups};
+use crate::child;
 use crate::enforce::{cpu_capped, reclamation_victims, RunningTask};
 use crate::metrics::{BorgletMetrics, ExitReason};
 use crate::ports::{env_name, PortAllocator, PortError};
@@ -56,6 +57,8 @@ pub struct SupervisorSettings {
     pub log: crate::log_rotation::LogLimits,
     /// Task starts in progress at once (see `BorgletConfig::starts_in_flight_max`).
     pub starts_in_flight_max: usize,
+    /// Longest a Poll waits for the starts it ordered (see `BorgletConfig::poll_start_wait_ms`).
+    pub poll_start_wait_ms: u64,
     /// First and last port handed out for tasks' named ports.
     pub port_range: (u16, u16),
 }
@@ -262,6 +265,8 @@ pub struct Supervisor {
     poll_lock: tokio::sync::Mutex<()>,
     /// Bounds the task starts in progress.
     start_permits: tokio::sync::Semaphore,
+    /// Woken whenever a start ends (the process runs, or it could not start).
+    start_settled: tokio::sync::Notify,
     /// Cancelled at shutdown when tasks are to outlive the borglet: actors return and leave
     /// their processes running.
     detach: CancellationToken,
@@ -277,6 +282,7 @@ impl Supervisor {
             state_dir: StateDir::new(&settings.data_dir),
             sandboxes: Mutex::new(SandboxRetention::new(settings.finished_sandboxes_max)),
             start_permits: tokio::sync::Semaphore::new(settings.starts_in_flight_max.max(1)),
+            start_settled: tokio::sync::Notify::new(),
             ports: PortAllocator::new(settings.port_range.0, settings.port_range.1),
             settings,
             cgroups,
@@ -328,10 +334,45 @@ impl Supervisor {
                 Err(e) => (e.key.clone(), Err(e)),
             })
             .collect();
-        for assignment in self.reconcile(desired) {
-            self.start(assignment, received);
-        }
+        let started: Vec<TaskKey> = self
+            .reconcile(desired)
+            .into_iter()
+            .map(|assignment| {
+                let key = assignment.key.clone();
+                self.start(assignment, received);
+                key
+            })
+            .collect();
+        self.wait_for_starts(&started, received).await;
         Ok(self.report())
+    }
+
+    /// Waits (at most `poll_start_wait_ms` after `since`) until each of `keys` has a running
+    /// program or is no longer starting, so the answer reports them as they are.
+    async fn wait_for_starts(&self, keys: &[TaskKey], since: Instant) {
+        if keys.is_empty() || self.settings.poll_start_wait_ms == 0 {
+            return;
+        }
+        let deadline = tokio::time::Instant::from_std(
+            since + Duration::from_millis(self.settings.poll_start_wait_ms),
+        );
+        loop {
+            let settled = self.start_settled.notified();
+            tokio::pin!(settled);
+            // Registered before the check, so a start ending in between is not missed.
+            settled.as_mut().enable();
+            let starting = {
+                let table = self.table();
+                keys.iter().any(|key| {
+                    table
+                        .get(key)
+                        .is_some_and(|slot| slot.phase == Phase::Running && slot.pid == 0)
+                })
+            };
+            if !starting || tokio::time::timeout_at(deadline, settled).await.is_err() {
+                return;
+            }
+        }
     }
 
     /// Updates the table to the desired set; returns the tasks to start.
@@ -400,7 +441,13 @@ impl Supervisor {
                 permit = this.start_permits.acquire() => {
                     let _permit = permit;
                     let (launcher, task) = (Arc::clone(&this), Arc::clone(&assignment));
-                    tokio::task::spawn_blocking(move || launcher.launch(&task, 0, since))
+                    tokio::task::spawn_blocking(move || {
+                        // This thread waits for the keeper: a short slice gets it a CPU at once.
+                        child::set_slice(child::START_SLICE_NS);
+                        let started = launcher.launch(&task, 0, since);
+                        child::set_slice(0);
+                        started
+                    })
                         .await
                         .unwrap_or_else(|error| {
                             Err(StartError::Spawn(SpawnError::Exec {
@@ -529,7 +576,8 @@ impl Supervisor {
             }
             None => Vec::new(),
         };
-        let process = runner::spawn(&self.launch_spec(a, &sandbox, join_files))?;
+        let spec = self.launch_spec(a, &sandbox, join_files);
+        let process = runner::spawn(&spec)?;
         self.metrics.task_starts.inc();
         self.metrics
             .task_start_latency
@@ -548,6 +596,19 @@ impl Supervisor {
         if let Err(error) = self.state_dir.write(&record) {
             tracing::warn!(task = %a.key, %error, "cannot record the started task");
         }
+        // Shown at once (the actor, which supervises the process, runs a moment later): a
+        // Poll waiting for this start answers with the pid.
+        let program_pid = self.program_pid(process.pid());
+        self.update(&a.key, |slot| {
+            if slot.phase == Phase::Running && slot.pid == 0 {
+                slot.keeper_pid = process.pid();
+                slot.pid = program_pid;
+                slot.started_ms = process.started_ms();
+                slot.ports = record.ports.clone();
+                slot.message.clear();
+            }
+        });
+        self.start_settled.notify_waiters();
         Ok(process)
     }
 
@@ -605,6 +666,7 @@ impl Supervisor {
                         slot.cpu_sample = None;
                         slot.ports = ports;
                     });
+                    self.start_settled.notify_waiters();
                     let status = tokio::select! {
                         status = process.wait() => status,
                         _ = stop.cancelled() => {
@@ -697,6 +759,7 @@ impl Supervisor {
                         slot.exit_code = exit_code;
                         slot.restarts = restarts;
                     });
+                    self.start_settled.notify_waiters();
                     tokio::select! {
                         _ = tokio::time::sleep(Duration::from_millis(delay_ms)) => {}
                         _ = stop.cancelled() => {
@@ -821,6 +884,7 @@ impl Supervisor {
                 ..Resources::ZERO
             };
         });
+        self.start_settled.notify_waiters();
     }
 
     /// Hands the sandboxes of forgotten tasks to the retention, deleting the expired ones.

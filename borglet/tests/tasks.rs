@@ -136,6 +136,36 @@ impl Harness {
     }
 
     /// Value of a counter or gauge, summed over the series whose labels include `label`.
+    /// Makes `target` the whole desired set and polls until its program runs.
+    async fn run_until_running(&mut self, target: &v1::AssignedTask) {
+        self.poll_until(std::slice::from_ref(target), "the task to run", |r| {
+            report_of(r, target).is_some_and(|t| t.state() == v1::TaskState::Running && t.pid > 0)
+        })
+        .await;
+    }
+
+    /// Opens a terminal session with `inputs` sent first; the input stream stays open (as a
+    /// user's would) until the returned sender is dropped.
+    async fn open_shell(
+        &mut self,
+        inputs: Vec<v1::ShellInput>,
+    ) -> (
+        tokio::sync::mpsc::Sender<v1::ShellInput>,
+        tonic::Streaming<v1::ShellOutput>,
+    ) {
+        let (sender, receiver) = tokio::sync::mpsc::channel(inputs.len().max(1));
+        for input in inputs {
+            sender.send(input).await.unwrap();
+        }
+        let outputs = self
+            .client
+            .shell(tokio_stream::wrappers::ReceiverStream::new(receiver))
+            .await
+            .unwrap()
+            .into_inner();
+        (sender, outputs)
+    }
+
     fn metric(&self, name: &str, label: Option<&str>) -> f64 {
         self.registry
             .gather()
@@ -982,12 +1012,7 @@ fn exec_request(task: &v1::AssignedTask, user: &str, command: &[&str]) -> v1::Ex
 async fn ssh_runs_inside_the_task_for_its_owner_only() {
     let mut harness = Harness::start(CgroupMode::Auto).await;
     let target = task("sshd-target", 0, "/bin/sleep", &["300"]);
-    let desired = vec![target.clone()];
-    harness
-        .poll_until(&desired, "the task to run", |r| {
-            report_of(r, &target).is_some_and(|t| t.state() == v1::TaskState::Running && t.pid > 0)
-        })
-        .await;
+    harness.run_until_running(&target).await;
     let refused = harness
         .client
         .exec(exec_request(&target, "mallory", &["id"]))
@@ -1216,12 +1241,7 @@ async fn a_terminal_session_runs_a_shell_inside_the_task_and_reports_its_exit() 
     use v1::shell_output::Output;
     let mut harness = Harness::start(CgroupMode::Auto).await;
     let target = task("pty-target", 0, "/bin/sleep", &["300"]);
-    let desired = vec![target.clone()];
-    harness
-        .poll_until(&desired, "the task to run", |r| {
-            report_of(r, &target).is_some_and(|t| t.state() == v1::TaskState::Running && t.pid > 0)
-        })
-        .await;
+    harness.run_until_running(&target).await;
     let message = |input| v1::ShellInput { input: Some(input) };
     let start = v1::ShellStart {
         job: target.job.clone(),
@@ -1239,22 +1259,13 @@ async fn a_terminal_session_runs_a_shell_inside_the_task_and_reports_its_exit() 
             b"stty size; cat /proc/self/cgroup; echo hi-$((6*7)); exit 3\n".to_vec(),
         )),
     ];
-    // The input stream stays open (as a user's would) until the session ends.
-    let (sender, receiver) = tokio::sync::mpsc::channel(4);
-    for input in inputs {
-        sender.send(input).await.unwrap();
-    }
-    let mut outputs = harness
-        .client
-        .shell(tokio_stream::wrappers::ReceiverStream::new(receiver))
-        .await
-        .unwrap()
-        .into_inner();
+    let (sender, mut outputs) = harness.open_shell(inputs).await;
     let mut printed = Vec::new();
     let code = loop {
         match outputs.message().await.unwrap().and_then(|o| o.output) {
             Some(Output::Data(data)) => printed.extend_from_slice(&data),
             Some(Output::ExitCode(code)) => break code,
+            Some(Output::Closed(reason)) => panic!("the session was closed: {reason}"),
             None => panic!("the session ended without an exit code"),
         }
     };
@@ -1266,6 +1277,61 @@ async fn a_terminal_session_runs_a_shell_inside_the_task_and_reports_its_exit() 
     if harness.cgroups.is_some() {
         assert!(printed.contains("/pty-target.0.1"), "{printed}");
     }
+    harness
+        .poll_until(&[], "the task to be forgotten", |r| r.tasks.is_empty())
+        .await;
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn an_idle_terminal_session_is_closed_with_a_reason() {
+    use v1::shell_input::Input;
+    use v1::shell_output::Output;
+    let mut harness = Harness::start_with(CgroupMode::Off, |config| {
+        config.shell_idle_timeout_s = 1;
+    })
+    .await;
+    let target = task("pty-idle", 0, "/bin/sleep", &["300"]);
+    harness.run_until_running(&target).await;
+    let start = v1::ShellStart {
+        job: target.job.clone(),
+        index: 0,
+        user: "alice".into(),
+        // Prints once, then waits for input that never comes.
+        command: vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            "echo ready; read line".into(),
+        ],
+        ..Default::default()
+    };
+    let opened = Instant::now();
+    let (sender, mut outputs) = harness
+        .open_shell(vec![v1::ShellInput {
+            input: Some(Input::Start(start)),
+        }])
+        .await;
+    let (mut printed, mut closed) = (Vec::new(), None);
+    let code = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match outputs.message().await.unwrap().and_then(|o| o.output) {
+                Some(Output::Data(data)) => printed.extend_from_slice(&data),
+                Some(Output::Closed(reason)) => closed = Some(reason),
+                Some(Output::ExitCode(code)) => break code,
+                None => panic!("the session ended without an exit code"),
+            }
+        }
+    })
+    .await
+    .expect("the idle session is closed");
+    drop(sender);
+    let printed = String::from_utf8_lossy(&printed);
+    assert!(printed.contains("ready"), "{printed}");
+    let reason = closed.expect("the caller is told why the session was closed");
+    assert!(reason.contains("1 s without input or output"), "{reason}");
+    // The shell got SIGHUP when its terminal was closed.
+    assert_eq!(code, 128 + 1, "{printed}");
+    assert!(opened.elapsed() >= Duration::from_secs(1));
     harness
         .poll_until(&[], "the task to be forgotten", |r| r.tasks.is_empty())
         .await;

@@ -381,28 +381,44 @@ impl BorgCell {
         let leader = self.wait_leader().await;
         let client = self.client(&self.addresses[leader]);
         let counter = Arc::new(AtomicU64::new(0));
+        let refused = Arc::new(AtomicU64::new(0));
         let stop = Instant::now() + Duration::from_secs(seconds);
         let mut writers = tokio::task::JoinSet::new();
         for w in 0..inflight {
-            let (mut client, counter) = (client.clone(), counter.clone());
+            let (mut client, counter, refused) = (client.clone(), counter.clone(), refused.clone());
             writers.spawn(async move {
                 let mut n = 0u64;
                 while Instant::now() < stop {
-                    let name = format!("t{inflight}-{w}-{n}");
+                    // Each writer cycles over a few jobs and changes one each time, so every
+                    // write is a real update and the cell never fills up (JOBS_MAX): new
+                    // names per write used to hit the cap within the first round, after
+                    // which refused writes went uncounted and capped every later round.
+                    let name = format!("t{inflight}-{w}-{}", n % JOBS_PER_WRITER);
+                    let sequence = WRITE_SEQUENCE.fetch_add(1, Ordering::Relaxed);
+                    let mut spec = job(&name, 1);
+                    if let Some(task) = spec.task.as_mut() {
+                        task.args = vec![sequence.to_string()];
+                    }
                     n += 1;
                     let request = v1::SubmitJobRequest {
-                        spec: Some(job(&name, 1)),
-                        request_id: name.clone(),
+                        spec: Some(spec),
+                        request_id: format!("w{sequence}"),
                         check_index: None,
                     };
                     if client.submit_job(request).await.is_ok() {
                         counter.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        refused.fetch_add(1, Ordering::Relaxed);
                     }
                 }
             });
         }
         let started = Instant::now();
         while writers.join_next().await.is_some() {}
+        let refused = refused.load(Ordering::Relaxed);
+        if refused > 0 {
+            println!("  borgmaster: {refused} writes failed at {inflight} in flight (not counted)");
+        }
         counter.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
     }
 
@@ -531,6 +547,12 @@ impl BorgCell {
         (recovery_ms, rss)
     }
 }
+
+/// Jobs each throughput writer cycles over (updating one per write).
+const JOBS_PER_WRITER: u64 = 16;
+
+/// Numbers every throughput write, across rounds, for unique request ids and job changes.
+static WRITE_SEQUENCE: AtomicU64 = AtomicU64::new(0);
 
 fn job(name: &str, replicas: u32) -> v1::JobSpec {
     v1::JobSpec {

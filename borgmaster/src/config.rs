@@ -36,7 +36,7 @@ pub struct ReplicaConfig {
     pub outgoing_queue_max: usize,
     /// Most messages sent to a peer in one `Deliver` call.
     pub deliver_batch_max: usize,
-    /// Deadline of one `Deliver` call to a peer.
+    /// Deadline for opening a delivery stream to a peer.
     pub deliver_timeout_ms: u64,
     /// Changes buffered per `WatchCell`/`StreamEvents` subscriber before it is cut off as lagging.
     pub watch_buffer_max: usize,

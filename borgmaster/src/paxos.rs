@@ -24,7 +24,7 @@
 //! `applied_index()` is also the next position to apply.
 
 use crate::catchup::fetch_best_checkpoint;
-use crate::entry::PaxosMessage;
+use crate::entry::{PaxosMessage, SharedEntry};
 use crate::metrics::ReplicaMetrics;
 use crate::state::{CellState, LogEntry, Outcome};
 use crate::storage::{Checkpoint, ReplicaDb, RocksStorage, StorageError};
@@ -42,7 +42,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub type Paxos = OmniPaxos<LogEntry, RocksStorage<LogEntry>>;
+pub type Paxos = OmniPaxos<SharedEntry, RocksStorage<SharedEntry>>;
 
 /// Most decided entries applied in one pass of the loop (the rest on the next pass), so
 /// ticks and messages are not starved while a recovering replica catches up.
@@ -316,7 +316,7 @@ impl PaxosLoop {
         let mut entry = proposal.entry;
         entry.time_ms = borg_common::now_ms();
         let request_id = entry.request_id.clone();
-        match self.paxos.append(entry) {
+        match self.paxos.append(SharedEntry::new(entry)) {
             Ok(()) => {
                 self.metrics.proposals.inc();
                 self.waiter_count += 1;

@@ -445,6 +445,10 @@ async fn replica_calls_need_the_cluster_token() {
                     .await
                     .map(drop),
                 client
+                    .deliver_stream(delivery_stream(Some(follower)))
+                    .await
+                    .map(drop),
+                client
                     .fetch_checkpoint(v1::FetchCheckpointRequest {})
                     .await
                     .map(drop),
@@ -468,6 +472,19 @@ async fn replica_calls_need_the_cluster_token() {
                 );
             }
         }
+    }
+    // With the cluster token, a delivery stream must still name a peer when it opens.
+    let mut peer = cluster.replica_client(leader);
+    for (from, code) in [
+        (None, Code::InvalidArgument),
+        (Some(leader), Code::PermissionDenied),
+        (Some(99), Code::PermissionDenied),
+    ] {
+        let status = peer
+            .deliver_stream(delivery_stream(from))
+            .await
+            .expect_err("a stream from no peer is refused when it opens");
+        assert_eq!(status.code(), code, "from {from:?}: {status}");
     }
     // A user's (even an admin's) token is not a replica's; an admin may read Status.
     let (mut client, _) = with_token(leader, Some(&admin));
@@ -520,4 +537,22 @@ async fn replica_calls_need_the_cluster_token() {
         cluster.set_peer_filter(id, vec![]).await;
     }
     cluster.stop().await;
+}
+
+/// A `DeliverStream` request with one garbage message, naming `from` in its header (if any).
+fn delivery_stream(
+    from: Option<u64>,
+) -> tonic::Request<tokio_stream::Iter<std::vec::IntoIter<v1::DeliverRequest>>> {
+    let batch = v1::DeliverRequest {
+        from: from.unwrap_or(0),
+        messages: vec![vec![0; 8]],
+    };
+    let mut request = tonic::Request::new(tokio_stream::iter(vec![batch]));
+    if let Some(from) = from {
+        request.metadata_mut().insert(
+            borgmaster::services::replica::DELIVER_STREAM_FROM_HEADER,
+            tonic::metadata::MetadataValue::from(from),
+        );
+    }
+    request
 }

@@ -3,6 +3,9 @@
 use crate::error::LinkShardError;
 use std::net::SocketAddr;
 
+/// Default of `LinkShardConfig::poll_interval_busy_ms`.
+pub const POLL_INTERVAL_BUSY_DEFAULT_MS: u64 = 20;
+
 /// Configuration of one link shard (plain data; the `borg` binary maps flags onto it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LinkShardConfig {
@@ -13,6 +16,9 @@ pub struct LinkShardConfig {
     pub shard_count: u32,
     /// Time between the starts of two polling rounds.
     pub poll_interval_ms: u64,
+    /// Time between the starts of two rounds when the first found news (task states that
+    /// changed): while tasks start and end, their states reach the master sooner.
+    pub poll_interval_busy_ms: u64,
     /// Deadline of one `BorgletService.Poll` (and of connecting to the borglet).
     pub poll_timeout_ms: u64,
     /// Failed polls in a row after which a machine is forwarded as unreachable.
@@ -38,6 +44,7 @@ impl LinkShardConfig {
             shard_index,
             shard_count,
             poll_interval_ms: 1_000,
+            poll_interval_busy_ms: POLL_INTERVAL_BUSY_DEFAULT_MS,
             poll_timeout_ms: 2_000,
             unreachable_polls_max: 5,
             poll_concurrency_max: 64,
@@ -73,6 +80,9 @@ impl LinkShardConfig {
         }
         if self.poll_interval_ms == 0 {
             return invalid("poll_interval_ms", "must be at least 1".into());
+        }
+        if self.poll_interval_busy_ms == 0 {
+            return invalid("poll_interval_busy_ms", "must be at least 1".into());
         }
         if self.poll_timeout_ms == 0 {
             return invalid("poll_timeout_ms", "must be at least 1".into());

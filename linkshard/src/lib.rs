@@ -1,9 +1,9 @@
 //! Link shard: polls the borglets of its share of the cell, diffs their reports and forwards
 //! only the changes to the master (docs/lifecycle.md, "Link shard diffs").
 //!
-//! Each round (every `poll_interval_ms`): `LinkService.GetAssignment` from any master
-//! replica, `BorgletService.Poll` of every assigned machine with its desired set (bounded
-//! concurrency, per-poll timeout), a diff of each report against what the master was last
+//! Each round (every `poll_interval_ms`; `poll_interval_busy_ms` after a round that forwarded
+//! changes): `LinkService.GetAssignment` from any master replica, `BorgletService.Poll` of
+//! every assigned machine with its desired set (bounded concurrency, per-poll timeout), a diff of each report against what the master was last
 //! told ([`diff`], pure), and one `LinkService.ForwardDiffs` per batch of changed machines
 //! (none when nothing changed). All state is rebuildable: a restarted shard forwards every
 //! machine's full report once.
@@ -20,7 +20,6 @@ pub use error::LinkShardError;
 
 use borg_common::{MasterClient, MasterClientConfig};
 use std::time::Duration;
-use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
 /// Runs the link shard until `shutdown` is cancelled. Only bad configuration or an
@@ -53,8 +52,11 @@ pub async fn run(
         poll_interval_ms = config.poll_interval_ms,
         "link shard started"
     );
-    let mut ticker = tokio::time::interval(Duration::from_millis(config.poll_interval_ms));
-    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let (interval, busy_interval) = (
+        Duration::from_millis(config.poll_interval_ms),
+        Duration::from_millis(config.poll_interval_busy_ms.min(config.poll_interval_ms)),
+    );
+    let mut next_round = tokio::time::Instant::now();
     let shard_id = config.shard_id.clone();
     let borglet_token = borg_common::master_client::TokenInterceptor::new(
         config.master_token.as_deref(),
@@ -66,13 +68,16 @@ pub async fn run(
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            _ = ticker.tick() => {}
+            _ = tokio::time::sleep_until(next_round) => {}
         }
+        let started = tokio::time::Instant::now();
         // A round cut short by shutdown loses nothing: the state is rebuilt after a restart.
         let outcome = tokio::select! {
             _ = shutdown.cancelled() => break,
             outcome = shard.round() => outcome,
         };
+        let news = matches!(&outcome, Ok(summary) if summary.diffs_forwarded > 0);
+        next_round = started + if news { busy_interval } else { interval };
         match outcome {
             Ok(summary) => tracing::trace!(shard = %shard_id, ?summary, "round done"),
             Err(error) => tracing::warn!(shard = %shard_id, %error, "round skipped"),

@@ -1,4 +1,5 @@
-//! What a user asks for: a job of identical tasks.
+//! What a user asks for: a job of tasks that share one template, except where a per-task
+//! override gives a task its own.
 
 use crate::priority::{Band, Priority};
 use crate::resources::Resources;
@@ -96,6 +97,18 @@ pub struct JobSpec {
     pub job_type: JobType,
     pub app_class: AppClass,
     pub restart: RestartPolicy,
+    /// Per-task overrides: the complete template of each task (by index, below `replicas`)
+    /// that differs from `task`. Constraints and priority stay the job's.
+    #[serde(default)]
+    pub task_overrides: BTreeMap<u32, TaskTemplate>,
+    /// The alloc set whose alloc i holds task i (see `alloc`): the tasks are placed on
+    /// their allocs' machines, within what the allocs reserve, and charged to the set.
+    #[serde(default)]
+    pub alloc_set: Option<String>,
+    /// This record is an alloc set (see `alloc::AllocSetSpec`): its tasks are allocs that
+    /// reserve `task.resources` and run nothing.
+    #[serde(default)]
+    pub is_alloc_set: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -120,6 +133,22 @@ pub enum JobSpecError {
     },
     #[error("job {job:?} requests no cpu or no ram: every task needs both (for example cpu = 100m, ram = 64Mi)")]
     EmptyResources { job: String },
+    #[error("job {job:?} overrides task {index}, but has only {replicas} replicas (task indices start at 0)")]
+    OverrideOutOfRange {
+        job: String,
+        index: u32,
+        replicas: u32,
+    },
+    #[error("task {index} (a per-task override): {source}")]
+    BadOverride {
+        index: u32,
+        #[source]
+        source: Box<JobSpecError>,
+    },
+    #[error("alloc set {name:?}: {reason}")]
+    BadAllocSet { name: String, reason: &'static str },
+    #[error("job {job:?} names alloc set {set:?}, which is not a valid name")]
+    BadAllocSetName { job: String, set: String },
     #[error("job {job:?}: constraint on {attribute:?} with operator {op:?} needs {expected}")]
     BadConstraint {
         job: String,
@@ -134,9 +163,24 @@ impl JobSpec {
         Band::of(self.priority)
     }
 
-    /// Total limits of all replicas: what admission charges against quota.
+    /// The template task `index` runs: its override, else the job's.
+    pub fn task_template(&self, index: u32) -> &TaskTemplate {
+        self.task_overrides.get(&index).unwrap_or(&self.task)
+    }
+
+    /// Limits of task `index`.
+    pub fn task_resources(&self, index: u32) -> Resources {
+        self.task_template(index).resources
+    }
+
+    /// Total limits of all replicas, each with its own template: what admission charges
+    /// against quota.
     pub fn total_resources(&self) -> Resources {
-        self.task.resources.saturating_mul(u64::from(self.replicas))
+        let overridden = self.task_overrides.range(..self.replicas);
+        let plain = u64::from(self.replicas).saturating_sub(overridden.clone().count() as u64);
+        overridden.fold(self.task.resources.saturating_mul(plain), |sum, (_, t)| {
+            sum + t.resources
+        })
     }
 
     /// Checks that do not depend on cell state. Admission (quota, ownership) comes later.
@@ -151,10 +195,30 @@ impl JobSpec {
                 owner: self.owner.clone(),
             });
         }
-        if self.task.command.trim().is_empty() {
-            return Err(JobSpecError::MissingCommand {
+        if self.is_alloc_set {
+            crate::alloc::validate_alloc_set(self)?;
+        } else {
+            self.validate_template(&self.task)?;
+        }
+        if let Some(set) = self.alloc_set.as_ref().filter(|s| !crate::is_valid_name(s)) {
+            return Err(JobSpecError::BadAllocSetName {
                 job: self.name.clone(),
+                set: set.clone(),
             });
+        }
+        if let Some((&index, _)) = self.task_overrides.range(self.replicas..).next() {
+            return Err(JobSpecError::OverrideOutOfRange {
+                job: self.name.clone(),
+                index,
+                replicas: self.replicas,
+            });
+        }
+        for (&index, task) in &self.task_overrides {
+            self.validate_template(task)
+                .map_err(|e| JobSpecError::BadOverride {
+                    index,
+                    source: Box::new(e),
+                })?;
         }
         if self.replicas > JOB_REPLICAS_MAX {
             return Err(JobSpecError::TooManyReplicas {
@@ -168,11 +232,6 @@ impl JobSpec {
                 job: self.name.clone(),
                 count: self.constraints.len(),
                 max: JOB_CONSTRAINTS_MAX,
-            });
-        }
-        if self.task.resources.cpu_millis == 0 || self.task.resources.ram_bytes == 0 {
-            return Err(JobSpecError::EmptyResources {
-                job: self.name.clone(),
             });
         }
         for c in &self.constraints {
@@ -193,6 +252,21 @@ impl JobSpec {
                     expected,
                 });
             }
+        }
+        Ok(())
+    }
+
+    /// What every template (the job's and each override) needs: a command, cpu and ram.
+    fn validate_template(&self, task: &TaskTemplate) -> Result<(), JobSpecError> {
+        if task.command.trim().is_empty() {
+            return Err(JobSpecError::MissingCommand {
+                job: self.name.clone(),
+            });
+        }
+        if task.resources.cpu_millis == 0 || task.resources.ram_bytes == 0 {
+            return Err(JobSpecError::EmptyResources {
+                job: self.name.clone(),
+            });
         }
         Ok(())
     }
@@ -255,5 +329,39 @@ mod tests {
             s.validate(),
             Err(JobSpecError::BadConstraint { .. })
         ));
+    }
+
+    #[test]
+    fn overrides_give_tasks_their_own_template_and_total() {
+        let mut s = spec();
+        let mut big = s.task.clone();
+        big.args = vec!["--primary".into()];
+        big.resources = Resources::new(1000, 1 << 30);
+        s.task_overrides.insert(1, big.clone());
+        assert_eq!(s.validate(), Ok(()));
+        assert_eq!(s.task_template(1), &big);
+        assert_eq!(s.task_template(2), &s.task);
+        assert_eq!(
+            s.total_resources(),
+            Resources::new(200 + 1000, (128 << 20) + (1 << 30))
+        );
+
+        let mut out_of_range = s.clone();
+        out_of_range.replicas = 1;
+        assert_eq!(
+            out_of_range.validate(),
+            Err(JobSpecError::OverrideOutOfRange {
+                job: "hello".into(),
+                index: 1,
+                replicas: 1
+            })
+        );
+        let mut empty = s.clone();
+        empty.task_overrides.insert(0, TaskTemplate::default());
+        let e = empty.validate().unwrap_err();
+        assert!(
+            e.to_string().starts_with("task 0 (a per-task override)"),
+            "{e}"
+        );
     }
 }

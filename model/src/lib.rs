@@ -4,14 +4,16 @@
 //! This crate is deliberately free of tokio, tonic and RocksDB so that the pure parts of the
 //! system (the state machine, the placement library, the simulator) can depend on it.
 
+pub mod alloc;
 pub mod job;
 pub mod machine;
 pub mod priority;
 pub mod resources;
 pub mod task;
 
+pub use alloc::AllocSetSpec;
 pub use job::{AppClass, Constraint, ConstraintOp, JobSpec, JobType, RestartPolicy, TaskTemplate};
-pub use machine::{MachineInfo, MachineState};
+pub use machine::{ports_needed, MachineInfo, MachineState, MACHINE_PORT_CAPACITY_DEFAULT};
 pub use priority::{Band, Priority};
 pub use resources::Resources;
 pub use task::{TaskId, TaskState};

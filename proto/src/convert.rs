@@ -201,6 +201,13 @@ impl From<m::JobSpec> for v1::JobSpec {
             job_type: job_type_to_wire(s.job_type) as i32,
             app_class: app_class_to_wire(s.app_class) as i32,
             restart: Some(s.restart.into()),
+            task_overrides: s
+                .task_overrides
+                .into_iter()
+                .map(|(index, t)| (index, t.into()))
+                .collect(),
+            alloc_set: s.alloc_set.unwrap_or_default(),
+            is_alloc_set: s.is_alloc_set,
         }
     }
 }
@@ -222,6 +229,13 @@ impl TryFrom<v1::JobSpec> for m::JobSpec {
             job_type: job_type_from_wire(s.job_type)?,
             app_class: app_class_from_wire(s.app_class)?,
             restart: s.restart.map(Into::into).unwrap_or_default(),
+            task_overrides: s
+                .task_overrides
+                .into_iter()
+                .map(|(index, t)| (index, t.into()))
+                .collect(),
+            alloc_set: Some(s.alloc_set).filter(|set| !set.is_empty()),
+            is_alloc_set: s.is_alloc_set,
         })
     }
 }
@@ -233,6 +247,7 @@ impl From<m::MachineInfo> for v1::MachineInfo {
             address: i.address,
             capacity: Some(i.capacity.into()),
             attributes: i.attributes.into_iter().collect(),
+            port_capacity: i.port_capacity,
         }
     }
 }
@@ -244,6 +259,7 @@ impl From<v1::MachineInfo> for m::MachineInfo {
             address: i.address,
             capacity: resources_or_zero(i.capacity),
             attributes: i.attributes.into_iter().collect(),
+            port_capacity: i.port_capacity,
         }
     }
 }
@@ -336,6 +352,16 @@ mod tests {
                 interval_s: 60,
                 delay_ms: 10,
             },
+            task_overrides: BTreeMap::from([(
+                2,
+                m::TaskTemplate {
+                    command: "/bin/other".into(),
+                    resources: m::Resources::new(500, 1 << 30),
+                    ..Default::default()
+                },
+            )]),
+            alloc_set: Some("shared".into()),
+            is_alloc_set: false,
         };
         let wire = v1::JobSpec::from(spec.clone());
         assert_eq!(m::JobSpec::try_from(wire), Ok(spec));

@@ -16,6 +16,8 @@ pub type ClassId = usize;
 pub struct TaskClass {
     pub priority: Priority,
     pub limits: Resources,
+    /// Ports each task holds on its machine.
+    pub ports: u32,
     pub hard: Vec<CompiledConstraint>,
     pub soft: Vec<CompiledConstraint>,
     pub package: Arc<str>,
@@ -30,6 +32,7 @@ impl TaskClass {
         TaskClass {
             priority: task.priority,
             limits: task.limits,
+            ports: task.ports,
             hard: hard.into_iter().map(CompiledConstraint::new).collect(),
             soft: soft.into_iter().map(CompiledConstraint::new).collect(),
             package,
@@ -43,6 +46,7 @@ impl TaskClass {
 pub struct ClassKey {
     pub priority: Priority,
     pub limits: Resources,
+    pub ports: u32,
     pub constraints: Arc<[Constraint]>,
     pub package: Arc<str>,
     pub task: Option<TaskId>,
@@ -77,6 +81,7 @@ impl Classes {
         let key = ClassKey {
             priority: task.priority,
             limits: task.limits,
+            ports: task.ports,
             constraints: Arc::clone(&task.constraints),
             package: Arc::clone(package),
             task: (!self.share).then(|| task.id.clone()),
@@ -117,6 +122,7 @@ mod tests {
             priority: 100,
             limits: Resources::new(cpu, 1),
             constraints: Arc::from(constraints),
+            ports: 0,
         }
     }
 

@@ -36,7 +36,7 @@ pub fn failed_constraints(machine: &MachineView, class: &TaskClass) -> Vec<usize
 
 /// Full feasibility of `class` on the machine as the plan has left it.
 pub fn check(work: &MachineWork<'_>, class: &TaskClass) -> Result<Fit, Infeasible> {
-    if work.machine.state != borg_model::MachineState::Up {
+    if !work.up {
         return Err(Infeasible::NotUp);
     }
     let failed = failed_constraints(work.machine, class);
@@ -46,13 +46,14 @@ pub fn check(work: &MachineWork<'_>, class: &TaskClass) -> Result<Fit, Infeasibl
     fit_resources(work, class).map_err(Infeasible::Resources)
 }
 
-/// Resources: outright, or by evicting lower-priority tasks the band rules allow. Victims
-/// are taken lowest priority first, then the set is pruned of any victim not needed, so
-/// the fewest and least important tasks are evicted.
+/// Resources and ports: outright, or by evicting lower-priority tasks the band rules allow.
+/// Victims are taken lowest priority first, then the set is pruned of any victim not
+/// needed, so the fewest and least important tasks are evicted.
 pub fn fit_resources(work: &MachineWork<'_>, class: &TaskClass) -> Result<Fit, Vec<&'static str>> {
-    let need = class.limits;
+    let fits = |room: &Resources, ports: u32| class.limits.fits_in(room) && class.ports <= ports;
     let free = work.free_for(class.priority);
-    if need.fits_in(&free) {
+    let free_ports = work.free_ports();
+    if fits(&free, free_ports) {
         return Ok(Fit {
             victims: Vec::new(),
         });
@@ -60,20 +61,26 @@ pub fn fit_resources(work: &MachineWork<'_>, class: &TaskClass) -> Result<Fit, V
     let candidates: Vec<usize> = (0..work.evictable.len())
         .filter(|&i| may_preempt(class.priority, work.evictable[i].priority))
         .collect();
-    let freeable = candidates.iter().fold(Resources::ZERO, |sum, &i| {
-        sum + work.freed_by(i, class.priority)
-    });
-    let available = free + freeable;
-    if !need.fits_in(&available) {
-        return Err(need.exceeded_dimensions(&available));
+    let (available, available_ports) =
+        candidates
+            .iter()
+            .fold((free, free_ports), |(sum, ports), &i| {
+                (
+                    sum + work.freed_by(i, class.priority),
+                    ports.saturating_add(work.evictable[i].ports),
+                )
+            });
+    if !fits(&available, available_ports) {
+        return Err(short_dimensions(class, &available, available_ports));
     }
     let mut victims = Vec::new();
-    let mut room = free;
+    let (mut room, mut room_ports) = (free, free_ports);
     for i in candidates {
-        if need.fits_in(&room) {
+        if fits(&room, room_ports) {
             break;
         }
         room += work.freed_by(i, class.priority);
+        room_ports = room_ports.saturating_add(work.evictable[i].ports);
         victims.push(i);
     }
     // Drop victims whose eviction turned out unnecessary, most important first.
@@ -81,13 +88,49 @@ pub fn fit_resources(work: &MachineWork<'_>, class: &TaskClass) -> Result<Fit, V
     while k > 0 {
         k -= 1;
         let without = room.saturating_sub(&work.freed_by(victims[k], class.priority));
-        if need.fits_in(&without) {
-            room = without;
+        let without_ports = room_ports.saturating_sub(work.evictable[victims[k]].ports);
+        if fits(&without, without_ports) {
+            (room, room_ports) = (without, without_ports);
             victims.remove(k);
         }
     }
     victims.sort_unstable();
     Ok(Fit { victims })
+}
+
+/// Names of the dimensions feasibility checks, in the order of `short_mask`'s bits.
+pub const DIMENSIONS: [&str; 5] = ["cpu", "ram", "disk", "gpu", "ports"];
+
+/// The dimensions in which the class asks for more than `room` and `ports` offer, as bits
+/// (bit i: `DIMENSIONS[i]`), so that a scan over many machines allocates nothing.
+pub fn short_mask(class: &TaskClass, room: &Resources, ports: u32) -> u8 {
+    let need = &class.limits;
+    [
+        need.cpu_millis > room.cpu_millis,
+        need.ram_bytes > room.ram_bytes,
+        need.disk_bytes > room.disk_bytes,
+        need.gpus > room.gpus,
+        class.ports > ports,
+    ]
+    .into_iter()
+    .enumerate()
+    .fold(0, |mask, (i, short)| mask | (u8::from(short) << i))
+}
+
+/// The names of the dimensions in `mask` (see `short_mask`).
+pub fn dimension_names(mask: u8) -> Vec<&'static str> {
+    DIMENSIONS
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| mask & (1 << i) != 0)
+        .map(|(_, name)| *name)
+        .collect()
+}
+
+/// The dimensions ("cpu", "ram", "disk", "gpu", "ports") in which the class asks for more
+/// than `room` and `ports` offer.
+pub fn short_dimensions(class: &TaskClass, room: &Resources, ports: u32) -> Vec<&'static str> {
+    dimension_names(short_mask(class, room, ports))
 }
 
 #[cfg(test)]
@@ -109,6 +152,7 @@ pub(crate) mod tests {
                     .iter()
                     .map(|(k, v)| (k.to_string(), v.to_string()))
                     .collect(),
+                port_capacity: None,
             },
             MachineState::Up,
             1,
@@ -128,7 +172,11 @@ pub(crate) mod tests {
             owner: format!("owner-{name}"),
             priority,
             limits,
+            limits_by_task: Default::default(),
+            ports_by_task: Default::default(),
+            alloc_set: None,
             constraints: Arc::from(Vec::new()),
+            ports: 0,
             package: Arc::from("/bin/app"),
             active: true,
             tasks: (0..running)
@@ -159,6 +207,7 @@ pub(crate) mod tests {
             priority,
             limits,
             constraints: Arc::from(constraints),
+            ports: 0,
         }
     }
 
@@ -268,5 +317,64 @@ pub(crate) mod tests {
         let work = MachineWork::new(&view, view.machine("m1").unwrap());
         assert_eq!(fit.victims.len(), 1);
         assert_eq!(work.evictable[fit.victims[0]].id.job, "big");
+    }
+
+    #[test]
+    fn ports_are_a_dimension_and_preemption_frees_them() {
+        let mut view = CellView::new();
+        let mut m1 = machine("m1", 10_000, 10_000, &[]);
+        m1.port_capacity = 5;
+        view.upsert_machine(m1);
+        // Two batch tasks hold 2 ports each: 1 port left.
+        let mut batch = running_job("batch", 150, Resources::new(100, 100), "m1", 2);
+        batch.ports = 2;
+        view.upsert_job(batch);
+        assert_eq!(view.ports_used("m1"), 4);
+        let with_ports = |priority, ports| PendingTask {
+            ports,
+            ..pending("j", priority, Resources::new(100, 100), vec![])
+        };
+        assert_eq!(
+            verdict(&view, "m1", &with_ports(120, 1)),
+            Ok(Fit { victims: vec![] })
+        );
+        // Not enough ports and nothing this priority may evict: "ports" is short.
+        assert_eq!(
+            verdict(&view, "m1", &with_ports(120, 2)),
+            Err(Infeasible::Resources(vec!["ports"]))
+        );
+        // A higher priority evicts one batch task for its ports, not both.
+        let fit = verdict(&view, "m1", &with_ports(200, 3)).unwrap();
+        assert_eq!(fit.victims.len(), 1);
+        // More ports than the whole range: short even after evicting everything.
+        assert_eq!(
+            verdict(&view, "m1", &with_ports(200, 6)),
+            Err(Infeasible::Resources(vec!["ports"]))
+        );
+        // Short in cpu and ports at once names both.
+        let both = PendingTask {
+            ports: 6,
+            ..pending("j", 120, Resources::new(20_000, 100), vec![])
+        };
+        assert_eq!(
+            verdict(&view, "m1", &both),
+            Err(Infeasible::Resources(vec!["cpu", "ports"]))
+        );
+    }
+
+    #[test]
+    fn tasks_with_other_port_counts_are_other_classes() {
+        let mut classes = Classes::default();
+        let pkg: Arc<str> = Arc::from("/bin/app");
+        let one = PendingTask {
+            ports: 1,
+            ..pending("a", 100, Resources::new(1, 1), vec![])
+        };
+        let two = PendingTask {
+            ports: 2,
+            ..one.clone()
+        };
+        assert_ne!(classes.class_of(&one, &pkg), classes.class_of(&two, &pkg));
+        assert_eq!(classes.class_of(&one, &pkg), classes.class_of(&one, &pkg));
     }
 }

@@ -1,11 +1,12 @@
 //! Borg-style placement library (pure) and the scheduler process loop.
 //!
 //! The placement library (`view`, `view_sync`, `constraint`, `class`, `order`, `work`,
-//! `feasibility`, `scoring`, `schedule`, `plan`) does no I/O and reads no clock: the
+//! `feasibility`, `scoring`, `schedule`, `plan`, `alloc`) does no I/O and reads no clock: the
 //! simulator calls `schedule` exactly as the scheduler process does. The process loop
 //! (`service`, with `config`, `commit`, `in_flight`, `metrics`, `error`) follows the master's
 //! cell-state stream and commits plans.
 
+pub mod alloc;
 pub mod cache;
 pub mod class;
 pub mod commit;

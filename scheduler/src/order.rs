@@ -53,6 +53,7 @@ mod tests {
             priority,
             limits: Resources::new(1, 1),
             constraints: Arc::from(Vec::new()),
+            ports: 0,
         }
     }
 

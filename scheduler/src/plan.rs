@@ -54,10 +54,16 @@ pub struct UnplacedReason {
     /// Machines that passed the constraints but lacked this dimension ("cpu", "ram", "disk",
     /// "gpu") even counting preemptible tasks as free.
     pub resource_shortfalls: BTreeMap<&'static str, usize>,
+    /// For a task of a job in an alloc set: why its alloc cannot take it (no machine is
+    /// examined).
+    pub alloc: Option<String>,
 }
 
 impl fmt::Display for UnplacedReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(alloc) = &self.alloc {
+            return f.write_str(alloc);
+        }
         if self.machines_total == 0 {
             return f.write_str("no machines in the cell");
         }
@@ -115,6 +121,7 @@ mod tests {
                 machines: 2,
             }],
             resource_shortfalls: BTreeMap::from([("ram", 2)]),
+            alloc: None,
         };
         assert_eq!(
             reason.to_string(),

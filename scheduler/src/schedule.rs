@@ -1,6 +1,7 @@
 //! `schedule`: the pure placement function. Same view, pending tasks, config and seed give
 //! the same plan (with or without a warm score cache).
 
+use crate::alloc::AllocFit;
 use crate::cache::{ScoreCache, Verdict, SCORE_CACHE_ENTRIES_MAX};
 use crate::class::{ClassId, Classes, TaskClass};
 use crate::feasibility;
@@ -11,15 +12,14 @@ use crate::scoring::{self, FitPolicy, Score};
 use crate::spread::Spread;
 use crate::view::{CellView, MachineView, PendingTask};
 use crate::work::MachineWork;
-use borg_model::{Band, Constraint, Priority, Resources};
+use borg_model::{Band, Constraint, Priority, Resources, TaskId};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-/// Names of the resource dimensions, as `Resources::exceeded_dimensions` gives them.
-const DIMENSIONS: [&str; 4] = ["cpu", "ram", "disk", "gpu"];
+use feasibility::DIMENSIONS;
 
 /// Default of `PlacementConfig::tasks_max`.
 pub const TASKS_PER_SCHEDULE_MAX: usize = 10_000;
@@ -127,6 +127,7 @@ pub fn schedule_with_cache(
         usize::MAX
     };
 
+    // By position in `machine_order` (see the scan below).
     let mut works: Vec<Option<MachineWork<'_>>> = vec![None; machines.len()];
     let mut summaries: Vec<Option<Summary>> = vec![None; machines.len()];
     let mut classes = Classes::new(config.equivalence_classes);
@@ -135,6 +136,9 @@ pub fn schedule_with_cache(
     let mut failed_shapes = FailedShapes::default();
     let mut known_infeasible: HashMap<ClassId, KnownInfeasible> = HashMap::new();
     let mut spread = Spread::default();
+    // Tasks this plan evicts (they no longer count for their job's spreading).
+    let mut evicted: HashSet<TaskId> = HashSet::new();
+    let mut allocs = AllocFit::default();
     let queue = queue_order(pending);
     let mut plan = Plan::default();
 
@@ -144,6 +148,10 @@ pub fn schedule_with_cache(
             break;
         }
         let task = &pending[i];
+        if let Some(set) = view.job(&task.id.job).and_then(|j| j.alloc_set.as_deref()) {
+            place_in_alloc(view, task, set, &mut allocs, &mut plan);
+            continue;
+        }
         let class_id = classes.class_of(task, &view.package_of(&task.id.job));
         if let Some(reason) = failed_classes.get(&class_id) {
             plan.unplaced.push((task.id.clone(), reason.clone()));
@@ -163,7 +171,7 @@ pub fn schedule_with_cache(
                 .entry(class_id)
                 .or_insert_with(|| cache.slot(&class.key))
         });
-        let job_slot = spread.prepare(view, &task.id.job);
+        let job_slot = spread.prepare(view, &task.id.job, &machines, &evicted);
         let start = if machines.is_empty() || !config.relaxed_randomization {
             0
         } else {
@@ -189,32 +197,36 @@ pub fn schedule_with_cache(
         let mut examined = 0usize;
         let prefilter = class.hard.is_empty();
         for k in 0..examine_max {
-            let m = machine_order[(start + k) % machines.len()];
+            // Per-machine state is indexed by position in `machine_order` (`p`), so that the
+            // scan walks memory in order; `m` indexes the view's machines.
+            let p = (start + k) % machines.len();
+            let m = machine_order[p];
             reason.machines_examined += 1;
-            if skip.as_ref().is_some_and(|known| known.contains(m)) {
-                skipped.push(m);
+            if skip.as_ref().is_some_and(|known| known.contains(p)) {
+                skipped.push(p);
                 continue;
             }
             examined += 1;
             if prefilter {
-                if let Some(short) = summaries[m].and_then(|s| s.short_of(class)) {
-                    for (i, &d) in DIMENSIONS.iter().enumerate() {
-                        if short.contains(&d) {
-                            shortfalls[i] += 1;
-                        }
+                if let Some(short) = summaries[p].and_then(|s| s.short_of(class)) {
+                    for (i, count) in shortfalls.iter_mut().enumerate() {
+                        *count += usize::from(short & (1 << i) != 0);
                     }
                     if let Some(known) = skip.as_mut() {
-                        known.insert(m);
+                        known.insert(p);
                     }
                     continue;
                 }
             }
-            let work = works[m].get_or_insert_with(|| {
+            let work = works[p].get_or_insert_with(|| {
                 let mut work = MachineWork::new(view, machines[m]);
                 work.domains = spread.domains_of(machines[m]);
                 work
             });
-            summaries[m] = Some(Summary::of(work));
+            // Kept current by `place` below; computed once per machine and call.
+            if summaries[p].is_none() {
+                summaries[p] = Some(Summary::of(work));
+            }
             let position = u32::try_from(m).unwrap_or(u32::MAX);
             // A verdict is worth caching only where computing it costs more than a lookup:
             // constraints to match or preemption to plan.
@@ -234,15 +246,11 @@ pub fn schedule_with_cache(
             };
             match verdict {
                 Ok((fit, mut score)) => {
-                    score.same_job_on_machine = work
-                        .tasks_per_job
-                        .get(task.id.job.as_str())
-                        .copied()
-                        .unwrap_or(0);
+                    score.same_job_on_machine = spread.on_machine(job_slot, m);
                     (score.same_job_in_rack, score.same_job_in_power) =
                         spread.counts(job_slot, work.domains);
                     if best.as_ref().is_none_or(|(b, _, _)| score > *b) {
-                        best = Some((score, m, fit));
+                        best = Some((score, p, fit));
                     }
                     feasible += 1;
                     if feasible >= candidates_max {
@@ -251,7 +259,7 @@ pub fn schedule_with_cache(
                 }
                 Err(infeasible) => {
                     if let Some(known) = skip.as_mut() {
-                        known.insert(m);
+                        known.insert(p);
                     }
                     count_infeasible(
                         &infeasible,
@@ -264,8 +272,8 @@ pub fn schedule_with_cache(
         }
         if best.is_none() {
             // Why the skipped machines do not fit, for the reason (rare: once per class).
-            for &m in &skipped {
-                if let Some(work) = works[m].as_ref() {
+            for &p in &skipped {
+                if let Some(work) = works[p].as_ref() {
                     if let Err(infeasible) = evaluate(view, work, class, config.fit_policy) {
                         count_infeasible(
                             &infeasible,
@@ -279,9 +287,9 @@ pub fn schedule_with_cache(
         }
 
         plan.machines_examined += examined as u64;
-        let chosen = best.and_then(|(_, m, fit)| works[m].as_mut().map(|work| (m, fit, work)));
+        let chosen = best.and_then(|(_, p, fit)| works[p].as_mut().map(|work| (p, fit, work)));
         match chosen {
-            Some((m, fit, work)) => {
+            Some((p, fit, work)) => {
                 let preempt = fit
                     .victims
                     .iter()
@@ -292,25 +300,30 @@ pub fn schedule_with_cache(
                     })
                     .collect();
                 if !fit.victims.is_empty() {
-                    // Evictions free room on `m`: any class may fit there again.
+                    // Evictions free room on the machine: any class may fit there again.
                     for known in known_infeasible.values_mut() {
-                        known.remove(m);
+                        known.remove(p);
+                    }
+                    for &v in &fit.victims {
+                        let victim = &work.evictable[v].id;
+                        spread.evict(&victim.job, machine_order[p]);
+                        evicted.insert(victim.clone());
                     }
                 }
                 work.place(
-                    &task.id.job,
                     &class.package,
                     task.priority,
                     class.limits,
+                    class.ports,
                     &fit.victims,
                 );
-                spread.record(job_slot, work.domains);
-                summaries[m] = Some(Summary::of(work));
+                spread.record(job_slot, machine_order[p], work.domains);
+                summaries[p] = Some(Summary::of(work));
                 plan.placements.push(Placement {
                     task: task.id.clone(),
                     incarnation: task.incarnation,
-                    machine: machines[m].name.clone(),
-                    machine_version: machines[m].version,
+                    machine: machines[machine_order[p]].name.clone(),
+                    machine_version: machines[machine_order[p]].version,
                     preempt,
                 });
             }
@@ -340,6 +353,33 @@ pub fn schedule_with_cache(
         }
     }
     plan
+}
+
+/// Places a task of a job in alloc set `set` in its alloc, or records why it waits.
+fn place_in_alloc(
+    view: &CellView,
+    task: &PendingTask,
+    set: &str,
+    allocs: &mut AllocFit,
+    plan: &mut Plan,
+) {
+    match allocs.place(view, task, set) {
+        Ok(machine) => plan.placements.push(Placement {
+            task: task.id.clone(),
+            incarnation: task.incarnation,
+            machine: machine.name.clone(),
+            machine_version: machine.version,
+            preempt: Vec::new(),
+        }),
+        Err(why) => plan.unplaced.push((
+            task.id.clone(),
+            UnplacedReason {
+                machines_total: view.machine_count(),
+                alloc: Some(why),
+                ..UnplacedReason::default()
+            },
+        )),
+    }
 }
 
 /// Machines on which a class was found infeasible in this call, as a bit set. Within a
@@ -409,6 +449,7 @@ struct Summary {
     up: bool,
     free_prod: Resources,
     free_non_prod: Resources,
+    free_ports: u32,
     /// Lowest priority of a task that could be evicted (`None`: nothing runs).
     lowest_evictable: Option<Priority>,
 }
@@ -416,17 +457,19 @@ struct Summary {
 impl Summary {
     fn of(work: &MachineWork<'_>) -> Self {
         Summary {
-            up: work.machine.state == borg_model::MachineState::Up,
+            up: work.up,
             free_prod: work.free(),
-            free_non_prod: work.machine.capacity.saturating_sub(&work.reserved),
+            free_non_prod: work.capacity.saturating_sub(&work.reserved),
+            free_ports: work.free_ports(),
             lowest_evictable: work.evictable.first().map(|t| t.priority),
         }
     }
 
-    /// The dimensions short for a class without hard constraints when the machine is up,
-    /// the class does not fit outright and may preempt nothing here: exactly the verdict
-    /// `feasibility::check` would give. `None`: ask `check`.
-    fn short_of(&self, class: &TaskClass) -> Option<Vec<&'static str>> {
+    /// The dimensions short (as `feasibility::short_mask` bits) for a class without hard
+    /// constraints when the machine is up, the class does not fit outright and may preempt
+    /// nothing here: exactly the verdict `feasibility::check` would give. `None`: ask
+    /// `check`.
+    fn short_of(&self, class: &TaskClass) -> Option<u8> {
         if !self.up {
             return None;
         }
@@ -435,7 +478,7 @@ impl Summary {
         } else {
             self.free_non_prod
         };
-        if class.limits.fits_in(&free) {
+        if class.limits.fits_in(&free) && class.ports <= self.free_ports {
             return None;
         }
         if self
@@ -444,22 +487,42 @@ impl Summary {
         {
             return None;
         }
-        Some(class.limits.exceeded_dimensions(&free))
+        Some(feasibility::short_mask(class, &free, self.free_ports))
     }
 }
 
 /// Classes that fit nowhere in this call, by constraints and package. A class that asks
-/// at least as much in every dimension, at a priority no higher within the same kind
+/// at least as much in every dimension (ports included), at a priority no higher within the same kind
 /// (prod or not: they are checked against different figures), fits nowhere either: it may
 /// preempt no more and needs no less. Like the per-class shortcut, this ignores room that
 /// later evictions in the same plan free; the next call retries.
 #[derive(Debug, Default)]
 struct FailedShapes {
-    by_shape: HashMap<Shape, Vec<(Priority, Resources, UnplacedReason)>>,
+    by_shape: HashMap<Shape, Vec<FailedClass>>,
 }
 
 /// Constraints and package: what a failure says nothing about beyond.
 type Shape = (Arc<[Constraint]>, Arc<str>);
+
+/// A class that fit nowhere: its priority, limits and ports, and why.
+#[derive(Debug)]
+struct FailedClass {
+    priority: Priority,
+    limits: Resources,
+    ports: u32,
+    reason: UnplacedReason,
+}
+
+impl FailedClass {
+    /// Whether a class of `priority`, `limits` and `ports` fits nowhere either: it asks no
+    /// less and may preempt no more.
+    fn dominates(&self, priority: Priority, limits: &Resources, ports: u32) -> bool {
+        self.priority >= priority
+            && Band::of(self.priority).is_prod() == Band::of(priority).is_prod()
+            && self.limits.fits_in(limits)
+            && self.ports <= ports
+    }
+}
 
 impl FailedShapes {
     fn dominating(&self, class: &TaskClass) -> Option<&UnplacedReason> {
@@ -467,15 +530,10 @@ impl FailedShapes {
             Arc::clone(&class.key.constraints),
             Arc::clone(&class.package),
         ))?;
-        let prod = Band::of(class.priority).is_prod();
         failed
             .iter()
-            .find(|(priority, limits, _)| {
-                *priority >= class.priority
-                    && Band::of(*priority).is_prod() == prod
-                    && limits.fits_in(&class.limits)
-            })
-            .map(|(_, _, reason)| reason)
+            .find(|f| f.dominates(class.priority, &class.limits, class.ports))
+            .map(|f| &f.reason)
     }
 
     fn record(&mut self, class: &TaskClass, reason: &UnplacedReason) {
@@ -486,13 +544,15 @@ impl FailedShapes {
                 Arc::clone(&class.package),
             ))
             .or_default();
-        // Keep only the weakest failures: one that this class dominates adds nothing.
-        failed.retain(|(priority, limits, _)| {
-            !(class.priority >= *priority
-                && Band::of(*priority).is_prod() == Band::of(class.priority).is_prod()
-                && class.limits.fits_in(limits))
-        });
-        failed.push((class.priority, class.limits, reason.clone()));
+        let new = FailedClass {
+            priority: class.priority,
+            limits: class.limits,
+            ports: class.ports,
+            reason: reason.clone(),
+        };
+        // Keep only the weakest failures: one that the new one dominates adds nothing.
+        failed.retain(|f| !new.dominates(f.priority, &f.limits, f.ports));
+        failed.push(new);
     }
 }
 

@@ -1,11 +1,14 @@
-//! Failure-domain counts per job: how many of a job's tasks each rack and power domain holds
-//! (from the view, plus this plan's placements), for the spreading score terms. Domain names
-//! are interned once per machine so the per-candidate lookups compare integers.
+//! Failure-domain counts per job: how many of a job's tasks each machine, rack and power
+//! domain holds (from the view, plus this plan's placements, less its evictions), for the
+//! spreading score terms. Domain names are interned once per machine so the per-candidate
+//! lookups compare integers, and the counts live with the job (whose tasks are placed one
+//! after another), not with each machine, so a candidate's lookup stays in cache.
 
 use crate::cache::PositionHasher;
 use crate::scoring::{POWER_ATTRIBUTE, RACK_ATTRIBUTE};
 use crate::view::{CellView, MachineView};
-use std::collections::HashMap;
+use borg_model::TaskId;
+use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasherDefault;
 
 type Counts = HashMap<u32, u32, BuildHasherDefault<PositionHasher>>;
@@ -20,6 +23,8 @@ pub type JobSlot = usize;
 struct JobDomains {
     /// Per domain kind (rack, power): tasks per interned domain.
     counts: [Counts; 2],
+    /// Tasks per machine (by index into the call's machines).
+    on_machine: Counts,
 }
 
 /// Counts for the jobs seen in one `schedule` call, built lazily from the view.
@@ -50,17 +55,32 @@ impl Spread {
         out
     }
 
-    /// The slot of `job`, its counts built from the view on first sight.
-    pub fn prepare(&mut self, view: &CellView, job: &str) -> JobSlot {
+    /// The slot of `job`, its counts built from the view on first sight. `machines` are the
+    /// call's machines in name order (as `CellView::machines` gives them); tasks in
+    /// `evicted` (by this plan) do not count on their machine.
+    pub fn prepare(
+        &mut self,
+        view: &CellView,
+        job: &str,
+        machines: &[&MachineView],
+        evicted: &HashSet<TaskId>,
+    ) -> JobSlot {
         if let Some(&slot) = self.by_job.get(job) {
             return slot;
         }
         let mut domains = JobDomains::default();
         if let Some(j) = view.job(job) {
-            for task in j.tasks.values().filter(|t| t.state.is_placed()) {
+            for (index, task) in j.tasks.iter().filter(|(_, t)| t.state.is_placed()) {
                 if let Some(machine) = view.machine(&task.machine) {
                     let of = self.domains_of(machine);
                     domains.add(of);
+                }
+                let position = machines.binary_search_by(|m| m.name.as_str().cmp(&task.machine));
+                if let (Ok(m), false) = (
+                    position,
+                    !evicted.is_empty() && evicted.contains(&TaskId::new(job, *index)),
+                ) {
+                    *domains.on_machine.entry(index_key(m)).or_insert(0) += 1;
                 }
             }
         }
@@ -84,12 +104,38 @@ impl Spread {
         (count(0), count(1))
     }
 
-    /// Records a placement of a task of the job in slot `job` in the given domains.
-    pub fn record(&mut self, job: JobSlot, domains: Domains) {
+    /// Tasks of the job in slot `job` on machine `m` (an index into the call's machines).
+    pub fn on_machine(&self, job: JobSlot, m: usize) -> u32 {
+        self.jobs
+            .get(job)
+            .and_then(|j| j.on_machine.get(&index_key(m)))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Records a placement of a task of the job in slot `job` on machine `m`, in the given
+    /// domains.
+    pub fn record(&mut self, job: JobSlot, m: usize, domains: Domains) {
         if let Some(j) = self.jobs.get_mut(job) {
             j.add(domains);
+            *j.on_machine.entry(index_key(m)).or_insert(0) += 1;
         }
     }
+
+    /// Records that a task of `job` was evicted from machine `m` (a job not seen yet counts
+    /// its tasks from the view, less the evicted ones, when prepared).
+    pub fn evict(&mut self, job: &str, m: usize) {
+        let Some(&slot) = self.by_job.get(job) else {
+            return;
+        };
+        if let Some(count) = self.jobs[slot].on_machine.get_mut(&index_key(m)) {
+            *count = count.saturating_sub(1);
+        }
+    }
+}
+
+fn index_key(m: usize) -> u32 {
+    u32::try_from(m).unwrap_or(u32::MAX)
 }
 
 impl JobDomains {

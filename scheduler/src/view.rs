@@ -2,7 +2,9 @@
 //! jobs with their tasks. Built from the master's cell-state stream (`view_sync`) or
 //! directly by the simulator. Pure: no I/O, no clock.
 
-use borg_model::{Constraint, MachineInfo, MachineState, Priority, Resources, TaskId, TaskState};
+use borg_model::{
+    Constraint, JobSpec, MachineInfo, MachineState, Priority, Resources, TaskId, TaskState,
+};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -20,6 +22,8 @@ pub struct PlacedTask {
     pub reservation: Resources,
     /// The task's package (its command path), for package locality.
     pub package: Arc<str>,
+    /// Ports of the machine's range the task holds (`borg_model::ports_needed`).
+    pub ports: u32,
 }
 
 /// A machine as the scheduler sees it.
@@ -33,11 +37,15 @@ pub struct MachineView {
     pub version: u64,
     /// Allocation as the master reported it (sum of limits of its placed tasks).
     pub reported_allocated: Resources,
+    /// Ports the machine's borglet hands out (`MachineInfo::ports`).
+    pub port_capacity: u32,
 }
 
 impl MachineView {
     pub fn new(info: MachineInfo, state: MachineState, version: u64) -> Self {
+        let port_capacity = info.ports();
         MachineView {
+            port_capacity,
             name: info.name,
             capacity: info.capacity,
             attributes: info.attributes,
@@ -65,12 +73,67 @@ pub struct JobView {
     pub priority: Priority,
     /// Per-task limits.
     pub limits: Resources,
+    /// Limits of the tasks whose per-task override asks for other limits than `limits`.
+    pub limits_by_task: BTreeMap<u32, Resources>,
+    /// Ports of the tasks whose per-task override asks for a different number than `ports`.
+    pub ports_by_task: BTreeMap<u32, u32>,
+    /// The alloc set whose alloc i holds task i: such tasks are placed in their allocs and
+    /// take no room of their own on a machine (see `alloc`).
+    pub alloc_set: Option<String>,
     pub constraints: Arc<[Constraint]>,
     /// The tasks' package: the command path (machines that ran it have it cached).
     pub package: Arc<str>,
+    /// Ports each task holds on its machine (`borg_model::ports_needed` of its port names).
+    pub ports: u32,
     /// False once the job is killed or done: its pending tasks are not placed.
     pub active: bool,
     pub tasks: BTreeMap<u32, TaskView>,
+}
+
+impl JobView {
+    /// The view of a job with `spec`, whose tasks are `tasks`.
+    pub fn from_spec(spec: &JobSpec, active: bool, tasks: BTreeMap<u32, TaskView>) -> JobView {
+        JobView {
+            name: spec.name.clone(),
+            owner: spec.owner.clone(),
+            priority: spec.priority,
+            limits: spec.task.resources,
+            limits_by_task: spec
+                .task_overrides
+                .iter()
+                .filter(|(_, t)| t.resources != spec.task.resources)
+                .map(|(index, t)| (*index, t.resources))
+                .collect(),
+            ports_by_task: spec
+                .task_overrides
+                .iter()
+                .map(|(index, t)| (*index, borg_model::ports_needed(&t.ports)))
+                .filter(|(_, ports)| *ports != borg_model::ports_needed(&spec.task.ports))
+                .collect(),
+            alloc_set: spec.alloc_set.clone(),
+            constraints: Arc::from(spec.constraints.as_slice()),
+            package: Arc::from(spec.task.command.as_str()),
+            ports: borg_model::ports_needed(&spec.task.ports),
+            active,
+            tasks,
+        }
+    }
+
+    /// Limits of task `index`: its override's, else the job's.
+    pub fn limits_of(&self, index: u32) -> Resources {
+        self.limits_by_task
+            .get(&index)
+            .copied()
+            .unwrap_or(self.limits)
+    }
+
+    /// Ports task `index` holds: its override's, else the job's.
+    pub fn ports_of(&self, index: u32) -> u32 {
+        self.ports_by_task
+            .get(&index)
+            .copied()
+            .unwrap_or(self.ports)
+    }
 }
 
 /// A task waiting for a machine, with everything placement needs to know about it.
@@ -83,6 +146,8 @@ pub struct PendingTask {
     pub priority: Priority,
     pub limits: Resources,
     pub constraints: Arc<[Constraint]>,
+    /// Ports it will hold on its machine (a feasibility dimension beside `limits`).
+    pub ports: u32,
 }
 
 /// Tasks placed on one machine (kept apart from `MachineView` because a job may name a
@@ -93,6 +158,8 @@ struct MachineTasks {
     allocated: Resources,
     /// Sum of the placed tasks' reservations.
     reserved: Resources,
+    /// Sum of the placed tasks' ports.
+    ports: u32,
 }
 
 impl MachineTasks {
@@ -105,6 +172,10 @@ impl MachineTasks {
             .tasks
             .values()
             .fold(Resources::ZERO, |sum, t| sum + t.reservation);
+        self.ports = self
+            .tasks
+            .values()
+            .fold(0u32, |sum, t| sum.saturating_add(t.ports));
     }
 }
 
@@ -229,7 +300,8 @@ impl CellView {
                 .entry(Arc::clone(&job.package))
                 .or_insert(0) += 1;
             self.touch(&task.machine);
-            if !task.state.is_placed() {
+            // A task in an alloc holds the alloc's room, not the machine's.
+            if !task.state.is_placed() || job.alloc_set.is_some() {
                 continue;
             }
             let id = TaskId::new(job.name.clone(), *index);
@@ -240,9 +312,10 @@ impl CellView {
                     id,
                     incarnation: task.incarnation,
                     priority: job.priority,
-                    limits: job.limits,
-                    reservation: job.limits,
+                    limits: job.limits_of(*index),
+                    reservation: job.limits_of(*index),
                     package: Arc::clone(&job.package),
+                    ports: job.ports_of(*index),
                 },
             );
             on_machine.recompute_allocated();
@@ -342,6 +415,12 @@ impl CellView {
         max_per_dimension(&machine.reported_allocated, &known)
     }
 
+    /// Ports held by the tasks the view knows on the machine (the master does not report
+    /// them: the view's tasks are the only account).
+    pub fn ports_used(&self, machine: &str) -> u32 {
+        self.placed.get(machine).map_or(0, |m| m.ports)
+    }
+
     /// What the machine's placed tasks reserve (their reservations; never less than the
     /// master's allocation minus what the view's tasks account for, so unknown tasks count
     /// at their limits).
@@ -366,8 +445,9 @@ impl CellView {
                     incarnation: task.incarnation,
                     owner: job.owner.clone(),
                     priority: job.priority,
-                    limits: job.limits,
+                    limits: job.limits_of(*index),
                     constraints: Arc::clone(&job.constraints),
+                    ports: job.ports_of(*index),
                 });
             }
         }
@@ -395,8 +475,12 @@ mod tests {
             owner: "alice".into(),
             priority: 100,
             limits: Resources::new(100, 10),
+            limits_by_task: BTreeMap::new(),
+            ports_by_task: BTreeMap::new(),
+            alloc_set: None,
             constraints: Arc::from(Vec::new()),
             package: Arc::from("/bin/true"),
+            ports: 1,
             active: true,
             tasks: tasks
                 .into_iter()
@@ -464,6 +548,28 @@ mod tests {
         view.upsert_machine(m.clone());
         view.upsert_job(job("a", vec![(TaskState::Running, "m1")]));
         assert_eq!(view.allocated(&m), Resources::new(500, 10));
+    }
+
+    #[test]
+    fn an_overridden_task_has_its_own_limits_and_class() {
+        let mut view = CellView::new();
+        let mut j = job(
+            "a",
+            vec![(TaskState::Pending, ""), (TaskState::Pending, "")],
+        );
+        j.limits_by_task.insert(1, Resources::new(700, 10));
+        j.ports_by_task.insert(1, 3);
+        view.upsert_job(j);
+        let pending = view.pending_tasks();
+        assert_eq!(pending[0].limits, Resources::new(100, 10));
+        assert_eq!(pending[1].limits, Resources::new(700, 10));
+        assert_eq!((pending[0].ports, pending[1].ports), (1, 3));
+        let package: Arc<str> = Arc::from("/bin/true");
+        let mut classes = crate::class::Classes::default();
+        assert_ne!(
+            classes.class_of(&pending[0], &package),
+            classes.class_of(&pending[1], &package)
+        );
     }
 
     #[test]

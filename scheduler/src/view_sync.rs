@@ -7,7 +7,6 @@ use borg_model::{Resources, TaskId};
 use borg_proto::convert::{self, ConvertError};
 use borg_proto::v1;
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ViewSyncError {
@@ -213,16 +212,7 @@ pub fn job_from_wire(job: v1::Job) -> Result<JobView, ViewSyncError> {
             },
         );
     }
-    Ok(JobView {
-        name: spec.name,
-        owner: spec.owner,
-        priority: spec.priority,
-        limits: spec.task.resources,
-        constraints: Arc::from(spec.constraints),
-        package: Arc::from(spec.task.command.as_str()),
-        active,
-        tasks,
-    })
+    Ok(JobView::from_spec(&spec, active, tasks))
 }
 
 #[cfg(test)]
@@ -241,6 +231,7 @@ pub(crate) mod tests {
                     gpus: 0,
                 }),
                 attributes: Default::default(),
+                port_capacity: None,
             }),
             state: v1::MachineState::Up as i32,
             version,

@@ -8,10 +8,11 @@ use crate::feasibility::{self, Infeasible};
 use crate::plan::ConstraintFailure;
 use crate::schedule::evaluate;
 use crate::scoring::{FitPolicy, Score};
-use crate::view::{CellView, PendingTask};
+use crate::spread::Spread;
+use crate::view::{CellView, MachineView, PendingTask};
 use crate::work::MachineWork;
 use borg_model::{Constraint, Priority, Resources, TaskId};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;
 
 /// Most best candidates reported.
@@ -29,9 +30,13 @@ pub struct Candidate {
 /// A change to the job that would let the task fit on at least one machine now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
-    /// The largest request, no larger than the current one in any dimension, that fits on
-    /// `machine` (the machine needing the smallest relative cut).
-    LowerRequest { request: Resources, machine: String },
+    /// The largest request (resources and ports), no larger than the current one in any
+    /// dimension, that fits on `machine` (the machine needing the smallest relative cut).
+    LowerRequest {
+        request: Resources,
+        ports: u32,
+        machine: String,
+    },
     /// The lowest priority above the current one that fits somewhere (by preemption).
     RaisePriority { priority: Priority, machines: usize },
     /// Without this hard constraint, `machines` machines would fit.
@@ -46,6 +51,8 @@ pub struct WhyPending {
     pub task: TaskId,
     pub priority: Priority,
     pub request: Resources,
+    /// Ports each task holds.
+    pub ports: u32,
     pub machines_total: usize,
     pub machines_not_up: usize,
     /// Per hard constraint, the machines that fail it.
@@ -65,12 +72,16 @@ pub fn why_pending(view: &CellView, task: &PendingTask, policy: FitPolicy) -> Wh
     let mut classes = Classes::new(false);
     let class_id = classes.class_of(task, &package);
     let class = classes.get(class_id);
-    let works: Vec<MachineWork<'_>> = view.machines().map(|m| MachineWork::new(view, m)).collect();
+    let machines: Vec<&MachineView> = view.machines().collect();
+    let works: Vec<MachineWork<'_>> = machines.iter().map(|m| MachineWork::new(view, m)).collect();
+    let mut spread = Spread::default();
+    let job_slot = spread.prepare(view, &task.id.job, &machines, &HashSet::new());
 
     let mut why = WhyPending {
         task: task.id.clone(),
         priority: task.priority,
         request: task.limits,
+        ports: task.ports,
         machines_total: works.len(),
         machines_not_up: 0,
         constraint_failures: Vec::new(),
@@ -81,14 +92,10 @@ pub fn why_pending(view: &CellView, task: &PendingTask, policy: FitPolicy) -> Wh
     let mut constraint_counts = vec![0usize; class.hard.len()];
     // Up machines that pass every hard constraint but lack resources.
     let mut short: Vec<&MachineWork<'_>> = Vec::new();
-    for work in &works {
+    for (m, work) in works.iter().enumerate() {
         match evaluate(view, work, class, policy) {
             Ok((_, mut score)) => {
-                score.same_job_on_machine = work
-                    .tasks_per_job
-                    .get(task.id.job.as_str())
-                    .copied()
-                    .unwrap_or(0);
+                score.same_job_on_machine = spread.on_machine(job_slot, m);
                 why.best.push(Candidate {
                     machine: work.machine.name.clone(),
                     score,
@@ -133,7 +140,7 @@ pub fn why_pending(view: &CellView, task: &PendingTask, policy: FitPolicy) -> Wh
     for (i, c) in class.hard.iter().enumerate() {
         let machines = works
             .iter()
-            .filter(|w| w.machine.state == borg_model::MachineState::Up)
+            .filter(|w| w.up)
             .filter(|w| feasibility::failed_constraints(w.machine, class) == [i])
             .filter(|w| feasibility::fit_resources(w, class).is_ok())
             .count();
@@ -147,22 +154,29 @@ pub fn why_pending(view: &CellView, task: &PendingTask, policy: FitPolicy) -> Wh
     why
 }
 
-/// What a machine can give the class: free room plus what preemption may free.
-fn available(work: &MachineWork<'_>, class: &TaskClass) -> Resources {
+/// What a machine can give the class: free room and ports plus what preemption may free.
+fn available(work: &MachineWork<'_>, class: &TaskClass) -> (Resources, u32) {
     (0..work.evictable.len())
         .filter(|&i| borg_model::priority::may_preempt(class.priority, work.evictable[i].priority))
-        .fold(work.free_for(class.priority), |sum, i| {
-            sum + work.freed_by(i, class.priority)
-        })
+        .fold(
+            (work.free_for(class.priority), work.free_ports()),
+            |(sum, ports), i| {
+                (
+                    sum + work.freed_by(i, class.priority),
+                    ports.saturating_add(work.evictable[i].ports),
+                )
+            },
+        )
 }
 
 /// The request cut the least (largest relative cut over the dimensions, minimised) to fit
 /// one of `short`; none when every candidate would need a dimension cut to zero.
 fn lower_request(short: &[&MachineWork<'_>], class: &TaskClass) -> Option<Change> {
     let need = class.limits;
-    let mut best: Option<(u64, Resources, &str)> = None;
+    let mut best: Option<(u64, Resources, u32, &str)> = None;
     for work in short {
-        let room = available(work, class);
+        let (room, room_ports) = available(work, class);
+        let ports = class.ports.min(room_ports);
         let request = Resources {
             cpu_millis: need.cpu_millis.min(room.cpu_millis),
             ram_bytes: need.ram_bytes.min(room.ram_bytes),
@@ -174,6 +188,7 @@ fn lower_request(short: &[&MachineWork<'_>], class: &TaskClass) -> Option<Change
             (need.ram_bytes, request.ram_bytes),
             (need.disk_bytes, request.disk_bytes),
             (u64::from(need.gpus), u64::from(request.gpus)),
+            (u64::from(class.ports), u64::from(ports)),
         ];
         if dims.iter().any(|&(n, r)| n > 0 && r == 0) {
             continue;
@@ -184,12 +199,13 @@ fn lower_request(short: &[&MachineWork<'_>], class: &TaskClass) -> Option<Change
             .map(|&(n, r)| u64::try_from(u128::from(n - r) * 1000 / u128::from(n)).unwrap_or(1000))
             .max()
             .unwrap_or(0);
-        if best.as_ref().is_none_or(|(c, _, _)| cut_permille < *c) {
-            best = Some((cut_permille, request, &work.machine.name));
+        if best.as_ref().is_none_or(|(c, _, _, _)| cut_permille < *c) {
+            best = Some((cut_permille, request, ports, &work.machine.name));
         }
     }
-    best.map(|(_, request, machine)| Change::LowerRequest {
+    best.map(|(_, request, ports, machine)| Change::LowerRequest {
         request,
+        ports,
         machine: machine.to_owned(),
     })
 }
@@ -233,11 +249,21 @@ fn raise_priority(
 impl fmt::Display for Change {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Change::LowerRequest { request, machine } => write!(
-                f,
-                "lower the request to cpu {} millis, ram {} bytes (fits on {machine})",
-                request.cpu_millis, request.ram_bytes
-            ),
+            Change::LowerRequest {
+                request,
+                ports,
+                machine,
+            } => {
+                write!(
+                    f,
+                    "lower the request to cpu {} millis, ram {} bytes",
+                    request.cpu_millis, request.ram_bytes
+                )?;
+                if *ports > 0 {
+                    write!(f, ", {ports} ports")?;
+                }
+                write!(f, " (fits on {machine})")
+            }
             Change::RaisePriority { priority, machines } => write!(
                 f,
                 "raise the priority to {priority} (fits on {machines} machines by preemption)"
@@ -343,6 +369,7 @@ mod tests {
             vec![
                 Change::LowerRequest {
                     request: Resources::new(400, 100),
+                    ports: 0,
                     machine: "m1".into()
                 },
                 Change::RaisePriority {

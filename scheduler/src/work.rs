@@ -1,25 +1,28 @@
 //! A machine as seen during one `schedule` call: the view's state plus what the plan so far
 //! has placed on it and evicted from it, so task 2 sees the room task 1 took.
 
-use crate::cache::PositionHasher;
 use crate::view::{CellView, MachineView, PlacedTask};
 use borg_model::{Band, Priority, Resources};
-use std::collections::HashMap;
-use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 
 #[derive(Debug, Clone)]
 pub struct MachineWork<'a> {
     pub machine: &'a MachineView,
+    /// Copies of the machine's state and capacities that feasibility reads for every
+    /// candidate: they sit with the rest of the work, which a scan reads in order, rather
+    /// than behind the `machine` pointer.
+    pub up: bool,
+    pub capacity: Resources,
+    pub port_capacity: u32,
     /// Limits allocated, including this plan's placements, minus its evictions.
     pub allocated: Resources,
     /// Reservations held (plan placements count at their limits), for non-prod feasibility.
     pub reserved: Resources,
+    /// Ports held, including this plan's placements, minus its evictions.
+    pub ports_used: u32,
     /// Tasks placed before this plan and not evicted by it, in eviction preference order:
     /// lowest priority first, then task id (deterministic).
     pub evictable: Vec<&'a PlacedTask>,
-    /// Tasks per job on the machine (before and in this plan), for spreading.
-    pub tasks_per_job: HashMap<&'a str, u32, BuildHasherDefault<PositionHasher>>,
     /// Prod and non-prod tasks on the machine, for mixing priorities.
     pub prod_tasks: u32,
     pub non_prod_tasks: u32,
@@ -37,11 +40,8 @@ impl<'a> MachineWork<'a> {
     pub fn new(view: &'a CellView, machine: &'a MachineView) -> Self {
         let mut evictable: Vec<&PlacedTask> = view.placed_on(&machine.name).collect();
         evictable.sort_by(|a, b| a.priority.cmp(&b.priority).then_with(|| a.id.cmp(&b.id)));
-        let mut tasks_per_job: HashMap<&str, u32, BuildHasherDefault<PositionHasher>> =
-            HashMap::default();
         let (mut prod_tasks, mut non_prod_tasks) = (0, 0);
         for task in &evictable {
-            *tasks_per_job.entry(task.id.job.as_str()).or_insert(0) += 1;
             if Band::of(task.priority).is_prod() {
                 prod_tasks += 1;
             } else {
@@ -51,9 +51,12 @@ impl<'a> MachineWork<'a> {
         MachineWork {
             machine,
             allocated: view.allocated(machine),
+            up: machine.state == borg_model::MachineState::Up,
+            capacity: machine.capacity,
+            port_capacity: machine.port_capacity,
             reserved: view.reserved(machine),
+            ports_used: view.ports_used(&machine.name),
             evictable,
-            tasks_per_job,
             prod_tasks,
             non_prod_tasks,
             plan_packages: Vec::new(),
@@ -65,7 +68,7 @@ impl<'a> MachineWork<'a> {
 
     /// Room left for a task that preempts nothing.
     pub fn free(&self) -> Resources {
-        self.machine.capacity.saturating_sub(&self.allocated)
+        self.capacity.saturating_sub(&self.allocated)
     }
 
     /// Room left for a task of `priority` that preempts nothing: prod is checked against
@@ -74,8 +77,14 @@ impl<'a> MachineWork<'a> {
         if Band::of(priority).is_prod() {
             self.free()
         } else {
-            self.machine.capacity.saturating_sub(&self.reserved)
+            self.capacity.saturating_sub(&self.reserved)
         }
+    }
+
+    /// Ports left for a task that preempts nothing (the same for every band: a port is
+    /// held, never reclaimed).
+    pub fn free_ports(&self) -> u32 {
+        self.port_capacity.saturating_sub(self.ports_used)
     }
 
     /// What evicting `evictable[i]` frees for a task of `priority`.
@@ -88,25 +97,25 @@ impl<'a> MachineWork<'a> {
         }
     }
 
-    /// Records a placement of `limits` for `job` at `priority`, evicting `victims` (indices
-    /// into `evictable`, as returned by feasibility).
+    /// Records a placement of `limits` and `ports` at `priority`, evicting `victims`
+    /// (indices into `evictable`, as returned by feasibility). Per-job counts live in
+    /// `Spread`.
     pub fn place(
         &mut self,
-        job: &'a str,
         package: &Arc<str>,
         priority: Priority,
         limits: Resources,
+        ports: u32,
         victims: &[usize],
     ) {
         let mut freed = Resources::ZERO;
         let mut freed_reserved = Resources::ZERO;
+        let mut freed_ports = 0u32;
         for &i in victims {
             let victim = self.evictable[i];
             freed += victim.limits;
             freed_reserved += victim.reservation;
-            if let Some(count) = self.tasks_per_job.get_mut(victim.id.job.as_str()) {
-                *count = count.saturating_sub(1);
-            }
+            freed_ports = freed_ports.saturating_add(victim.ports);
             if Band::of(victim.priority).is_prod() {
                 self.prod_tasks = self.prod_tasks.saturating_sub(1);
             } else {
@@ -120,7 +129,10 @@ impl<'a> MachineWork<'a> {
         }
         self.allocated = self.allocated.saturating_sub(&freed) + limits;
         self.reserved = self.reserved.saturating_sub(&freed_reserved) + limits;
-        *self.tasks_per_job.entry(job).or_insert(0) += 1;
+        self.ports_used = self
+            .ports_used
+            .saturating_sub(freed_ports)
+            .saturating_add(ports);
         if Band::of(priority).is_prod() {
             self.prod_tasks += 1;
         } else {

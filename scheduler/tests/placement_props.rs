@@ -1,5 +1,5 @@
 //! Properties of `schedule` over random cells: hard constraints hold, no machine's prod
-//! limits (nor its reservations) exceed its capacity, preemption follows the band rules and
+//! limits (nor its reservations, nor its tasks' ports) exceed its capacity, preemption follows the band rules and
 //! does not cascade, a seed replays its plan (warm cache or not), and the three speed-ups
 //! change speed, not validity.
 
@@ -49,9 +49,16 @@ fn arb_constraint() -> impl Strategy<Value = borg_model::Constraint> {
 }
 
 fn arb_cell() -> impl Strategy<Value = Cell> {
-    let machines = prop::collection::vec((1u64..8, 1u64..8, 0..RACKS.len()), 1..8);
+    let machines = prop::collection::vec((1u64..8, 1u64..8, 0..RACKS.len(), 0u32..5), 1..8);
     let running = prop::collection::vec(
-        (0..PRIORITIES.len(), 1u64..4, 1u64..4, 0usize..8, 1u64..=2),
+        (
+            0..PRIORITIES.len(),
+            1u64..4,
+            1u64..4,
+            0usize..8,
+            1u64..=2,
+            0u32..3,
+        ),
         0..12,
     );
     let pending = prop::collection::vec(
@@ -61,37 +68,37 @@ fn arb_cell() -> impl Strategy<Value = Cell> {
             1u64..5,
             prop::collection::vec(arb_constraint(), 0..3),
             0..3usize,
+            0u32..3,
         ),
         1..25,
     );
     (machines, running, pending).prop_map(|(machines, running, pending)| {
         let mut view = CellView::new();
-        let mut free: Vec<Resources> = Vec::new();
-        for (i, (cpu, ram, rack)) in machines.iter().enumerate() {
-            let m = machine(
+        let mut free: Vec<(Resources, u32)> = Vec::new();
+        for (i, (cpu, ram, rack, ports)) in machines.iter().enumerate() {
+            let mut m = machine(
                 &format!("m{i}"),
                 cpu * 100,
                 ram * 100,
                 &[("rack", RACKS[*rack])],
             );
-            free.push(m.capacity);
+            m.port_capacity = *ports;
+            free.push((m.capacity, m.port_capacity));
             view.upsert_machine(m);
         }
         // Running tasks only where they fit, so the starting cell is within capacity.
-        for (j, (p, cpu, ram, m, reserve_halves)) in running.into_iter().enumerate() {
+        for (j, (p, cpu, ram, m, reserve_halves, ports)) in running.into_iter().enumerate() {
             let m = m % free.len();
             let limits = Resources::new(cpu * 100, ram * 100);
-            if !limits.fits_in(&free[m]) {
+            let (room, room_ports) = free[m];
+            if !limits.fits_in(&room) || ports > room_ports {
                 continue;
             }
-            free[m] = free[m].saturating_sub(&limits);
+            free[m] = (room.saturating_sub(&limits), room_ports - ports);
             let name = format!("run{j}");
-            view.upsert_job(running_job(
-                &name,
-                PRIORITIES[p],
-                limits,
-                &[&format!("m{m}")],
-            ));
+            let mut job = running_job(&name, PRIORITIES[p], limits, &[&format!("m{m}")]);
+            job.ports = ports;
+            view.upsert_job(job);
             // Some tasks reserve half their limits (reclaimed for non-prod work).
             let reservation = Resources::new(cpu * 50 * reserve_halves, ram * 50 * reserve_halves);
             view.set_reservation(&format!("m{m}"), &TaskId::new(name, 0), reservation);
@@ -99,16 +106,19 @@ fn arb_cell() -> impl Strategy<Value = Cell> {
         let pending = pending
             .into_iter()
             .enumerate()
-            .map(|(i, (p, cpu, ram, constraints, owner))| {
-                common::pending(
-                    &format!("job{}", i % 5),
-                    i as u32,
-                    &format!("owner{owner}"),
-                    PRIORITIES[p],
-                    Resources::new(cpu * 100, ram * 100),
-                    constraints,
-                )
-            })
+            .map(
+                |(i, (p, cpu, ram, constraints, owner, ports))| PendingTask {
+                    ports,
+                    ..common::pending(
+                        &format!("job{}", i % 5),
+                        i as u32,
+                        &format!("owner{owner}"),
+                        PRIORITIES[p],
+                        Resources::new(cpu * 100, ram * 100),
+                        constraints,
+                    )
+                },
+            )
             .collect();
         Cell { view, pending }
     })
@@ -146,7 +156,9 @@ fn check_plan(cell: &Cell, plan: &Plan) -> Result<(), TestCaseError> {
     // Per machine: prod limits, and reservations (plan placements at their limits).
     let mut prod_limits: BTreeMap<String, Resources> = BTreeMap::new();
     let mut reserved: BTreeMap<String, Resources> = BTreeMap::new();
+    let mut ports: BTreeMap<String, u32> = BTreeMap::new();
     for m in cell.view.machines() {
+        ports.insert(m.name.clone(), cell.view.ports_used(&m.name));
         let prod = cell
             .view
             .placed_on(&m.name)
@@ -195,7 +207,10 @@ fn check_plan(cell: &Cell, plan: &Plan) -> Result<(), TestCaseError> {
             );
             let r = reserved.get_mut(&p.machine).expect("machine");
             *r = r.saturating_sub(&victim.reservation);
+            let held = ports.get_mut(&p.machine).expect("machine");
+            *held = held.saturating_sub(victim.ports);
         }
+        *ports.get_mut(&p.machine).expect("machine") += task.ports;
         if Band::of(task.priority).is_prod() {
             *prod_limits.get_mut(&p.machine).expect("machine") += task.limits;
         }
@@ -215,6 +230,13 @@ fn check_plan(cell: &Cell, plan: &Plan) -> Result<(), TestCaseError> {
             m.name,
             reserved[&m.name],
             m.capacity
+        );
+        prop_assert!(
+            ports[&m.name] <= m.port_capacity,
+            "{} holds {} ports of {}",
+            m.name,
+            ports[&m.name],
+            m.port_capacity
         );
     }
     Ok(())
@@ -240,25 +262,18 @@ fn apply(cell: &Cell, plan: &Plan) -> (Cell, BTreeMap<TaskId, TaskId>) {
         for v in preempt {
             let job = view.job(&v.task.job).expect("victim's job").clone();
             view.remove_job(&v.task.job);
-            pending.push(common::pending(
-                &v.task.job,
-                0,
-                &job.owner,
-                job.priority,
-                job.limits,
-                vec![],
-            ));
+            pending.push(PendingTask {
+                ports: job.ports,
+                ..common::pending(&v.task.job, 0, &job.owner, job.priority, job.limits, vec![])
+            });
             evicted_by.insert(
                 TaskId::new(v.task.job.clone(), 0),
                 TaskId::new(name.clone(), 0),
             );
         }
-        view.upsert_job(common::running_job(
-            &name,
-            t.priority,
-            t.limits,
-            &[machine.as_str()],
-        ));
+        let mut job = common::running_job(&name, t.priority, t.limits, &[machine.as_str()]);
+        job.ports = t.ports;
+        view.upsert_job(job);
     }
     (Cell { view, pending }, evicted_by)
 }

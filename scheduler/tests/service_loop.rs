@@ -5,6 +5,8 @@
 //! task twice, following a leader hint, reconnecting after the stream ends, shutting down.
 //! The lead's integration tests run the loop against the real master.
 
+mod common;
+
 use borg_proto::v1;
 use borg_proto::v1::scheduler_service_server::{SchedulerService, SchedulerServiceServer};
 use scheduler::{run, SchedulerConfig};
@@ -54,34 +56,7 @@ impl FakeState {
     }
 
     fn submit(&mut self, name: &str, replicas: u32, cpu_millis: u64) {
-        let job = v1::Job {
-            spec: Some(v1::JobSpec {
-                name: name.into(),
-                owner: "alice".into(),
-                priority: 100,
-                replicas,
-                task: Some(v1::TaskTemplate {
-                    command: "/bin/true".into(),
-                    resources: Some(v1::Resources {
-                        cpu_millis,
-                        ram_bytes: 1 << 20,
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            state: v1::JobState::Active as i32,
-            tasks: (0..replicas)
-                .map(|index| v1::Task {
-                    job: name.into(),
-                    index,
-                    state: v1::TaskState::Pending as i32,
-                    ..Default::default()
-                })
-                .collect(),
-            ..Default::default()
-        };
+        let job = common::wire_job(name, replicas, cpu_millis, &[]);
         self.jobs.insert(name.into(), job.clone());
         self.broadcast(v1::CellChange {
             jobs_upserted: vec![job],
@@ -90,25 +65,8 @@ impl FakeState {
     }
 
     fn add_machine(&mut self, name: &str, cpu_millis: u64) {
-        self.machines.insert(
-            name.into(),
-            v1::Machine {
-                info: Some(v1::MachineInfo {
-                    name: name.into(),
-                    address: "127.0.0.1:1".into(),
-                    capacity: Some(v1::Resources {
-                        cpu_millis,
-                        ram_bytes: 1 << 30,
-                        ..Default::default()
-                    }),
-                    attributes: Default::default(),
-                }),
-                state: v1::MachineState::Up as i32,
-                version: 1,
-                allocated: Some(v1::Resources::default()),
-                ..Default::default()
-            },
-        );
+        self.machines
+            .insert(name.into(), common::wire_machine(name, cpu_millis, None));
     }
 
     fn scheduled_tasks(&self) -> usize {

@@ -82,6 +82,7 @@ fn pending_of(tasks: &[TraceTask]) -> Vec<PendingTask> {
                     .entry(t.id.job.as_str())
                     .or_insert_with(|| Arc::from(t.constraints.as_slice())),
             ),
+            ports: 0,
         })
         .collect()
 }
@@ -227,7 +228,11 @@ fn loaded_view(machines: &[MachineInfo], pending: &[PendingTask], plan: &Plan) -
             owner: t.owner.clone(),
             priority: t.priority,
             limits: t.limits,
+            limits_by_task: Default::default(),
+            ports_by_task: Default::default(),
+            alloc_set: None,
             constraints: Arc::clone(&t.constraints),
+            ports: 0,
             package: Arc::from(format!("/pkg/{}", t.id.job)),
             active: true,
             tasks: BTreeMap::new(),
@@ -471,7 +476,11 @@ fn bench_online(
             owner: first.owner.clone(),
             priority: first.priority,
             limits: first.limits,
+            limits_by_task: Default::default(),
+            ports_by_task: Default::default(),
+            alloc_set: None,
             constraints: Arc::clone(&first.constraints),
+            ports: 0,
             package: Arc::from(format!("/pkg/{name}")),
             active: true,
             tasks: new
@@ -518,6 +527,7 @@ fn bench_c1m(results: &mut Vec<String>) {
                 address: String::new(),
                 capacity: Resources::new(32_000, 128 << 30),
                 attributes: BTreeMap::new(),
+                port_capacity: None,
             })
             .collect(),
     );
@@ -533,6 +543,7 @@ fn bench_c1m(results: &mut Vec<String>) {
                 priority: [0, 100, 120, 200][(j % 4) as usize],
                 limits,
                 constraints: Arc::clone(&constraints),
+                ports: 0,
             });
         }
     }
@@ -573,9 +584,10 @@ fn main() {
     };
     println!("times are {source}");
     // `google` runs (1), (2) and (4); `quality`, `speedups` or `online` run (1) with the
-    // hybrid score and only that part.
+    // hybrid score and only that part; `whole` runs only (1) with the hybrid score (for
+    // profiling).
     let google_parts = |part: &str| want("google") || want(part);
-    if ["google", "quality", "speedups", "online"]
+    if ["google", "quality", "speedups", "online", "whole"]
         .iter()
         .any(|p| want(p))
     {

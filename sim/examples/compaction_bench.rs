@@ -1,6 +1,6 @@
 //! Benchmark: 11-trial compaction of the Google 2011 slice (production tasks) and packing
 //! quality per fit policy on it and on the Alibaba default list. Prints a table; see
-//! /work/briefs/bench-sim.md for the command.
+//! BENCHMARKS.md for the command.
 //!
 //! Arguments: `[TRACES_DIR] [google|alibaba] [POLICY] [TRIALS]` (defaults: ../shared/traces,
 //! both, every policy, 11 trials; an empty argument takes the default, so
@@ -49,8 +49,8 @@ fn main() {
             Err(error) => eprintln!("skipping the Alibaba list: {error}"),
         }
     }
-    println!("| workload | policy | machines | tasks | lower bound | p90 (min–max) | p90 / bound | wall s | CPU s |");
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("| workload | policy | machines | tasks | lower bound | p90 (min–max) | p90 / bound | per-trial bounds (min–max) | p90 of machines / per-trial bound (min–max) | wall s | CPU s |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for (name, workload) in &workloads {
         for policy in sim::policy::FIT_POLICIES {
             let policy_name = policy.name();
@@ -67,8 +67,10 @@ fn main() {
             match compact::compact(workload, &config, &progress) {
                 Ok(report) => {
                     eprintln!();
+                    let (prefix_ratio, prefix_min, prefix_max) = report.prefix_ratios();
+                    let bounds = report.trials.iter().map(|t| t.prefix_bound);
                     println!(
-                        "| {name} | {policy_name} | {} | {} | {} | {} ({}–{}) | {:.3} | {:.1} | {:.1} |",
+                        "| {name} | {policy_name} | {} | {} | {} | {} ({}–{}) | {:.3} | {}–{} | {prefix_ratio:.3} ({prefix_min:.3}–{prefix_max:.3}) | {:.1} | {:.1} |",
                         report.machines_total,
                         report.tasks,
                         report.lower_bound,
@@ -76,6 +78,8 @@ fn main() {
                         report.machines_min,
                         report.machines_max,
                         report.ratio_to_bound(),
+                        bounds.clone().min().unwrap_or(0),
+                        bounds.max().unwrap_or(0),
                         report.elapsed_ms as f64 / 1000.0,
                         cpu_seconds() - cpu_before
                     );

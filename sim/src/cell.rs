@@ -27,6 +27,7 @@ pub fn pending_tasks(tasks: &[TraceTask]) -> Vec<PendingTask> {
                 priority: task.priority,
                 limits: task.request,
                 constraints,
+                ports: 0,
             }
         })
         .collect()

@@ -29,6 +29,13 @@ pub const THREADS_MAX: usize = 64;
 pub const GROW_MAX_PERCENT_DEFAULT: u32 = 300;
 /// Most growth: ten times the cell.
 pub const GROW_MAX_PERCENT_MAX: u32 = 1_000;
+/// Machines the scheduler examines for one task in a compaction: the whole cell (the scan
+/// is bounded by the cell's size). The online scheduler stops after 2,000 machines by
+/// default to bound its latency; in a nearly full cell that declares a large task unplaced
+/// while a machine it fits on was not looked at, which a capacity question must not count
+/// against the cell. Relaxed randomization still stops at `feasible_candidates_max`
+/// feasible machines, so only the tail of a full cell scans further.
+pub const MACHINES_EXAMINED_MAX: usize = usize::MAX;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct CompactConfig {
@@ -57,7 +64,10 @@ impl CompactConfig {
             percentile: PERCENTILE_DEFAULT,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             grow_max_percent: GROW_MAX_PERCENT_DEFAULT,
-            placement: PlacementConfig::new(),
+            placement: PlacementConfig {
+                machines_examined_max: MACHINES_EXAMINED_MAX,
+                ..PlacementConfig::new()
+            },
             charging: Charging::Limits,
         }
     }
@@ -115,6 +125,14 @@ pub struct TrialResult {
     pub elapsed_ms: u64,
 }
 
+impl TrialResult {
+    /// The trial's cell over the bound for its own machine order: how far the packing is
+    /// from covering the demand with the machines this trial could keep.
+    pub fn ratio_to_prefix_bound(&self) -> f64 {
+        self.machines as f64 / self.prefix_bound.max(1) as f64
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct CompactReport {
     pub machines_total: usize,
@@ -139,6 +157,21 @@ impl CompactReport {
         self.machines_at_percentile as f64 / self.lower_bound.max(1) as f64
     }
 
+    /// The trials' [`TrialResult::ratio_to_prefix_bound`] at `percentile`, min and max.
+    pub fn prefix_ratios(&self) -> (f64, f64, f64) {
+        let ratios: Vec<f64> = self
+            .trials
+            .iter()
+            .map(TrialResult::ratio_to_prefix_bound)
+            .collect();
+        if ratios.is_empty() {
+            return (0.0, 0.0, 0.0);
+        }
+        let min = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = ratios.iter().copied().fold(0.0, f64::max);
+        (percentile(&ratios, self.percentile), min, max)
+    }
+
     /// Compacted size as a share of the original cell, in percent.
     pub fn cell_percent(&self) -> f64 {
         self.machines_at_percentile as f64 * 100.0 / self.machines_total.max(1) as f64
@@ -146,9 +179,9 @@ impl CompactReport {
 }
 
 /// The nearest-rank percentile of `values` (which must not be empty).
-pub fn percentile(values: &[usize], percentile: u32) -> usize {
+pub fn percentile<T: Copy + PartialOrd>(values: &[T], percentile: u32) -> T {
     let mut sorted = values.to_vec();
-    sorted.sort_unstable();
+    sorted.sort_unstable_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
     let rank = (f64::from(percentile.clamp(1, 100)) / 100.0 * sorted.len() as f64).ceil() as usize;
     sorted[rank.clamp(1, sorted.len().max(1)) - 1]
 }

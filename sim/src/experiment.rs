@@ -226,8 +226,10 @@ pub fn figure(report: &ExperimentReport) -> Figure {
             "Machines, % of the shared cell (p{}, {} trials, min-max)",
             report.percentile, report.trials
         ),
+        "machines, % of the shared cell",
         "%",
         &bars,
+        &GROUPS,
         100.0,
     )
 }

@@ -1,7 +1,8 @@
 //! Figures without a plotting dependency: a chart is a list of shapes, written as SVG text or
-//! rasterised into a PNG (encoded here with flate2's zlib and CRC-32, already dependencies).
-//! The PNG carries the shapes but not the text; the SVG has both.
+//! rasterised into a PNG (encoded here with flate2's zlib and CRC-32, already dependencies;
+//! text drawn with the bitmap font of [`crate::font`]).
 
+use crate::font;
 use flate2::write::ZlibEncoder;
 use flate2::{Compression, Crc};
 use std::io::Write;
@@ -41,6 +42,19 @@ pub enum Shape {
         size: f64,
         text: String,
     },
+    /// Text reading upwards (an axis label), centred on `y`, its baseline at `x`.
+    TextUp {
+        x: f64,
+        y: f64,
+        size: f64,
+        text: String,
+    },
+}
+
+/// Font pixels of the bitmap font per figure pixel for a text `size`: the 7-row glyphs
+/// stand for about 7.5 units of size.
+fn font_scale(size: f64) -> usize {
+    (size / 7.5).round().max(1.0) as usize
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -93,6 +107,10 @@ impl Figure {
                     "<text x=\"{x:.1}\" y=\"{y:.1}\" font-size=\"{size:.0}\" text-anchor=\"middle\">{}</text>",
                     escape(text)
                 ),
+                Shape::TextUp { x, y, size, text } => format!(
+                    "<text x=\"{x:.1}\" y=\"{y:.1}\" font-size=\"{size:.0}\" text-anchor=\"middle\" transform=\"rotate(-90 {x:.1} {y:.1})\">{}</text>",
+                    escape(text)
+                ),
             };
             out.push_str(&line);
             out.push('\n');
@@ -140,7 +158,39 @@ impl Figure {
                     y1.max(y2) + 1.0,
                     stroke,
                 ),
-                Shape::Text { .. } => {}
+                Shape::Text {
+                    x,
+                    y,
+                    size,
+                    ref text,
+                } => {
+                    let scale = font_scale(size);
+                    let left = x - (font::text_width(text) * scale) as f64 / 2.0;
+                    let top = y - (font::ASCENT * scale) as f64;
+                    for (column, row) in font::ink(text) {
+                        let (px, py) = (left + (column * scale) as f64, top + (row * scale) as f64);
+                        fill(px, py, px + scale as f64, py + scale as f64, BLACK);
+                    }
+                }
+                // Turned a quarter to the left: the text's columns run up the figure, its
+                // rows to the right, the baseline at `x`.
+                Shape::TextUp {
+                    x,
+                    y,
+                    size,
+                    ref text,
+                } => {
+                    let scale = font_scale(size);
+                    let bottom = y + (font::text_width(text) * scale) as f64 / 2.0;
+                    let left = x - (font::ASCENT * scale) as f64;
+                    for (column, row) in font::ink(text) {
+                        let (px, py) = (
+                            left + (row * scale) as f64,
+                            bottom - ((column + 1) * scale) as f64,
+                        );
+                        fill(px, py, px + scale as f64, py + scale as f64, BLACK);
+                    }
+                }
             }
         }
         pixels
@@ -193,23 +243,65 @@ pub struct Bar {
     pub group: usize,
 }
 
-/// A bar chart with whiskers and a reference line at `reference` (e.g. 100%).
-pub fn bar_chart(title: &str, unit: &str, bars: &[Bar], reference: f64) -> Figure {
-    let (left, top, bar_px, gap_px, plot_h) = (60.0, 40.0, 36.0, 18.0, 300.0);
-    let width = left + bars.len() as f64 * (bar_px + gap_px) + gap_px + 20.0;
-    let height = top + plot_h + 80.0;
+/// Lines a bar's label may take under its bar.
+const LABEL_LINES_MAX: usize = 3;
+
+/// `text` broken at spaces into lines of at most `width` characters (a longer word stands
+/// alone), at most `lines_max` lines.
+fn wrap(text: &str, width: usize, lines_max: usize) -> Vec<String> {
+    let mut lines: Vec<String> = Vec::new();
+    for word in text.split_whitespace() {
+        match lines.last_mut() {
+            Some(line) if line.chars().count() + 1 + word.chars().count() <= width => {
+                line.push(' ');
+                line.push_str(word);
+            }
+            _ => lines.push(word.to_owned()),
+        }
+    }
+    lines.truncate(lines_max);
+    lines
+}
+
+/// A bar chart with whiskers, a reference line at `reference` (e.g. 100%), the value axis
+/// labelled `axis_label`, and a legend naming the colour groups (`groups[bar.group]`).
+pub fn bar_chart(
+    title: &str,
+    axis_label: &str,
+    unit: &str,
+    bars: &[Bar],
+    groups: &[&str],
+    reference: f64,
+) -> Figure {
+    let (left, top, bar_px, gap_px, plot_h) = (80.0, 40.0, 44.0, 26.0, 300.0);
+    let (label_size, label_line_px) = (11.0, 13.0);
+    let labels_h = label_line_px * LABEL_LINES_MAX as f64;
+    let legend_y = top + plot_h + 16.0 + labels_h + 14.0;
+    let width = (left + bars.len() as f64 * (bar_px + gap_px) + gap_px + 20.0).max(
+        // The title must fit: about 6 pixels a character at size 11, 12 at size 15.
+        title.chars().count() as f64 * 12.0 + 40.0,
+    );
+    let height = legend_y + 20.0;
     let max = bars
         .iter()
         .map(|b| b.high.max(b.value))
         .fold(reference, f64::max)
         * 1.1;
     let y_of = |v: f64| top + plot_h * (1.0 - (v / max).clamp(0.0, 1.0));
-    let mut shapes = vec![Shape::Text {
-        x: width / 2.0,
-        y: 24.0,
-        size: 15.0,
-        text: title.to_owned(),
-    }];
+    let mut shapes = vec![
+        Shape::Text {
+            x: width / 2.0,
+            y: 24.0,
+            size: 15.0,
+            text: title.to_owned(),
+        },
+        Shape::TextUp {
+            x: 20.0,
+            y: top + plot_h / 2.0,
+            size: label_size,
+            text: axis_label.to_owned(),
+        },
+    ];
     // Axis, gridlines every 25 units, labelled.
     let mut tick = 0.0;
     while tick <= max {
@@ -223,11 +315,12 @@ pub fn bar_chart(title: &str, unit: &str, bars: &[Bar], reference: f64) -> Figur
         shapes.push(Shape::Text {
             x: left - 22.0,
             y: y_of(tick) + 4.0,
-            size: 11.0,
+            size: label_size,
             text: format!("{tick:.0}{unit}"),
         });
         tick += 25.0;
     }
+    let label_chars = ((bar_px + gap_px) / 6.0).floor() as usize;
     for (i, bar) in bars.iter().enumerate() {
         let x = left + gap_px + i as f64 * (bar_px + gap_px);
         let colour = PALETTE[bar.group % PALETTE.len()];
@@ -258,17 +351,39 @@ pub fn bar_chart(title: &str, unit: &str, bars: &[Bar], reference: f64) -> Figur
         shapes.push(Shape::Text {
             x: middle,
             y: y_of(bar.high) - 6.0,
-            size: 11.0,
+            size: label_size,
             text: format!("{:.0}", bar.value),
         });
-        for (k, word) in bar.label.split(' ').take(3).enumerate() {
+        for (k, line) in wrap(&bar.label, label_chars, LABEL_LINES_MAX)
+            .into_iter()
+            .enumerate()
+        {
             shapes.push(Shape::Text {
                 x: middle,
-                y: top + plot_h + 16.0 + 13.0 * k as f64,
-                size: 11.0,
-                text: word.to_owned(),
+                y: top + plot_h + 16.0 + label_line_px * k as f64,
+                size: label_size,
+                text: line,
             });
         }
+    }
+    // Legend: a swatch and the group's name, left to right.
+    let mut x = left;
+    for (group, name) in groups.iter().enumerate() {
+        shapes.push(Shape::Rect {
+            x,
+            y: legend_y - 9.0,
+            width: 10.0,
+            height: 10.0,
+            fill: PALETTE[group % PALETTE.len()],
+        });
+        let text_px = name.chars().count() as f64 * 6.0;
+        shapes.push(Shape::Text {
+            x: x + 14.0 + text_px / 2.0,
+            y: legend_y,
+            size: label_size,
+            text: (*name).to_owned(),
+        });
+        x += 14.0 + text_px + 18.0;
     }
     shapes.push(Shape::Line {
         x1: left - 4.0,
@@ -299,6 +414,7 @@ mod tests {
     fn chart() -> Figure {
         bar_chart(
             "t <1>",
+            "machines",
             "%",
             &[
                 Bar {
@@ -316,6 +432,7 @@ mod tests {
                     group: 2,
                 },
             ],
+            &["exact", "rounded"],
             100.0,
         )
     }
@@ -326,8 +443,74 @@ mod tests {
         assert!(svg.starts_with("<svg"));
         assert!(svg.trim_end().ends_with("</svg>"));
         assert!(svg.contains("t &lt;1&gt;"));
-        assert_eq!(svg.matches("<rect").count(), 3, "background and two bars");
-        assert!(svg.contains(">powers<"));
+        assert_eq!(
+            svg.matches("<rect").count(),
+            5,
+            "background, two bars, two legend swatches"
+        );
+        assert!(svg.contains(">powers of<") && svg.contains(">two<"));
+        assert!(svg.contains(">rounded<"));
+        assert!(svg.contains("rotate(-90"));
+    }
+
+    #[test]
+    fn labels_wrap_at_spaces() {
+        assert_eq!(wrap("powers of two", 11, 3), ["powers of", "two"]);
+        assert_eq!(wrap("reservations x", 5, 3), ["reservations", "x"]);
+        assert_eq!(wrap("a b c d", 1, 3), ["a", "b", "c"]);
+        assert!(wrap("", 5, 3).is_empty());
+    }
+
+    /// The ink of a raster: (x, y) of every black pixel.
+    fn black_pixels(figure: &Figure) -> Vec<(usize, usize)> {
+        let w = figure.width_px as usize;
+        figure
+            .raster()
+            .chunks(3)
+            .enumerate()
+            .filter(|(_, p)| *p == BLACK)
+            .map(|(i, _)| (i % w, i / w))
+            .collect()
+    }
+
+    #[test]
+    fn the_png_draws_text_with_the_bitmap_font() {
+        let text = |shape| Figure {
+            width_px: 20,
+            height_px: 20,
+            shapes: vec![shape],
+        };
+        // "1" at size 7 (one font pixel per pixel), centred on x 10, baseline at y 10: the
+        // glyph's 5 columns start at 10 - 2.5, its 7 rows at 10 - 7.
+        let upright = black_pixels(&text(Shape::Text {
+            x: 10.5,
+            y: 10.0,
+            size: 7.0,
+            text: "1".into(),
+        }));
+        let expected: Vec<(usize, usize)> = {
+            let mut v: Vec<(usize, usize)> = font::ink("1").map(|(c, r)| (8 + c, 3 + r)).collect();
+            v.sort_by_key(|&(x, y)| (y, x));
+            v
+        };
+        assert_eq!(upright, expected);
+        // Size 15 doubles every font pixel.
+        let big = black_pixels(&text(Shape::Text {
+            x: 10.0,
+            y: 16.0,
+            size: 15.0,
+            text: "-".into(),
+        }));
+        assert_eq!(big.len(), 5 * 4);
+        // Turned upwards, the dash becomes a vertical bar one pixel wide.
+        let up = black_pixels(&text(Shape::TextUp {
+            x: 10.0,
+            y: 10.0,
+            size: 7.0,
+            text: "-".into(),
+        }));
+        assert_eq!(up.len(), 5);
+        assert!(up.iter().all(|&(x, _)| x == up[0].0), "{up:?}");
     }
 
     #[test]

@@ -56,6 +56,7 @@ pub fn job_tasks(spec: &JobSpec, limits_of: impl Fn(u32) -> Resources) -> Vec<Pe
             priority: spec.priority,
             limits: limits_of(index),
             constraints: Arc::clone(&constraints),
+            ports: 0,
         })
         .collect()
 }

@@ -6,6 +6,7 @@ pub mod compact;
 pub mod experiment;
 pub mod figure;
 pub mod fit;
+pub mod font;
 pub mod policy;
 pub mod trace;
 pub mod workload;

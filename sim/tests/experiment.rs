@@ -70,8 +70,10 @@ fn every_experiment_is_compared_with_the_shared_cell() {
 
     let figure = experiment::figure(&report);
     let svg = figure.to_svg();
-    assert_eq!(svg.matches("<rect").count(), 1 + report.rows.len());
+    // Background, one bar per row, one legend swatch per experiment.
+    assert_eq!(svg.matches("<rect").count(), 1 + report.rows.len() + 4);
     assert!(svg.contains("powers"));
+    assert!(svg.contains(">reclamation<"));
     assert!(figure.to_png().starts_with(b"\x89PNG"));
 }
 

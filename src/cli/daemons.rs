@@ -155,6 +155,9 @@ pub struct BorgletArgs {
     /// Stop every task when the borglet exits (by default tasks outlive it).
     #[arg(long)]
     pub kill_tasks_on_exit: bool,
+    /// Close an interactive `borg ssh` session after this many seconds without input or output.
+    #[arg(long, default_value_t = borglet::config::SHELL_IDLE_TIMEOUT_DEFAULT_S)]
+    pub shell_idle_timeout_s: u64,
     #[arg(long)]
     pub metrics: Option<SocketAddr>,
     #[command(flatten)]
@@ -366,6 +369,7 @@ pub fn borglet_config(
         });
     }
     config.kill_tasks_on_exit = args.kill_tasks_on_exit;
+    config.shell_idle_timeout_s = args.shell_idle_timeout_s;
     config.metrics_address = args.metrics;
     config.master_token = args.cluster_token.token()?;
     Ok(config)

@@ -5,6 +5,7 @@ use super::render;
 use super::{master_client, GlobalArgs, OutputFormat};
 use anyhow::{bail, Context};
 use borg_common::{new_request_id, now_ms, MasterClient};
+use borg_model::{AllocSetSpec, JobSpec};
 use borg_proto::v1;
 use borg_proto::v1::cell_service_client::CellServiceClient;
 use clap::Subcommand;
@@ -97,22 +98,7 @@ pub async fn run(command: JobCommand, global: &GlobalArgs) -> anyhow::Result<()>
         }
         JobCommand::Kill { name } => {
             let client = master_client(global)?;
-            let request_id = new_request_id("kill");
-            let response = client
-                .call(|channel| {
-                    let request = v1::KillJobRequest {
-                        name: name.clone(),
-                        request_id: request_id.clone(),
-                    };
-                    async move {
-                        CellServiceClient::new(channel)
-                            .kill_job(request)
-                            .await
-                            .map(|r| r.into_inner())
-                    }
-                })
-                .await
-                .with_context(|| format!("killing job {name:?}"))?;
+            let response = kill_job(&client, &name).await?;
             match global.output {
                 OutputFormat::Json => println!(
                     "{:#}",
@@ -129,27 +115,15 @@ pub async fn run(command: JobCommand, global: &GlobalArgs) -> anyhow::Result<()>
         }
         JobCommand::List { owner } => {
             let client = master_client(global)?;
-            let response = client
-                .call(|channel| {
-                    let request = v1::ListJobsRequest {
-                        consistent: false,
-                        owner: owner.clone().unwrap_or_default(),
-                    };
-                    async move {
-                        CellServiceClient::new(channel)
-                            .list_jobs(request)
-                            .await
-                            .map(|r| r.into_inner())
-                    }
-                })
-                .await
-                .context("listing jobs")?;
+            let mut jobs = list_jobs(&client, owner.as_deref()).await?;
+            // Alloc sets are listed by `borg alloc list`.
+            jobs.retain(|j| !render::is_alloc_set(j));
             match global.output {
                 OutputFormat::Json => println!(
                     "{:#}",
-                    serde_json::Value::Array(response.jobs.iter().map(render::job_json).collect())
+                    serde_json::Value::Array(jobs.iter().map(render::job_json).collect())
                 ),
-                OutputFormat::Text => println!("{}", render::jobs_text(&response.jobs)),
+                OutputFormat::Text => println!("{}", render::jobs_text(&jobs)),
             }
             Ok(())
         }
@@ -171,60 +145,66 @@ pub fn current_user() -> String {
         .unwrap_or_else(|| "unknown".to_owned())
 }
 
-/// Evaluates a BCL file into job specs. A job without an `owner` gets `default_owner`; with
-/// none it stays empty, and the master makes the authenticated caller its owner.
-pub fn load_jobs(
+/// What a BCL file asks the cell for: alloc sets (submitted first) and jobs.
+#[derive(Debug, Clone, Default)]
+pub struct FileSpecs {
+    pub alloc_sets: Vec<AllocSetSpec>,
+    pub jobs: Vec<JobSpec>,
+}
+
+/// Evaluates a BCL file into alloc sets and jobs (with their per-task overrides and alloc
+/// sets), each validated. One without an `owner` gets `default_owner`; with none it stays
+/// empty, and the master makes the authenticated caller its owner.
+pub fn load_specs(
     file: &std::path::Path,
     default_owner: Option<&str>,
-) -> anyhow::Result<Vec<borg_model::JobSpec>> {
+) -> anyhow::Result<FileSpecs> {
     let mut loaded =
         bcl::load_file(file).map_err(|diagnostics| anyhow::anyhow!("{diagnostics}"))?;
     if let Some(user) = default_owner {
         loaded.fill_owner(user);
     }
-    if loaded.jobs.is_empty() {
+    if loaded.jobs.is_empty() && loaded.allocs.is_empty() {
         bail!(
             "{} defines no job: add `job NAME = {{ ... }}`",
             file.display()
         );
     }
-    refuse_what_the_cell_cannot_run(&loaded, file)?;
-    for job in &loaded.jobs {
-        let mut checked = job.clone();
-        if checked.owner.is_empty() {
-            checked.owner = current_user();
+    let mut specs = FileSpecs {
+        alloc_sets: loaded.allocs.iter().map(alloc_set_spec).collect(),
+        jobs: loaded.jobs,
+    };
+    for job in specs.jobs.iter_mut() {
+        if let Some(extras) = loaded.job_extras.get_mut(&job.name) {
+            job.task_overrides = std::mem::take(&mut extras.task_overrides);
+            job.alloc_set = extras.alloc.take();
         }
-        checked
+    }
+    let with_owner = |mut spec: JobSpec| {
+        if spec.owner.is_empty() {
+            spec.owner = current_user();
+        }
+        spec
+    };
+    let sets = specs.alloc_sets.iter().map(AllocSetSpec::to_job_spec);
+    for spec in sets.chain(specs.jobs.iter().cloned()) {
+        with_owner(spec)
             .validate()
             .with_context(|| format!("in {}", file.display()))?;
     }
-    Ok(loaded.jobs)
+    Ok(specs)
 }
 
-/// BCL can express per-task overrides and allocs, but the cell does not run them yet: refuse
-/// such a file rather than silently run something other than what it says.
-fn refuse_what_the_cell_cannot_run(
-    loaded: &bcl::Loaded,
-    file: &std::path::Path,
-) -> anyhow::Result<()> {
-    if let Some(alloc) = loaded.allocs.first() {
-        bail!(
-            "{}: alloc {:?}: this cell does not run allocs yet; submit the jobs without `alloc` (`borg job inspect` shows what the file defines)",
-            file.display(),
-            alloc.name
-        );
+/// The model's alloc set for a BCL alloc (its `runtime` cell, like a job's, is not checked).
+fn alloc_set_spec(alloc: &bcl::AllocSpec) -> AllocSetSpec {
+    AllocSetSpec {
+        name: alloc.name.clone(),
+        owner: alloc.owner.clone(),
+        priority: alloc.priority,
+        replicas: alloc.replicas,
+        resources: alloc.resources,
+        constraints: alloc.constraints.clone(),
     }
-    for (job, extras) in &loaded.job_extras {
-        if !extras.task_overrides.is_empty() {
-            let tasks: Vec<String> = extras.task_overrides.keys().map(u32::to_string).collect();
-            bail!(
-                "{}: job {job:?} overrides task(s) {}; this cell does not run per-task overrides yet (`borg job inspect` shows what the file defines)",
-                file.display(),
-                tasks.join(", ")
-            );
-        }
-    }
-    Ok(())
 }
 
 /// The owner given to jobs that name none: the login name when the CLI sends no token (a cell
@@ -252,23 +232,25 @@ pub async fn submit_file(
     wait_timeout_s: u64,
     output: OutputFormat,
 ) -> anyhow::Result<()> {
-    let jobs = load_jobs(file, default_owner)?;
-    if check_index.is_some() && jobs.len() > 1 {
+    let FileSpecs { alloc_sets, jobs } = load_specs(file, default_owner)?;
+    if check_index.is_some() && jobs.len() + alloc_sets.len() > 1 {
         bail!(
             "--check-index applies to one job, but {} defines {}",
             file.display(),
-            jobs.len()
+            jobs.len() + alloc_sets.len()
         );
     }
     let mut submitted = Vec::new();
-    for spec in jobs {
+    // Alloc sets first: the jobs placed in them name them.
+    let sets = alloc_sets.iter().map(|s| ("alloc set", s.to_job_spec()));
+    for (kind, spec) in sets.chain(jobs.into_iter().map(|j| ("job", j))) {
         let name = spec.name.clone();
         let response = submit(client, spec, check_index)
             .await
-            .with_context(|| format!("submitting job {name:?}"))?;
+            .with_context(|| format!("submitting {kind} {name:?}"))?;
         if output == OutputFormat::Text {
             println!(
-                "job {name} {} at index {}",
+                "{kind} {name} {} at index {}",
                 if response.created {
                     "created"
                 } else {
@@ -305,7 +287,7 @@ pub async fn submit_file(
 
 pub async fn submit(
     client: &MasterClient,
-    spec: borg_model::JobSpec,
+    spec: JobSpec,
     check_index: Option<u64>,
 ) -> Result<v1::SubmitJobResponse, tonic::Status> {
     let request_id = new_request_id("submit");
@@ -325,6 +307,46 @@ pub async fn submit(
             }
         })
         .await
+}
+
+/// Kills job (or alloc set) `name`.
+pub async fn kill_job(client: &MasterClient, name: &str) -> anyhow::Result<v1::KillJobResponse> {
+    let request_id = new_request_id("kill");
+    client
+        .call(|channel| {
+            let request = v1::KillJobRequest {
+                name: name.to_owned(),
+                request_id: request_id.clone(),
+            };
+            async move {
+                CellServiceClient::new(channel)
+                    .kill_job(request)
+                    .await
+                    .map(|r| r.into_inner())
+            }
+        })
+        .await
+        .with_context(|| format!("killing {name:?}"))
+}
+
+/// Every job and alloc set of the cell (of `owner` if given).
+pub async fn list_jobs(client: &MasterClient, owner: Option<&str>) -> anyhow::Result<Vec<v1::Job>> {
+    let response = client
+        .call(|channel| {
+            let request = v1::ListJobsRequest {
+                consistent: false,
+                owner: owner.unwrap_or_default().to_owned(),
+            };
+            async move {
+                CellServiceClient::new(channel)
+                    .list_jobs(request)
+                    .await
+                    .map(|r| r.into_inner())
+            }
+        })
+        .await
+        .context("listing jobs")?;
+    Ok(response.jobs)
 }
 
 pub async fn get_job(

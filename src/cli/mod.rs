@@ -1,5 +1,6 @@
 //! Command-line interface: argument definitions and dispatch to one module per command group.
 
+mod alloc;
 mod cell_view;
 mod daemons;
 mod dev;
@@ -72,6 +73,9 @@ pub enum Command {
     /// Submit, inspect and stop jobs.
     #[command(subcommand)]
     Job(job::JobCommand),
+    /// Alloc sets: list them, see what their jobs use, release them.
+    #[command(subcommand)]
+    Alloc(alloc::AllocCommand),
     /// Look at the machines of the cell.
     #[command(subcommand)]
     Machine(machine::MachineCommand),
@@ -129,6 +133,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     let global = cli.global;
     match cli.command {
         Command::Job(command) => job::run(command, &global).await,
+        Command::Alloc(command) => alloc::run(command, &global).await,
         Command::Machine(command) => machine::run(command, &global).await,
         Command::Logs(args) => logs::run(args, &global).await,
         Command::Ssh(args) => ssh::run(args, &global).await,

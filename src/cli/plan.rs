@@ -6,7 +6,7 @@
 //! that will place it.
 
 use super::cell_view::{build_view, fetch_cell};
-use super::job::{current_user, load_jobs};
+use super::job::{current_user, load_specs};
 use super::{master_client, GlobalArgs, OutputFormat};
 use anyhow::Context;
 use borg_model::{JobSpec, TaskId, TaskState};
@@ -68,6 +68,10 @@ pub fn diff_job(existing: Option<Existing<'_>>, new: &JobSpec) -> JobDiff {
         diff.restarting_fields
             .push("task (command, args, env, resources, ports)");
     }
+    if old.task_overrides != new.task_overrides {
+        diff.restarting_fields.push("per-task overrides");
+    }
+    let restart_all_fields = old.constraints != new.constraints || old.priority != new.priority;
     if old.constraints != new.constraints {
         diff.restarting_fields.push("constraints");
     }
@@ -84,14 +88,17 @@ pub fn diff_job(existing: Option<Existing<'_>>, new: &JobSpec) -> JobDiff {
             diff.in_place_fields.push(field);
         }
     }
-    let restart_all = !existing.active || !diff.restarting_fields.is_empty();
+    // As the master does: a task restarts when the job is not active, its constraints or
+    // priority changed, or its own template (the job's or its override) changed.
+    let restart_all = !existing.active || restart_all_fields;
     let kept = new.replicas.min(old.replicas);
     for (index, state) in &existing.tasks {
+        let restarts = restart_all || old.task_template(*index) != new.task_template(*index);
         if *index >= new.replicas {
             if !state.is_terminal() {
                 diff.tasks_destroyed.push(*index);
             }
-        } else if *index < kept && restart_all && (!existing.active || !state.is_terminal()) {
+        } else if *index < kept && restarts && (!existing.active || !state.is_terminal()) {
             diff.tasks_recreated.push(*index);
         }
     }
@@ -146,16 +153,7 @@ pub fn dry_run(
             },
         );
     }
-    view.upsert_job(scheduler::JobView {
-        name: spec.name.clone(),
-        owner: spec.owner.clone(),
-        priority: spec.priority,
-        limits: spec.task.resources,
-        constraints: std::sync::Arc::from(spec.constraints.clone()),
-        package: std::sync::Arc::from(spec.task.command.as_str()),
-        active: true,
-        tasks,
-    });
+    view.upsert_job(scheduler::JobView::from_spec(spec, true, tasks));
     let pending: Vec<scheduler::PendingTask> = view
         .pending_tasks()
         .into_iter()
@@ -300,7 +298,14 @@ fn plan_json(diff: &JobDiff, dry: &DryRun) -> serde_json::Value {
 }
 
 pub async fn run(file: &Path, global: &GlobalArgs) -> anyhow::Result<()> {
-    let specs = load_jobs(file, Some(&current_user()))?;
+    // Alloc sets first, as `job run` submits them: they are job-shaped (their tasks are allocs).
+    let loaded = load_specs(file, Some(&current_user()))?;
+    let specs: Vec<JobSpec> = loaded
+        .alloc_sets
+        .iter()
+        .map(borg_model::AllocSetSpec::to_job_spec)
+        .chain(loaded.jobs)
+        .collect();
     let client = master_client(global)?;
     let (machines, jobs) = fetch_cell(&client).await?;
     let mut outputs = Vec::new();
@@ -425,6 +430,48 @@ mod tests {
     }
 
     #[test]
+    fn a_changed_override_recreates_only_its_task() {
+        let mut old = spec(3);
+        let mut leader = old.task.clone();
+        leader.args = vec!["--leader".into()];
+        old.task_overrides.insert(0, leader.clone());
+        let mut new = old.clone();
+        leader.args = vec!["--leader".into(), "--verbose".into()];
+        new.task_overrides.insert(0, leader);
+        let existing = |old| Existing {
+            spec: old,
+            active: true,
+            modify_index: 7,
+            tasks: running(3),
+        };
+        let diff = diff_job(Some(existing(&old)), &new);
+        assert_eq!(diff.tasks_recreated, vec![0]);
+        assert_eq!(diff.restarting_fields, vec!["per-task overrides"]);
+        let text = plan_text(&diff, &DryRun::default(), Path::new("db.bcl"));
+        assert!(
+            text.contains("1 task(s) recreated: 0 (per-task overrides changed)"),
+            "{text}"
+        );
+
+        // A new override on task 2 restarts task 2 only; the job's template changing
+        // restarts every task that has no override of its own.
+        let mut with_two = old.clone();
+        let mut two = old.task.clone();
+        two.resources = Resources::new(900, 1 << 30);
+        with_two.task_overrides.insert(2, two);
+        assert_eq!(
+            diff_job(Some(existing(&old)), &with_two).tasks_recreated,
+            vec![2]
+        );
+        let mut base = old.clone();
+        base.task.args = vec!["--fast".into()];
+        assert_eq!(
+            diff_job(Some(existing(&old)), &base).tasks_recreated,
+            vec![1, 2]
+        );
+    }
+
+    #[test]
     fn resubmitting_a_killed_job_restarts_all_of_it() {
         let old = spec(2);
         let diff = diff_job(
@@ -447,6 +494,7 @@ mod tests {
                 address: "127.0.0.1:1".into(),
                 capacity: Some(Resources::new(1000, 4 << 30).into()),
                 attributes: Default::default(),
+                port_capacity: None,
             }),
             state: v1::MachineState::Up as i32,
             version: 1,

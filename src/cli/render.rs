@@ -106,6 +106,30 @@ pub fn job_text(job: &v1::Job, now_ms: u64) -> String {
         spec.replicas,
         job.modify_index,
     );
+    match &spec.task {
+        Some(task) if spec.is_alloc_set => out.push_str(&format!(
+            "Reserves      {} per alloc\n",
+            borg_proto::convert::resources_or_zero(task.resources)
+        )),
+        Some(task) => out.push_str(&format!("Command       {}\n", command_line(task))),
+        None => {}
+    }
+    if !spec.alloc_set.is_empty() {
+        out.push_str(&format!(
+            "Alloc set     {} (task i runs in alloc i)\n",
+            spec.alloc_set
+        ));
+    }
+    let mut overrides: Vec<_> = spec.task_overrides.iter().collect();
+    overrides.sort_by_key(|(index, _)| **index);
+    for (n, (index, task)) in overrides.into_iter().enumerate() {
+        let resources = borg_proto::convert::resources_or_zero(task.resources);
+        out.push_str(&format!(
+            "{:<14}task {index}: {} ({resources})\n",
+            if n == 0 { "Overrides" } else { "" },
+            command_line(task)
+        ));
+    }
     let summary = task_summary(job);
     out.push_str("\nSummary\n");
     out.push_str(&table(
@@ -148,6 +172,35 @@ pub fn job_text(job: &v1::Job, now_ms: u64) -> String {
     out
 }
 
+/// Whether a wire job is an alloc set (its tasks are allocs).
+pub fn is_alloc_set(job: &v1::Job) -> bool {
+    job.spec.as_ref().is_some_and(|s| s.is_alloc_set)
+}
+
+/// A template's command and arguments as one line (arguments with spaces quoted).
+pub fn command_line(task: &v1::TaskTemplate) -> String {
+    std::iter::once(task.command.clone())
+        .chain(task.args.iter().map(|a| {
+            if a.is_empty() || a.contains(char::is_whitespace) {
+                format!("{a:?}")
+            } else {
+                a.clone()
+            }
+        }))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn template_json(t: &v1::TaskTemplate) -> Value {
+    json!({
+        "command": t.command,
+        "args": t.args,
+        "env": t.env.iter().collect::<std::collections::BTreeMap<_, _>>(),
+        "resources": t.resources.as_ref().map(resources_json),
+        "ports": t.ports,
+    })
+}
+
 pub fn job_json(job: &v1::Job) -> Value {
     let spec = job.spec.clone().unwrap_or_default();
     let summary: serde_json::Map<String, Value> = task_summary(job)
@@ -164,6 +217,14 @@ pub fn job_json(job: &v1::Job) -> Value {
         "create_index": job.create_index,
         "modify_index": job.modify_index,
         "submitted_ms": job.submitted_ms,
+        "is_alloc_set": spec.is_alloc_set,
+        "alloc_set": (!spec.alloc_set.is_empty()).then_some(&spec.alloc_set),
+        "task": spec.task.as_ref().map(template_json),
+        "task_overrides": spec
+            .task_overrides
+            .iter()
+            .map(|(index, t)| (index.to_string(), template_json(t)))
+            .collect::<serde_json::Map<String, Value>>(),
         "summary": summary,
         "tasks": job.tasks.iter().map(task_json).collect::<Vec<_>>(),
     })
@@ -187,7 +248,7 @@ pub fn task_json(t: &v1::Task) -> Value {
     })
 }
 
-fn resources_json(r: &v1::Resources) -> Value {
+pub fn resources_json(r: &v1::Resources) -> Value {
     json!({"cpu_millis": r.cpu_millis, "ram_bytes": r.ram_bytes, "disk_bytes": r.disk_bytes, "gpus": r.gpus})
 }
 
@@ -288,6 +349,42 @@ mod tests {
     fn tables_align_columns() {
         let t = table(&["A", "LONGER"], &[vec!["wide-cell".into(), "x".into()]]);
         assert_eq!(t, "A          LONGER\nwide-cell  x");
+    }
+
+    #[test]
+    fn per_task_overrides_are_shown_with_the_job() {
+        let template = |args: &[&str], cpu_millis| v1::TaskTemplate {
+            command: "/bin/sh".into(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+            resources: Some(v1::Resources {
+                cpu_millis,
+                ram_bytes: 16 << 20,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let job = v1::Job {
+            spec: Some(v1::JobSpec {
+                name: "db".into(),
+                replicas: 2,
+                task: Some(template(&["-c", "echo base"], 10)),
+                task_overrides: [(1, template(&["-c", "echo one"], 20))].into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let text = job_text(&job, 0);
+        assert!(
+            text.contains("Command       /bin/sh -c \"echo base\""),
+            "{text}"
+        );
+        assert!(
+            text.contains("Overrides     task 1: /bin/sh -c \"echo one\" (cpu=20m ram=16Mi"),
+            "{text}"
+        );
+        let json = job_json(&job);
+        assert_eq!(json["task_overrides"]["1"]["args"][1], "echo one");
+        assert_eq!(json["task"]["args"][1], "echo base");
     }
 
     #[test]

@@ -282,9 +282,14 @@ fn compact_text(report: &CompactReport) -> String {
         report.cell_percent()
     );
     out += &format!(
-        "lower bound: {} machines; compacted / bound = {:.3}\n",
+        "lower bound: {} machines (any subset of the cell's machines); compacted / bound = {:.3}\n",
         report.lower_bound,
         report.ratio_to_bound()
+    );
+    let (prefix_ratio, prefix_min, prefix_max) = report.prefix_ratios();
+    out += &format!(
+        "per-trial bound (the machines that trial's random order keeps): compacted / bound = {prefix_ratio:.3} at p{} (min {prefix_min:.3}, max {prefix_max:.3})\n",
+        report.percentile
     );
     out += &format!(
         "{} trials in {:.1} s\n",
@@ -295,6 +300,7 @@ fn compact_text(report: &CompactReport) -> String {
 }
 
 fn compact_json(report: &CompactReport) -> serde_json::Value {
+    let (prefix_ratio, prefix_min, prefix_max) = report.prefix_ratios();
     serde_json::json!({
         "machines_total": report.machines_total,
         "tasks": report.tasks,
@@ -305,12 +311,18 @@ fn compact_json(report: &CompactReport) -> serde_json::Value {
         "machines_max": report.machines_max,
         "lower_bound": report.lower_bound,
         "ratio_to_bound": report.ratio_to_bound(),
+        "ratio_to_prefix_bound": {
+            "at_percentile": prefix_ratio,
+            "min": prefix_min,
+            "max": prefix_max,
+        },
         "elapsed_ms": report.elapsed_ms,
         "trials": report.trials.iter().map(|t| serde_json::json!({
             "trial": t.trial,
             "seed": t.seed,
             "machines": t.machines,
             "prefix_bound": t.prefix_bound,
+            "ratio_to_prefix_bound": t.ratio_to_prefix_bound(),
             "pending": t.pending,
             "schedule_calls": t.schedule_calls,
             "elapsed_ms": t.elapsed_ms,

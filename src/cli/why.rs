@@ -21,6 +21,9 @@ pub struct JobWhy {
     /// The explanation of the first of them: the job's tasks share their request,
     /// priority and constraints, so one explanation covers all.
     pub why: Option<WhyPending>,
+    /// For a job in an alloc set: why the first pending task's alloc cannot take it (its
+    /// tasks are placed in their allocs, not searched for).
+    pub alloc: Option<String>,
 }
 
 /// Splits `NAME` or `NAME/INDEX`.
@@ -59,10 +62,17 @@ pub fn explain(view: &CellView, job: &str, index: Option<u32>) -> Result<JobWhy,
         .filter(|t| t.id.job == job && index.is_none_or(|i| t.id.index == i))
         .collect();
     let policy = PlacementConfig::new().fit_policy;
+    let alloc = job_view.alloc_set.as_deref().and_then(|set| {
+        let task = pending.first()?;
+        scheduler::alloc::AllocFit::default()
+            .place(view, task, set)
+            .err()
+    });
     Ok(JobWhy {
         job: job.to_string(),
         pending: pending.iter().map(|t| t.id.index).collect(),
         why: pending.first().map(|t| why_pending(view, t, policy)),
+        alloc,
     })
 }
 
@@ -83,6 +93,14 @@ fn job_why_text(found: &JobWhy) -> String {
     let Some(why) = &found.why else {
         return format!("{}: no task is pending\n", found.job);
     };
+    if let Some(alloc) = &found.alloc {
+        return format!(
+            "{}: {} task(s) pending; task {}: {alloc}\n",
+            found.job,
+            found.pending.len(),
+            why.task
+        );
+    }
     let mut listed: Vec<String> = found
         .pending
         .iter()
@@ -102,7 +120,11 @@ fn job_why_text(found: &JobWhy) -> String {
         listed.join(", "),
         why.task
     );
-    text.push_str(&format!("  request: {}\n", why.request));
+    text.push_str(&format!("  request: {}", why.request));
+    if why.ports > 0 {
+        text.push_str(&format!(" ports={}", why.ports));
+    }
+    text.push('\n');
     text.push_str(&why.to_string());
     text
 }
@@ -112,6 +134,7 @@ fn job_why_json(found: &JobWhy) -> Value {
         "job": found.job,
         "pending": found.pending,
         "why": found.why.as_ref().map(why_json),
+        "alloc": found.alloc,
     })
 }
 
@@ -120,6 +143,7 @@ fn why_json(why: &WhyPending) -> Value {
         "task": task_json(&why.task),
         "priority": why.priority,
         "request": why.request,
+        "ports": why.ports,
         "machines_total": why.machines_total,
         "machines_not_up": why.machines_not_up,
         "constraint_failures": why.constraint_failures.iter().map(|c| json!({
@@ -146,9 +170,14 @@ fn candidate_json(candidate: &Candidate) -> Value {
 
 fn change_json(change: &Change) -> Value {
     let mut detail = match change {
-        Change::LowerRequest { request, machine } => json!({
+        Change::LowerRequest {
+            request,
+            ports,
+            machine,
+        } => json!({
             "kind": "lower_request",
             "request": request,
+            "ports": ports,
             "machine": machine,
         }),
         Change::RaisePriority { priority, machines } => json!({
@@ -192,7 +221,11 @@ mod tests {
             owner: "alice".into(),
             priority: 200,
             limits: request,
+            limits_by_task: Default::default(),
+            ports_by_task: Default::default(),
+            alloc_set: None,
             constraints: Arc::from(Vec::new()),
+            ports: 0,
             package: Arc::from("/bin/true"),
             active: true,
             tasks: tasks

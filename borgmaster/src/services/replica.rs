@@ -16,7 +16,9 @@ use bincode::Options;
 use borg_proto::v1;
 use borg_proto::v1::replica_service_server::ReplicaService;
 use std::sync::Arc;
-use tonic::{Request, Response, Status};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
 
 /// Most messages accepted in one `Deliver`.
 pub const DELIVER_MESSAGES_MAX: usize = 4_096;
@@ -62,51 +64,33 @@ impl ReplicaService for ReplicaApi {
     ) -> Result<Response<v1::DeliverResponse>, Status> {
         self.require_peer(&request, "Deliver", false)?;
         let request = request.into_inner();
-        let me = self.ctx.id;
-        if request.from == me || !self.ctx.peers.contains_key(&request.from) {
-            return Err(Status::permission_denied(format!(
-                "replica {} is not a peer of replica {me}; check every replica's peer list",
-                request.from
-            )));
-        }
-        if self.ctx.peer_filter.blocks(request.from) {
-            return Err(Status::unavailable(format!(
-                "replica {me} drops traffic from replica {} (test peer filter)",
-                request.from
-            )));
-        }
-        if request.messages.len() > DELIVER_MESSAGES_MAX {
-            return Err(Status::invalid_argument(format!(
-                "{} messages in one delivery; the most is {DELIVER_MESSAGES_MAX}",
-                request.messages.len()
-            )));
-        }
-        let limit = self.ctx.message_max_bytes as u64;
-        let mut messages = Vec::with_capacity(request.messages.len());
-        for bytes in &request.messages {
-            let message = decode_message(bytes, limit)
-                .map_err(|e| Status::invalid_argument(e.to_string()))?;
-            if message.get_sender() != request.from || message.get_receiver() != me {
-                return Err(Status::invalid_argument(format!(
-                    "message from {} to {} delivered by {} to {me}",
-                    message.get_sender(),
-                    message.get_receiver(),
-                    request.from
-                )));
-            }
-            messages.push(message);
-        }
-        let count = messages.len() as u64;
-        if self
-            .ctx
-            .incoming
-            .try_send(Incoming::Messages(messages))
-            .is_err()
-        {
-            // Paxos tolerates loss; the sender's resend timer heals it.
-            self.ctx.metrics.incoming_dropped.inc_by(count);
-        }
+        check_sender(&self.ctx, request.from)?;
+        accept_delivery(&self.ctx, request.from, &request.messages)?;
         Ok(Response::new(v1::DeliverResponse {}))
+    }
+
+    type DeliverStreamStream = ReceiverStream<Result<v1::DeliverResponse, Status>>;
+
+    /// The sender is checked when it opens the stream (token, peer, filter), so a refused
+    /// sender learns it at once; each batch is then checked like a `Deliver`. A batch that
+    /// fails a check ends the stream with that status (the sender reopens after a pause).
+    async fn deliver_stream(
+        &self,
+        request: Request<Streaming<v1::DeliverRequest>>,
+    ) -> Result<Response<Self::DeliverStreamStream>, Status> {
+        self.require_peer(&request, "DeliverStream", false)?;
+        let from = stream_sender(request.metadata())?;
+        check_sender(&self.ctx, from)?;
+        let mut inbound = request.into_inner();
+        let (answer, answers) = mpsc::channel(1);
+        let ctx = self.ctx.clone();
+        tokio::spawn(async move {
+            if let Err(status) = receive_deliveries(&ctx, from, &mut inbound).await {
+                tracing::debug!(from, error = %status.message(), "delivery stream refused");
+                let _ = answer.send(Err(status)).await;
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(answers)))
     }
 
     async fn status(
@@ -210,5 +194,96 @@ impl ReplicaService for ReplicaApi {
         tracing::warn!(replica = self.ctx.id, ?blocked, "test peer filter set");
         self.ctx.peer_filter.set(blocked);
         Ok(Response::new(v1::SetPeerFilterResponse {}))
+    }
+}
+
+/// The header naming the replica that opens a `DeliverStream`.
+pub const DELIVER_STREAM_FROM_HEADER: &str = "borg-replica-from";
+
+/// The sending replica's id from the `DeliverStream` header.
+fn stream_sender(metadata: &tonic::metadata::MetadataMap) -> Result<u64, Status> {
+    metadata
+        .get(DELIVER_STREAM_FROM_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse().ok())
+        .ok_or_else(|| {
+            Status::invalid_argument(format!(
+                "a delivery stream must name its sending replica's id in the \
+                 `{DELIVER_STREAM_FROM_HEADER}` header"
+            ))
+        })
+}
+
+/// `from` must be another replica of this cell, and not cut off by the test peer filter.
+fn check_sender(ctx: &ReplicaContext, from: u64) -> Result<(), Status> {
+    let me = ctx.id;
+    if from == me || !ctx.peers.contains_key(&from) {
+        return Err(Status::permission_denied(format!(
+            "replica {from} is not a peer of replica {me}; check every replica's peer list"
+        )));
+    }
+    if ctx.peer_filter.blocks(from) {
+        return Err(Status::unavailable(format!(
+            "replica {me} drops traffic from replica {from} (test peer filter)"
+        )));
+    }
+    Ok(())
+}
+
+/// Decodes one batch of messages from `from` and queues it for the Paxos loop.
+fn accept_delivery(ctx: &ReplicaContext, from: u64, batch: &[Vec<u8>]) -> Result<(), Status> {
+    let me = ctx.id;
+    if batch.len() > DELIVER_MESSAGES_MAX {
+        return Err(Status::invalid_argument(format!(
+            "{} messages in one delivery; the most is {DELIVER_MESSAGES_MAX}",
+            batch.len()
+        )));
+    }
+    let limit = ctx.message_max_bytes as u64;
+    let mut messages = Vec::with_capacity(batch.len());
+    for bytes in batch {
+        let message =
+            decode_message(bytes, limit).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if message.get_sender() != from || message.get_receiver() != me {
+            return Err(Status::invalid_argument(format!(
+                "message from {} to {} delivered by {from} to {me}",
+                message.get_sender(),
+                message.get_receiver(),
+            )));
+        }
+        messages.push(message);
+    }
+    let count = messages.len() as u64;
+    if ctx.incoming.try_send(Incoming::Messages(messages)).is_err() {
+        // Paxos tolerates loss; the sender's resend timer heals it.
+        ctx.metrics.incoming_dropped.inc_by(count);
+    }
+    Ok(())
+}
+
+/// Reads a delivery stream until the sender ends it, it breaks, or the replica stops.
+async fn receive_deliveries(
+    ctx: &ReplicaContext,
+    from: u64,
+    inbound: &mut Streaming<v1::DeliverRequest>,
+) -> Result<(), Status> {
+    loop {
+        let next = tokio::select! {
+            _ = ctx.shutdown.cancelled() => return Ok(()),
+            next = inbound.message() => next,
+        };
+        let request = match next {
+            Ok(Some(request)) => request,
+            // The sender closed the stream or went away; it reopens one when it can.
+            Ok(None) | Err(_) => return Ok(()),
+        };
+        if request.from != from {
+            return Err(Status::invalid_argument(format!(
+                "a delivery from replica {} on the stream replica {from} opened",
+                request.from
+            )));
+        }
+        check_sender(ctx, from)?;
+        accept_delivery(ctx, from, &request.messages)?;
     }
 }

@@ -51,6 +51,7 @@ pub struct TaskAccessApi {
 }
 
 /// Where a task runs and who asked for it.
+#[derive(Clone)]
 struct Placement {
     incarnation: u64,
     machine: String,
@@ -231,7 +232,9 @@ fn from_borglet(machine: &str, status: Status) -> Status {
 #[tonic::async_trait]
 impl TaskAccessService for TaskAccessApi {
     type ReadLogsStream = Streaming<v1::LogChunk>;
-    type ShellStream = Streaming<v1::ShellOutput>;
+    type ShellStream = std::pin::Pin<
+        Box<dyn tokio_stream::Stream<Item = Result<v1::ShellOutput, Status>> + Send + 'static>,
+    >;
 
     async fn read_logs(
         &self,
@@ -316,6 +319,13 @@ impl TaskAccessService for TaskAccessApi {
                 false => format!("opened a terminal running {:?}", start.command),
             },
         );
+        // A session the borglet closes (idle timeout) is recorded on the task as well.
+        let (ctx, job, index, session) = (
+            Arc::clone(&self.ctx),
+            start.job.clone(),
+            start.index,
+            placement.clone(),
+        );
         let opening = v1::ShellInput {
             input: Some(v1::shell_input::Input::Start(start)),
         };
@@ -327,7 +337,17 @@ impl TaskAccessService for TaskAccessApi {
             .shell(outbound)
             .await
             .map_err(|s| from_borglet(&placement.machine, s))?
-            .into_inner();
-        Ok(Response::new(outputs))
+            .into_inner()
+            .map(move |output| {
+                if let Ok(v1::ShellOutput {
+                    output: Some(v1::shell_output::Output::Closed(reason)),
+                }) = &output
+                {
+                    let what = format!("shell closed by the borglet: {reason}");
+                    record_session(&ctx, &job, index, &session, TaskEventKind::SshSession, what);
+                }
+                output
+            });
+        Ok(Response::new(Box::pin(outputs)))
     }
 }

@@ -3,9 +3,10 @@
 //! - A new job gets `replicas` tasks, `Pending`, incarnation 0.
 //! - Resubmitting an identical spec to an active job changes nothing (not even
 //!   `modify_index`), so applying the same config twice is harmless.
-//! - If the task template, constraints or priority changed, every non-terminal task is
-//!   re-pended with a new incarnation. Other fields (owner, job type, app class, restart
-//!   policy) take effect without restarting tasks.
+//! - If the constraints or priority changed, every non-terminal task is re-pended with a new
+//!   incarnation; if only templates changed, just the tasks whose own template (the job's,
+//!   or their per-task override) changed are. Other fields (owner, job type, app class,
+//!   restart policy) take effect without restarting tasks.
 //! - If `replicas` grew, tasks are added `Pending` (an index killed by an earlier shrink is
 //!   revived with a new incarnation); if it shrank, the highest indices are killed. Their
 //!   records stay (`Killed`) so incarnations of an index never repeat.
@@ -36,6 +37,7 @@ impl CellState {
         spec.validate().map_err(|e| StateError::InvalidJob {
             reason: e.to_string(),
         })?;
+        self.check_alloc_submit(spec)?;
         let name = spec.name.clone();
         let existing_index = self.jobs.get(&name).map(|j| j.modify_index);
         match (check_index, existing_index) {
@@ -69,6 +71,9 @@ impl CellState {
             });
         }
         self.update_job(ctx, spec);
+        if spec.is_alloc_set {
+            self.evict_orphaned_tenants(ctx, &name);
+        }
         Ok(Outcome::JobSubmitted {
             name,
             created: false,
@@ -160,19 +165,16 @@ impl CellState {
                 move_task(machines, ctx, &id, task, TaskState::Killed, message);
             }
         }
-        let respec = old.task != spec.task
-            || old.constraints != spec.constraints
-            || old.priority != spec.priority;
+        let respec_all = old.constraints != spec.constraints || old.priority != spec.priority;
         let mut repended = 0usize;
-        if respec {
-            for (index, task) in job.tasks.range_mut(..spec.replicas) {
-                if task.state.is_terminal() {
-                    continue;
-                }
-                let id = TaskId::new(spec.name.clone(), *index);
-                repend_new_incarnation(machines, ctx, &id, task, "job updated".into());
-                repended += 1;
+        for (index, task) in job.tasks.range_mut(..spec.replicas) {
+            let template_changed = old.task_template(*index) != spec.task_template(*index);
+            if task.state.is_terminal() || !(respec_all || template_changed) {
+                continue;
             }
+            let id = TaskId::new(spec.name.clone(), *index);
+            repend_new_incarnation(machines, ctx, &id, task, "job updated".into());
+            repended += 1;
         }
         let grown = grow(job, ctx, machines, old.replicas, spec);
         ctx.event(NewEvent::job(
@@ -190,6 +192,7 @@ impl CellState {
     }
 
     pub(crate) fn kill_job(&mut self, ctx: &mut Ctx, name: &str) -> Result<Outcome, StateError> {
+        self.check_alloc_kill(name)?;
         let Some(job) = self.jobs.get_mut(name) else {
             return Err(StateError::JobNotFound {
                 name: name.to_string(),

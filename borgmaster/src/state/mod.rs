@@ -10,6 +10,7 @@
 //! `MACHINES_MAX` machines, and per-entry batch limits (`PLAN_PLACEMENTS_MAX`,
 //! `PLACEMENT_VICTIMS_MAX`, `REPORT_MACHINES_MAX`, `REPORT_TASKS_PER_MACHINE_MAX`).
 
+mod allocs;
 mod command;
 mod context;
 mod dedup;
@@ -18,6 +19,7 @@ mod jobs;
 mod machines;
 mod outcome;
 mod plan;
+mod ports;
 mod quota;
 mod records;
 mod reports;
@@ -29,6 +31,10 @@ mod view;
 
 #[cfg(test)]
 mod admission_tests;
+#[cfg(test)]
+mod alloc_tests;
+#[cfg(test)]
+mod override_tests;
 #[cfg(test)]
 mod reservation_tests;
 #[cfg(test)]
@@ -65,7 +71,7 @@ pub const FINISHED_JOBS_RETAINED_MAX: usize = 1_000;
 
 /// Format version written at the head of a snapshot; bumped when `CellState`'s layout
 /// changes incompatibly.
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 5;
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 6;
 
 /// The whole replicated state of a cell.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

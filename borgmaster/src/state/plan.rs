@@ -53,7 +53,8 @@ impl CellState {
         Ok(Outcome::PlanApplied { results })
     }
 
-    /// Sum of the limits of the tasks placed on `machine`.
+    /// Sum of the limits of the tasks placed on `machine` (tasks in allocs are inside their
+    /// alloc's limits).
     pub(crate) fn allocation(&self, machine: &str) -> Resources {
         let Some(record) = self.machines.get(machine) else {
             return Resources::ZERO;
@@ -61,8 +62,14 @@ impl CellState {
         record
             .placed
             .iter()
-            .filter_map(|id| self.jobs.get(&id.job))
-            .fold(Resources::ZERO, |sum, job| sum + job.spec.task.resources)
+            .filter_map(|id| {
+                let job = self.jobs.get(&id.job)?;
+                job.spec
+                    .alloc_set
+                    .is_none()
+                    .then(|| job.spec.task_resources(id.index))
+            })
+            .fold(Resources::ZERO, |sum, limits| sum + limits)
     }
 
     /// Sum of the reservations of the tasks placed on `machine`.
@@ -76,7 +83,16 @@ impl CellState {
             .get(machine)
             .into_iter()
             .flat_map(|record| record.placed.iter())
-            .filter_map(|id| self.jobs.get(&id.job)?.tasks.get(&id.index))
+            .filter_map(|id| {
+                let job = self.jobs.get(&id.job)?;
+                // Tasks in allocs are inside their alloc's reservation.
+                job.spec
+                    .alloc_set
+                    .is_none()
+                    .then_some(job)?
+                    .tasks
+                    .get(&id.index)
+            })
     }
 
     /// Why `p` cannot be committed, or its distinct victims.
@@ -143,6 +159,12 @@ impl CellState {
                     p.machine
                 ));
             };
+            if let Some(set) = &victim_job.spec.alloc_set {
+                return Err(format!(
+                    "victim {victim} runs in alloc {set}/{}: preempt the alloc instead",
+                    victim.index
+                ));
+            }
             if !may_preempt(priority, victim_job.spec.priority) {
                 return Err(format!(
                     "task {id} (priority {priority}) may not preempt {victim} (priority {})",
@@ -150,13 +172,17 @@ impl CellState {
                 ));
             }
             if victims.insert(victim.clone()) {
-                freed_limits += victim_job.spec.task.resources;
+                freed_limits += victim_job.spec.task_resources(victim.index);
                 if let Some(task) = victim_job.tasks.get(&victim.index) {
                     freed_reserved += task.reservation.reserved;
                 }
             }
         }
-        let need = job.spec.task.resources;
+        if let Some(set) = &job.spec.alloc_set {
+            self.check_alloc_placement(set, id, &p.machine, victims.len())?;
+            return Ok(victims);
+        }
+        let need = job.spec.task_resources(id.index);
         // Prod fits against limits; non-prod against reservations (reclaimed resources).
         let remaining = if Band::of(priority).is_prod() {
             self.allocation(&p.machine).saturating_sub(&freed_limits)
@@ -176,6 +202,9 @@ impl CellState {
                     format!(" after evicting {} victims", victims.len())
                 }
             ));
+        }
+        if let Some(why) = self.ports_exhausted(id, &p.machine, &victims) {
+            return Err(why);
         }
         Ok(victims)
     }
@@ -212,10 +241,19 @@ impl CellState {
                 message,
             );
         }
+        let evicted_sets: BTreeSet<String> = victims
+            .iter()
+            .filter(|v| self.jobs.get(&v.job).is_some_and(|j| j.spec.is_alloc_set))
+            .map(|v| v.job.clone())
+            .collect();
+        for set in &evicted_sets {
+            self.evict_orphaned_tenants(ctx, set);
+        }
         let Some(job) = self.jobs.get_mut(&p.task.job) else {
             return;
         };
-        let limit = job.spec.task.resources;
+        let is_alloc = job.spec.is_alloc_set;
+        let limit = job.spec.task_resources(p.task.index);
         let Some(task) = job.tasks.get_mut(&p.task.index) else {
             return;
         };
@@ -227,5 +265,16 @@ impl CellState {
             &p.machine,
             format!("incarnation {}", task.incarnation),
         ));
+        if is_alloc {
+            // An alloc runs nothing: it reserves from the moment it is placed.
+            move_task(
+                &mut self.machines,
+                ctx,
+                &p.task,
+                task,
+                TaskState::Running,
+                "reserving".into(),
+            );
+        }
     }
 }

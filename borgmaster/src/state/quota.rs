@@ -1,7 +1,8 @@
 //! Quotas per (user, priority band) and admission of submits against them (ARCHITECTURE.md,
 //! "Priority bands").
 //!
-//! - A quota is a resource vector; what a job charges is its limits: replicas × per task.
+//! - A quota is a resource vector; what a job charges is its limits: the sum over its
+//!   tasks, each with its own template (per-task overrides).
 //! - A user may use the free band always (no quota); any other band only with a quota
 //!   there. A submit must fit what remains of the owner's quota in the job's band: the quota
 //!   minus the totals of the owner's other active (not finished) jobs in that band.
@@ -63,9 +64,13 @@ pub fn format_shortfalls(shortfalls: &[Shortfall]) -> String {
         .join("; ")
 }
 
-/// What a job charges to its owner's quota: its limits, replicas × per task.
+/// What a job charges to its owner's quota: the limits of all its tasks; nothing for a job
+/// placed in an alloc set (the set is charged for what it reserves).
 pub fn job_total(spec: &JobSpec) -> Resources {
-    spec.task.resources.saturating_mul(u64::from(spec.replicas))
+    if spec.alloc_set.is_some() {
+        return Resources::ZERO;
+    }
+    spec.total_resources()
 }
 
 /// A quota with what the user's active jobs use of it, for views.

@@ -129,7 +129,7 @@ impl CellState {
         let Some(job) = self.jobs.get_mut(&id.job) else {
             return;
         };
-        let limit = job.spec.task.resources;
+        let limit = job.spec.task_resources(id.index);
         let Some(task) = job.tasks.get_mut(&id.index) else {
             return;
         };

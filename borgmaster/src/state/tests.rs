@@ -6,7 +6,7 @@ use borg_proto::v1;
 
 const GIB: u64 = 1 << 30;
 
-fn spec(name: &str, replicas: u32, priority: u32, cpu_millis: u64) -> JobSpec {
+pub(super) fn spec(name: &str, replicas: u32, priority: u32, cpu_millis: u64) -> JobSpec {
     JobSpec {
         name: name.into(),
         owner: "alice".into(),
@@ -22,7 +22,7 @@ fn spec(name: &str, replicas: u32, priority: u32, cpu_millis: u64) -> JobSpec {
     }
 }
 
-fn machine(name: &str, cpu_millis: u64) -> MachineInfo {
+pub(super) fn machine(name: &str, cpu_millis: u64) -> MachineInfo {
     MachineInfo {
         name: name.into(),
         address: format!("127.0.0.1:{}", 7000 + name.len()),
@@ -31,7 +31,7 @@ fn machine(name: &str, cpu_millis: u64) -> MachineInfo {
     }
 }
 
-fn submit(spec: JobSpec) -> Command {
+pub(super) fn submit(spec: JobSpec) -> Command {
     Command::SubmitJob {
         spec,
         check_index: None,
@@ -39,7 +39,12 @@ fn submit(spec: JobSpec) -> Command {
     }
 }
 
-fn placement(job: &str, index: u32, incarnation: u64, machine: &str) -> PlannedPlacement {
+pub(super) fn placement(
+    job: &str,
+    index: u32,
+    incarnation: u64,
+    machine: &str,
+) -> PlannedPlacement {
     PlannedPlacement {
         task: TaskId::new(job, index),
         incarnation,
@@ -79,14 +84,14 @@ fn task_report(job: &str, index: u32, incarnation: u64, state: TaskState) -> Tas
 }
 
 /// A state plus the next log index; entries get time = index * 1000.
-struct Cell {
-    state: CellState,
+pub(super) struct Cell {
+    pub(super) state: CellState,
     next_index: u64,
     next_request: u64,
 }
 
 impl Cell {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         Cell {
             state: CellState::new(),
             next_index: 1,
@@ -106,13 +111,13 @@ impl Cell {
     }
 
     /// Applies with a fresh request id.
-    fn apply(&mut self, command: Command) -> Applied {
+    pub(super) fn apply(&mut self, command: Command) -> Applied {
         self.next_request += 1;
         let id = format!("req-{}", self.next_request);
         self.apply_with_id(&id, command)
     }
 
-    fn task(&self, job: &str, index: u32) -> v1::Task {
+    pub(super) fn task(&self, job: &str, index: u32) -> v1::Task {
         let job = self.state.job_view(job).expect("job exists");
         job.tasks
             .into_iter()
@@ -124,12 +129,12 @@ impl Cell {
         self.task(job, index).state()
     }
 
-    fn machine(&self, name: &str) -> v1::Machine {
+    pub(super) fn machine(&self, name: &str) -> v1::Machine {
         self.state.machine_view(name).expect("machine exists")
     }
 
     /// Desired (job, index, incarnation) on `machine`.
-    fn desired(&self, machine: &str) -> Vec<(String, u32, u64)> {
+    pub(super) fn desired(&self, machine: &str) -> Vec<(String, u32, u64)> {
         self.state
             .assignment_view(0, 1)
             .into_iter()
@@ -152,7 +157,7 @@ impl Cell {
         )
     }
 
-    fn plan(&mut self, placements: Vec<PlannedPlacement>) -> Vec<PlacementOutcome> {
+    pub(super) fn plan(&mut self, placements: Vec<PlannedPlacement>) -> Vec<PlacementOutcome> {
         match self.apply(Command::CommitPlan { placements }).outcome {
             Outcome::PlanApplied { results } => results,
             other => panic!("plan not applied: {other:?}"),
@@ -160,7 +165,7 @@ impl Cell {
     }
 }
 
-fn accepted(results: &[PlacementOutcome]) -> Vec<bool> {
+pub(super) fn accepted(results: &[PlacementOutcome]) -> Vec<bool> {
     results.iter().map(|r| r.accepted).collect()
 }
 

@@ -112,7 +112,8 @@ impl CellState {
 
     fn assigned_task(&self, id: &TaskId) -> Option<v1::AssignedTask> {
         let job = self.jobs.get(&id.job)?;
-        if job.status == JobStatus::Killed {
+        // Allocs reserve resources and run nothing: no borglet hears of them.
+        if job.status == JobStatus::Killed || job.spec.is_alloc_set {
             return None;
         }
         let task = job.tasks.get(&id.index)?;
@@ -129,7 +130,7 @@ impl CellState {
             job_type: job_type_to_wire(spec.job_type) as i32,
             app_class: app_class_to_wire(spec.app_class) as i32,
             restart: Some(spec.restart.into()),
-            template: Some(spec.task.clone().into()),
+            template: Some(spec.task_template(id.index).clone().into()),
         })
     }
 

@@ -143,6 +143,7 @@ pub fn read_nodes(reader: impl BufRead, file: &str) -> Result<Vec<MachineInfo>, 
                 gpus: gpu_count_milli(&fields, gpu, "gpu")?,
             },
             attributes,
+            port_capacity: None,
         });
     }
     Ok(machines)

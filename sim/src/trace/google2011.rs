@@ -492,6 +492,7 @@ impl Google2011Replay {
                     gpus: 0,
                 },
                 attributes,
+                port_capacity: None,
             });
         }
         let mut alive = Vec::new();

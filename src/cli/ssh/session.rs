@@ -115,6 +115,7 @@ pub async fn run(
     let raw = if terminal { RawMode::enter() } else { None };
     let forward = tokio::spawn(forward_input(inputs, terminal));
     let mut stdout = std::io::stdout();
+    let mut closed = None;
     let result = loop {
         match outputs.message().await {
             Ok(Some(v1::ShellOutput {
@@ -126,6 +127,9 @@ pub async fn run(
             Ok(Some(v1::ShellOutput {
                 output: Some(Output::ExitCode(code)),
             })) => break Ok(code),
+            Ok(Some(v1::ShellOutput {
+                output: Some(Output::Closed(reason)),
+            })) => closed = Some(reason),
             Ok(Some(v1::ShellOutput { output: None })) => {}
             Ok(None) => break Err(anyhow::anyhow!("the session ended without an exit status")),
             Err(status) => break Err(anyhow::Error::new(status).context("the session broke")),
@@ -133,6 +137,9 @@ pub async fn run(
     };
     forward.abort();
     drop(raw);
+    if let Some(reason) = closed {
+        eprintln!("\nborg ssh: {reason}");
+    }
     match result {
         Ok(code) => Ok(code),
         Err(error) => bail!("{error:#}"),
