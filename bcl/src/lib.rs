@@ -24,7 +24,7 @@ mod value;
 pub use diag::{Diagnostic, Diagnostics};
 pub use schema::SUBSTITUTIONS;
 
-use borg_model::{Constraint, JobSpec, Priority, Resources, TaskTemplate};
+use borg_model::{AllocSetSpec, JobSpec, TaskTemplate};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -55,19 +55,12 @@ pub const DIAGNOSTICS_MAX: usize = 20;
 pub const LOADER_STACK_BYTES: usize = 16 << 20;
 
 /// An alloc (or, with `replicas` > 1, an alloc set): resources reserved on a machine for
-/// tasks of one or more jobs placed together. The model has no alloc type yet; this is the
-/// evaluated declaration for the master to adopt.
+/// tasks of one or more jobs placed together, as the model's `AllocSetSpec` (owner empty when
+/// unset: the CLI fills in the user), plus the cell its `runtime` names.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AllocSpec {
-    pub name: String,
-    /// Empty when unset (the CLI fills in the user).
-    pub owner: String,
-    pub priority: Priority,
-    /// Number of allocs in the set.
-    pub replicas: u32,
-    /// Reserved per alloc.
-    pub resources: Resources,
-    pub constraints: Vec<Constraint>,
+    #[serde(flatten)]
+    pub set: AllocSetSpec,
     pub cell: Option<String>,
 }
 
@@ -105,8 +98,8 @@ impl Loaded {
         for job in self.jobs.iter_mut().filter(|j| j.owner.is_empty()) {
             job.owner = user.to_string();
         }
-        for alloc in self.allocs.iter_mut().filter(|a| a.owner.is_empty()) {
-            alloc.owner = user.to_string();
+        for alloc in self.allocs.iter_mut().filter(|a| a.set.owner.is_empty()) {
+            alloc.set.owner = user.to_string();
         }
     }
 

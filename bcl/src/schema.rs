@@ -7,8 +7,8 @@ use crate::suggest::did_you_mean;
 use crate::value::{merge, Field, Tuple, Unit, Value};
 use crate::{AllocSpec, JobExtras, EVAL_STEPS_MAX};
 use borg_model::{
-    AppClass, Constraint, ConstraintOp, JobSpec, JobType, Priority, Resources, RestartPolicy,
-    TaskTemplate,
+    AllocSetSpec, AppClass, Constraint, ConstraintOp, JobSpec, JobType, Priority, Resources,
+    RestartPolicy, TaskTemplate,
 };
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -659,17 +659,22 @@ impl Checker {
         let t = self.declared_tuple(decl, "alloc")?;
         self.check_keys(t, &ALLOC_FIELDS, &format!("alloc `{}`", decl.name));
         let mut alloc = AllocSpec {
-            name: decl.name.to_string(),
-            replicas: 1,
-            ..AllocSpec::default()
+            set: AllocSetSpec {
+                name: decl.name.to_string(),
+                replicas: 1,
+                ..AllocSetSpec::default()
+            },
+            cell: None,
         };
         for f in &t.fields {
             match canonical(&f.key) {
-                "owner" => alloc.owner = self.ok(want_string(f)).unwrap_or_default(),
-                "priority" => alloc.priority = self.ok(want_priority(f)).unwrap_or(0),
-                "replicas" => alloc.replicas = self.ok(want_u32(f, "replicas = 3")).unwrap_or(1),
-                "resources" => alloc.resources = self.resources(f),
-                "constraints" => alloc.constraints = self.constraints(f),
+                "owner" => alloc.set.owner = self.ok(want_string(f)).unwrap_or_default(),
+                "priority" => alloc.set.priority = self.ok(want_priority(f)).unwrap_or(0),
+                "replicas" => {
+                    alloc.set.replicas = self.ok(want_u32(f, "replicas = 3")).unwrap_or(1)
+                }
+                "resources" => alloc.set.resources = self.resources(f),
+                "constraints" => alloc.set.constraints = self.constraints(f),
                 "runtime" => alloc.cell = self.runtime(f),
                 _ => {}
             }
@@ -677,27 +682,27 @@ impl Checker {
         if self.errors.len() > before {
             return None;
         }
-        let problem = if !borg_model::is_valid_name(&alloc.name) {
+        let problem = if !borg_model::is_valid_name(&alloc.set.name) {
             Some(format!(
                 "alloc name {:?} is invalid: use 1-128 letters, digits, '-', '_' or '.', not starting with '.'",
-                alloc.name
+                alloc.set.name
             ))
-        } else if !alloc.owner.is_empty() && !borg_model::is_valid_name(&alloc.owner) {
+        } else if !alloc.set.owner.is_empty() && !borg_model::is_valid_name(&alloc.set.owner) {
             Some(format!(
                 "owner {:?} is invalid: use 1-128 letters, digits, '-', '_' or '.'",
-                alloc.owner
+                alloc.set.owner
             ))
-        } else if alloc.replicas > borg_model::job::JOB_REPLICAS_MAX {
+        } else if alloc.set.replicas > borg_model::job::JOB_REPLICAS_MAX {
             Some(format!(
                 "alloc `{}` asks for {} instances; the most is {}",
-                alloc.name,
-                alloc.replicas,
+                alloc.set.name,
+                alloc.set.replicas,
                 borg_model::job::JOB_REPLICAS_MAX
             ))
-        } else if alloc.resources.cpu_millis == 0 || alloc.resources.ram_bytes == 0 {
+        } else if alloc.set.resources.cpu_millis == 0 || alloc.set.resources.ram_bytes == 0 {
             Some(format!(
                 "alloc `{}` reserves no cpu or no ram: an alloc needs both (for example resources = {{ cpu = 2 ram = 4Gi }})",
-                alloc.name
+                alloc.set.name
             ))
         } else {
             None
@@ -718,8 +723,8 @@ impl Checker {
     ) {
         for (job, extras, span) in jobs {
             let Some(name) = &extras.alloc else { continue };
-            let Some((alloc, _)) = allocs.iter().find(|(a, _)| &a.name == name) else {
-                let hint = did_you_mean(name, allocs.iter().map(|(a, _)| a.name.as_str()))
+            let Some((alloc, _)) = allocs.iter().find(|(a, _)| &a.set.name == name) else {
+                let hint = did_you_mean(name, allocs.iter().map(|(a, _)| a.set.name.as_str()))
                     .unwrap_or_else(|| "declare it in this file: alloc NAME = { ... }".into());
                 self.errors.push(
                     Error::new(
@@ -733,12 +738,12 @@ impl Checker {
                 );
                 continue;
             };
-            if job.replicas > alloc.replicas {
+            if job.replicas > alloc.set.replicas {
                 self.errors.push(Error::new(
                     *span,
                     format!(
                         "job `{}` has {} replicas but alloc `{}` has only {} instances",
-                        job.name, job.replicas, alloc.name, alloc.replicas
+                        job.name, job.replicas, alloc.set.name, alloc.set.replicas
                     ),
                 ));
             }
@@ -746,16 +751,16 @@ impl Checker {
         for (alloc, span) in allocs {
             let used = jobs
                 .iter()
-                .filter(|(_, x, _)| x.alloc.as_deref() == Some(alloc.name.as_str()))
+                .filter(|(_, x, _)| x.alloc.as_deref() == Some(alloc.set.name.as_str()))
                 .fold(Resources::ZERO, |sum, (j, _, _)| sum + j.task.resources);
-            let over = used.exceeded_dimensions(&alloc.resources);
+            let over = used.exceeded_dimensions(&alloc.set.resources);
             if !over.is_empty() {
                 self.errors.push(Error::new(
                     *span,
                     format!(
                         "the tasks placed in alloc `{}` need {used} per instance, more than it reserves ({}) in {}",
-                        alloc.name,
-                        alloc.resources,
+                        alloc.set.name,
+                        alloc.set.resources,
                         over.join(", ")
                     ),
                 ));

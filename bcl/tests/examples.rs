@@ -91,8 +91,11 @@ fn template_inherits_across_an_import() {
 fn alloc_example_places_two_jobs_in_one_set() {
     let loaded = bcl::load_file(&examples_dir().join("alloc.bcl")).unwrap();
     assert_eq!(loaded.allocs.len(), 1);
-    assert_eq!(loaded.allocs[0].replicas, 2);
-    assert_eq!(loaded.allocs[0].resources, Resources::new(500, 128 << 20));
+    assert_eq!(loaded.allocs[0].set.replicas, 2);
+    assert_eq!(
+        loaded.allocs[0].set.resources,
+        Resources::new(500, 128 << 20)
+    );
     assert_eq!(loaded.job_extras["server"].alloc.as_deref(), Some("shared"));
     assert_eq!(
         loaded.job_extras["logsaver"].alloc.as_deref(),

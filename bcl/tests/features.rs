@@ -516,9 +516,9 @@ fn allocs_and_alloc_sets() {
         "alloc set = {{ replicas = 3 priority = 'production' resources = {{ cpu = 1 ram = 1Gi }} runtime = {{ cell = 'c1' }} }}
          job a = {{ {RUN} alloc = 'set' replicas = 3 }}"
     ));
-    assert_eq!(l.allocs[0].name, "set");
-    assert_eq!(l.allocs[0].replicas, 3);
-    assert_eq!(l.allocs[0].priority, 200);
+    assert_eq!(l.allocs[0].set.name, "set");
+    assert_eq!(l.allocs[0].set.replicas, 3);
+    assert_eq!(l.allocs[0].set.priority, 200);
     assert_eq!(l.allocs[0].cell.as_deref(), Some("c1"));
     assert_eq!(l.job_extras["a"].alloc.as_deref(), Some("set"));
 

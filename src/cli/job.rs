@@ -171,7 +171,11 @@ pub fn load_specs(
         );
     }
     let mut specs = FileSpecs {
-        alloc_sets: loaded.allocs.iter().map(alloc_set_spec).collect(),
+        alloc_sets: loaded
+            .allocs
+            .iter()
+            .map(|alloc| alloc.set.clone())
+            .collect(),
         jobs: loaded.jobs,
     };
     for job in specs.jobs.iter_mut() {
@@ -193,18 +197,6 @@ pub fn load_specs(
             .with_context(|| format!("in {}", file.display()))?;
     }
     Ok(specs)
-}
-
-/// The model's alloc set for a BCL alloc (its `runtime` cell, like a job's, is not checked).
-fn alloc_set_spec(alloc: &bcl::AllocSpec) -> AllocSetSpec {
-    AllocSetSpec {
-        name: alloc.name.clone(),
-        owner: alloc.owner.clone(),
-        priority: alloc.priority,
-        replicas: alloc.replicas,
-        resources: alloc.resources,
-        constraints: alloc.constraints.clone(),
-    }
 }
 
 /// The owner given to jobs that name none: the login name when the CLI sends no token (a cell
