@@ -164,6 +164,7 @@ async fn call_as(cell: &TestCell, token: Option<&str>) -> (Code, Code, Code, Cod
                 .get_assignment(v1::GetAssignmentRequest {
                     shard_index: 0,
                     shard_count: 1,
+                    known: vec![],
                 })
                 .await
                 .map(|_| ())

@@ -60,6 +60,7 @@ fn poll_without_token(address: &str, machine: &str) -> tonic::Code {
             machine: machine.into(),
             desired: vec![],
             master_index: 0,
+            ..Default::default()
         };
         match client.poll(request).await {
             Ok(_) => tonic::Code::Ok,

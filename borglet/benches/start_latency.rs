@@ -63,19 +63,26 @@ fn summarize(mut samples: Vec<Duration>) -> Summary {
 }
 
 /// Starts `starts` tasks one Poll at a time; each Poll also drops the previous task.
+/// With `keeper`, each task's keeper is the exec'd keeper program; otherwise a fork of the
+/// borglet.
 async fn borglet_starts(
     starts: u32,
     isolation: IsolationMode,
     cgroup_mode: CgroupMode,
+    keeper: bool,
 ) -> (Summary, f64, bool, bool) {
     let data_dir = tempfile::tempdir().expect("temp dir");
     let mut config = BorgletConfig::new(vec![], "127.0.0.1:0", "bench-machine", data_dir.path());
     config.cgroups = cgroup_mode;
-    config.cgroup_parent = format!("borg-bench-{}-{:?}", std::process::id(), isolation);
+    config.cgroup_parent = format!(
+        "borg-bench-{}-{isolation:?}-{cgroup_mode:?}-{keeper}",
+        std::process::id()
+    );
     config.kill_tasks_on_exit = true;
     config.isolation = isolation;
     config.finished_sandboxes_max = 16;
     config.capacity_override = Some(borg_model::Resources::new(4_000, 8 << 30));
+    config.keeper_program = keeper.then(|| env!("CARGO_BIN_EXE_borglet-keeper").into());
     let borglet = Borglet::bind(config).await.expect("borglet starts");
     let address = borglet.local_addr();
     let cgroups = borglet.cgroups().is_some();
@@ -92,6 +99,7 @@ async fn borglet_starts(
             machine: "bench-machine".into(),
             desired: vec![assigned(index)],
             master_index: u64::from(index),
+            ..Default::default()
         };
         // The Poll answers at once; the task reports its pid once it was exec'd. Re-polling
         // every millisecond until then adds up to about 1 ms.
@@ -124,6 +132,7 @@ async fn borglet_starts(
             machine: "bench-machine".into(),
             desired: vec![],
             master_index: 0,
+            ..Default::default()
         })
         .await;
     shutdown.cancel();
@@ -173,23 +182,22 @@ fn main() {
         .expect("tokio runtime");
     let vfork = plain_starts(starts, false);
     let plain = plain_starts(starts, true);
-    let (bare, bare_inside, _, _) =
-        runtime.block_on(borglet_starts(starts, IsolationMode::Off, CgroupMode::Off));
-    let (off, off_inside, _, _) =
-        runtime.block_on(borglet_starts(starts, IsolationMode::Off, CgroupMode::Auto));
-    let (on, on_inside, cgroups, isolated) = runtime.block_on(borglet_starts(
-        starts,
-        IsolationMode::Auto,
-        CgroupMode::Auto,
-    ));
+    let row = |isolation, cgroups, keeper| {
+        runtime.block_on(borglet_starts(starts, isolation, cgroups, keeper))
+    };
+    let (bare, bare_inside, _, _) = row(IsolationMode::Off, CgroupMode::Off, true);
+    let (off, off_inside, _, _) = row(IsolationMode::Off, CgroupMode::Auto, true);
+    let (forked, forked_inside, _, _) = row(IsolationMode::Auto, CgroupMode::Auto, false);
+    let (on, on_inside, cgroups, isolated) = row(IsolationMode::Auto, CgroupMode::Auto, true);
     println!(
-        "task start latency, {starts} starts per row ({PROGRAM}); cgroups {}, isolation {}",
+        "task start latency, {starts} starts per row ({PROGRAM}); cgroups {}, isolation {}; load {}",
         if cgroups { "on" } else { "off" },
         if isolated {
             "on (PID+mount+UTS namespaces, user nobody)"
         } else {
             "off (not root)"
-        }
+        },
+        std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim()
     );
     println!("| path | median ms | p99 ms | borglet-internal mean ms |");
     println!("|---|---|---|---|");
@@ -201,18 +209,22 @@ fn main() {
         "| plain fork+exec (std Command::spawn with pre_exec) | {:.3} | {:.3} | |",
         plain.median_ms, plain.p99_ms
     );
-    println!(
-        "| borglet Poll → exec'd, no cgroups, no isolation | {:.3} | {:.3} | {bare_inside:.3} |",
-        bare.median_ms, bare.p99_ms
-    );
-    println!(
-        "| borglet Poll → exec'd, cgroups, no isolation | {:.3} | {:.3} | {off_inside:.3} |",
-        off.median_ms, off.p99_ms
-    );
-    println!(
-        "| borglet Poll → exec'd, cgroups + namespaces + user | {:.3} | {:.3} | {on_inside:.3} |",
-        on.median_ms, on.p99_ms
-    );
+    let rows = [
+        ("no cgroups, no isolation", &bare, bare_inside),
+        ("cgroups, no isolation", &off, off_inside),
+        (
+            "cgroups + namespaces + user, forked keeper",
+            &forked,
+            forked_inside,
+        ),
+        ("cgroups + namespaces + user", &on, on_inside),
+    ];
+    for (what, summary, inside) in rows {
+        println!(
+            "| borglet Poll → exec'd, {what} | {:.3} | {:.3} | {inside:.3} |",
+            summary.median_ms, summary.p99_ms
+        );
+    }
     println!(
         "ratio of medians, borglet isolated / plain fork+exec: {:.1}x",
         on.median_ms / plain.median_ms

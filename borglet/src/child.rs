@@ -3,8 +3,9 @@
 //! before the fork, no allocation, and raw `clone` instead of libc's `fork` (whose handlers
 //! take locks another borglet thread may have held).
 //!
-//! - **keeper**: the process the borglet spawns, in the borglet's PID namespace. It joins the
-//!   task cgroup, leads a new session, unshares the namespaces, starts the init, copies the
+//! - **keeper**: the process the borglet spawns, in the borglet's PID namespace (the exec'd
+//!   `borg-keeper` program running this code, see `keeper`, or a fork of the borglet). It joins
+//!   the task cgroup, leads a new session, unshares the namespaces, starts the init, copies the
 //!   task's stdout and stderr into size-bounded files, and exits the way the task did. It lives
 //!   as long as the task, also across borglet restarts (its pid is the task's reported pid).
 //! - **init**: PID 1 of the task's PID namespace. It mounts the namespace's /proc, starts the

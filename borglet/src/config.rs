@@ -83,6 +83,10 @@ pub struct BorgletConfig {
     pub task_pids_max: u64,
     /// Most tasks a single Poll may ask this machine to run.
     pub desired_tasks_max: usize,
+    /// The `borg-keeper` program each task's keeper runs (exec'd: no copy of the borglet's
+    /// memory); `None` forks the borglet instead (slower starts). Defaults to `borg-keeper`
+    /// beside the running binary when it is there.
+    pub keeper_program: Option<PathBuf>,
     /// Task starts in progress at once (each on a blocking thread: fork, cgroup, exec). A
     /// Poll answers without waiting for them.
     pub starts_in_flight_max: usize,
@@ -148,6 +152,7 @@ impl BorgletConfig {
             reregister_interval_ms: 30_000,
             task_pids_max: 4_096,
             desired_tasks_max: 10_000,
+            keeper_program: crate::keeper::program_next_to_current_exe(),
             starts_in_flight_max: STARTS_IN_FLIGHT_DEFAULT,
             poll_start_wait_ms: POLL_START_WAIT_DEFAULT_MS,
             finished_sandboxes_max: 200,

@@ -29,6 +29,8 @@ pub enum BorgletError {
         #[source]
         source: std::io::Error,
     },
+    #[error("the task keeper program {path} cannot be used ({reason}): install borg-keeper beside the borglet's binary or configure another")]
+    KeeperProgram { path: PathBuf, reason: String },
     #[error("the gRPC server failed: {0}")]
     Serve(#[from] tonic::transport::Error),
 }

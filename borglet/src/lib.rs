@@ -13,6 +13,7 @@ pub mod child;
 pub mod config;
 pub mod enforce;
 pub mod error;
+pub mod keeper;
 pub mod log_reader;
 pub mod log_rotation;
 pub mod machine;
@@ -235,6 +236,9 @@ impl Borglet {
                 None
             }
         };
+        if let Some(program) = &config.keeper_program {
+            keeper::check_program(program)?;
+        }
         let isolation = task_isolation(&config)?;
         metrics
             .isolation_enabled
@@ -274,7 +278,17 @@ impl Borglet {
             },
             starts_in_flight_max: config.starts_in_flight_max,
             poll_start_wait_ms: config.poll_start_wait_ms,
+            keeper_program: config.keeper_program.clone(),
         };
+        match &config.keeper_program {
+            Some(program) => {
+                tracing::info!(program = %program.display(), "task keepers are exec'd")
+            }
+            None => tracing::info!(
+                "task keepers are forks of the borglet (no {} beside the binary)",
+                keeper::KEEPER_PROGRAM_NAME
+            ),
+        }
         let supervisor = Arc::new(Supervisor::new(settings, cgroups.clone(), metrics.clone()));
         supervisor
             .state_dir()

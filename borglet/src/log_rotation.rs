@@ -10,7 +10,7 @@ use std::ffi::CString;
 use std::path::{Path, PathBuf};
 
 /// Limits of each of a task's log streams.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LogLimits {
     /// Largest size of one log file; 0 means unbounded (no rotation).
     pub max_bytes: u64,

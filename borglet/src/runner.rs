@@ -16,8 +16,8 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 
-/// Everything needed to start one process of a task.
-#[derive(Debug, Clone)]
+/// Everything needed to start one process of a task (sent to an exec'd keeper as JSON).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct LaunchSpec {
     pub program: String,
     pub args: Vec<String>,
@@ -33,7 +33,7 @@ pub struct LaunchSpec {
 }
 
 /// How a task is separated from the machine and from other tasks.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Isolation {
     /// Own PID, mount and UTS namespaces with a /proc of its own (needs root).
     pub namespaces: bool,
@@ -44,7 +44,7 @@ pub struct Isolation {
 }
 
 /// An unprivileged user that tasks run as.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TaskUser {
     pub name: String,
     pub uid: u32,
@@ -68,6 +68,12 @@ pub enum SpawnError {
     #[error("cannot start {program:?}: {source}")]
     Exec {
         program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot run the task keeper {program}: {source}")]
+    Keeper {
+        program: PathBuf,
         #[source]
         source: std::io::Error,
     },
@@ -219,13 +225,19 @@ fn open_log(path: &Path) -> Result<File, SpawnError> {
 
 /// What `spawn` and `run_inside` hand to the child, and the files it must keep open until the
 /// fork is done.
-struct PreparedLaunch {
+pub(crate) struct PreparedLaunch {
     prepared: Prepared,
     program_path: PathBuf,
     open_files: Vec<File>,
 }
 
-fn prepare(spec: &LaunchSpec) -> Result<PreparedLaunch, SpawnError> {
+impl PreparedLaunch {
+    pub(crate) fn prepared(&self) -> &Prepared {
+        &self.prepared
+    }
+}
+
+pub(crate) fn prepare(spec: &LaunchSpec) -> Result<PreparedLaunch, SpawnError> {
     let stdout = open_log(&spec.stdout)?;
     let stderr = open_log(&spec.stderr)?;
     // Opened here, written in the child: opening files between fork and exec is not safe.
@@ -357,9 +369,13 @@ fn spawn_child(
 /// Starts the task. Its keeper (see `child`) joins the task's cgroup and starts a new session
 /// (so it leads its own process group) before anything else: everything the task runs is
 /// accounted to it and can be signalled as a group. Returns once the program was exec'd (or
-/// could not be).
-pub fn spawn(spec: &LaunchSpec) -> Result<TaskProcess, SpawnError> {
-    let child = spawn_child(spec, ChildIo::Null, child::keeper)?;
+/// could not be). The keeper is the exec'd `keeper` program when given (see `keeper`), else
+/// a fork of this process.
+pub fn spawn(spec: &LaunchSpec, keeper: Option<&Path>) -> Result<TaskProcess, SpawnError> {
+    let child = match keeper {
+        Some(program) => crate::keeper::spawn(program, spec)?,
+        None => spawn_child(spec, ChildIo::Null, child::keeper)?,
+    };
     let pid = child.id().ok_or_else(|| SpawnError::Exec {
         program: spec.program.clone(),
         source: std::io::Error::other("the process exited before its pid was read"),
@@ -564,7 +580,7 @@ mod tests {
     async fn a_process_runs_in_its_own_session_with_only_the_given_env() {
         let dir = tempfile::tempdir().unwrap();
         let script = "echo $GREETING $HOME; echo oops >&2; cut -d' ' -f6 /proc/$$/stat; exit 3";
-        let mut process = spawn(&spec(dir.path(), "/bin/sh", &["-c", script])).unwrap();
+        let mut process = spawn(&spec(dir.path(), "/bin/sh", &["-c", script]), None).unwrap();
         let status = process.wait().await.unwrap().unwrap();
         assert_eq!(TaskExit::from_status(status), TaskExit::Code(3));
         let stdout = std::fs::read_to_string(dir.path().join("stdout")).unwrap();
@@ -580,13 +596,12 @@ mod tests {
     #[tokio::test]
     async fn a_missing_program_is_a_permanent_error() {
         let dir = tempfile::tempdir().unwrap();
-        let error = spawn(&spec(dir.path(), "/nonexistent/program", &[])).unwrap_err();
+        let error = spawn(&spec(dir.path(), "/nonexistent/program", &[]), None).unwrap_err();
         assert!(error.is_permanent(), "{error}");
-        let error = spawn(&spec(
-            dir.path().join("missing-dir").as_path(),
-            "/bin/true",
-            &[],
-        ))
+        let error = spawn(
+            &spec(dir.path().join("missing-dir").as_path(), "/bin/true", &[]),
+            None,
+        )
         .unwrap_err();
         assert!(matches!(error, SpawnError::Log { .. }), "{error}");
     }
@@ -594,7 +609,7 @@ mod tests {
     #[tokio::test]
     async fn the_group_is_signalled_and_the_exit_described() {
         let dir = tempfile::tempdir().unwrap();
-        let mut process = spawn(&spec(dir.path(), "/bin/sleep", &["30"])).unwrap();
+        let mut process = spawn(&spec(dir.path(), "/bin/sleep", &["30"]), None).unwrap();
         assert!(signal_group(process.pid(), Signal::SIGKILL));
         let exit = TaskExit::from_status(process.wait().await.unwrap().unwrap());
         assert_eq!(exit, TaskExit::Signal(9));
@@ -608,7 +623,7 @@ mod tests {
     #[tokio::test]
     async fn a_process_can_be_adopted_only_while_it_is_the_same_process() {
         let dir = tempfile::tempdir().unwrap();
-        let mut child = spawn(&spec(dir.path(), "/bin/sleep", &["30"])).unwrap();
+        let mut child = spawn(&spec(dir.path(), "/bin/sleep", &["30"]), None).unwrap();
         let ticks = child.start_ticks();
         assert!(ticks > 0);
         assert!(TaskProcess::adopt(child.pid(), ticks + 1, 0).is_none());

@@ -6,6 +6,7 @@ use crate::metrics::BorgletMetrics;
 use crate::supervisor::{ExecError, PollError, Supervisor};
 use borg_common::now_ms;
 use borg_model::MachineInfo;
+use borg_proto::convert::group_task_keys;
 use borg_proto::v1;
 use borg_proto::v1::borglet_service_server::BorgletService;
 use std::collections::HashMap;
@@ -315,9 +316,12 @@ impl BorgletService for BorgletRpc {
         request: Request<v1::PollRequest>,
     ) -> Result<Response<v1::PollResponse>, Status> {
         let request = request.into_inner();
-        let report = self
+        let keys = request
+            .keyed
+            .then(|| task_keys_from_wire(request.desired_keys));
+        let (report, unknown) = self
             .supervisor
-            .poll(&request.machine, request.desired)
+            .poll_keyed(&request.machine, request.desired, keys)
             .await?;
         Ok(Response::new(v1::PollResponse {
             machine: self.info.name.clone(),
@@ -325,6 +329,25 @@ impl BorgletService for BorgletRpc {
             tasks: report.tasks,
             usage: Some(report.usage.into()),
             report_time_ms: now_ms(),
+            keyed_polls: true,
+            unknown: group_task_keys(
+                unknown
+                    .iter()
+                    .map(|k| (k.job.as_str(), k.index, k.incarnation)),
+            ),
         }))
     }
+}
+
+/// Keys of a keyed poll (pairs beyond the shorter of a job's two lists are ignored).
+fn task_keys_from_wire(keys: Vec<v1::JobTaskKeys>) -> Vec<TaskKey> {
+    keys.into_iter()
+        .flat_map(|k| {
+            let job = k.job;
+            k.indices
+                .into_iter()
+                .zip(k.incarnations)
+                .map(move |(index, incarnation)| TaskKey::new(job.clone(), index, incarnation))
+        })
+        .collect()
 }

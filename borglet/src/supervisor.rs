@@ -61,6 +61,8 @@ pub struct SupervisorSettings {
     pub poll_start_wait_ms: u64,
     /// First and last port handed out for tasks' named ports.
     pub port_range: (u16, u16),
+    /// Program exec'd as each task's keeper (see `BorgletConfig::keeper_program`).
+    pub keeper_program: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -109,6 +111,16 @@ enum Phase {
 }
 
 #[derive(Debug)]
+/// One task of a poll's desired set.
+// Lives only while a poll is reconciled; boxing would cost an allocation per task.
+#[allow(clippy::large_enum_variant)]
+enum Wanted {
+    /// Sent in full (converted, or why it cannot run).
+    Assigned(Result<TaskAssignment, InvalidAssignment>),
+    /// Sent as a key only: the caller believes this borglet has it.
+    Held,
+}
+
 struct Slot {
     phase: Phase,
     /// Still in the latest desired set.
@@ -312,6 +324,20 @@ impl Supervisor {
         machine: &str,
         desired: Vec<v1::AssignedTask>,
     ) -> Result<Report, PollError> {
+        self.poll_keyed(machine, desired, None)
+            .await
+            .map(|(report, _)| report)
+    }
+
+    /// `poll` where, with `keys`, the desired set is `keys` and `desired` holds only the
+    /// tasks this borglet may not have yet (a keyed poll). Also answers the keys whose task
+    /// it does not have, for which it did nothing (the caller then polls in full).
+    pub async fn poll_keyed(
+        self: &Arc<Self>,
+        machine: &str,
+        desired: Vec<v1::AssignedTask>,
+        keys: Option<Vec<TaskKey>>,
+    ) -> Result<(Report, Vec<TaskKey>), PollError> {
         let received = Instant::now();
         if !machine.is_empty() && machine != self.settings.machine_name {
             return Err(PollError::WrongMachine {
@@ -319,23 +345,30 @@ impl Supervisor {
                 actual: self.settings.machine_name.clone(),
             });
         }
-        if desired.len() > self.settings.desired_tasks_max {
+        let count = keys
+            .as_ref()
+            .map_or(desired.len(), Vec::len)
+            .max(desired.len());
+        if count > self.settings.desired_tasks_max {
             return Err(PollError::TooManyTasks {
-                count: desired.len(),
+                count,
                 max: self.settings.desired_tasks_max,
             });
         }
         let _one_at_a_time = self.poll_lock.lock().await;
         self.metrics.polls.inc();
-        let desired: BTreeMap<TaskKey, Result<TaskAssignment, InvalidAssignment>> = desired
+        let mut desired: BTreeMap<TaskKey, Wanted> = desired
             .into_iter()
             .map(|task| match TaskAssignment::from_wire(task) {
-                Ok(a) => (a.key.clone(), Ok(a)),
-                Err(e) => (e.key.clone(), Err(e)),
+                Ok(a) => (a.key.clone(), Wanted::Assigned(Ok(a))),
+                Err(e) => (e.key.clone(), Wanted::Assigned(Err(e))),
             })
             .collect();
-        let started: Vec<TaskKey> = self
-            .reconcile(desired)
+        for key in keys.into_iter().flatten() {
+            desired.entry(key).or_insert(Wanted::Held);
+        }
+        let (to_start, unknown) = self.reconcile(desired);
+        let started: Vec<TaskKey> = to_start
             .into_iter()
             .map(|assignment| {
                 let key = assignment.key.clone();
@@ -344,7 +377,7 @@ impl Supervisor {
             })
             .collect();
         self.wait_for_starts(&started, received).await;
-        Ok(self.report())
+        Ok((self.report(), unknown))
     }
 
     /// Waits (at most `poll_start_wait_ms` after `since`) until each of `keys` has a running
@@ -375,11 +408,12 @@ impl Supervisor {
         }
     }
 
-    /// Updates the table to the desired set; returns the tasks to start.
+    /// Updates the table to the desired set; returns the tasks to start, and the keys held
+    /// by the caller (`Wanted::Held`) that need an assignment this borglet does not have.
     fn reconcile(
         &self,
-        desired: BTreeMap<TaskKey, Result<TaskAssignment, InvalidAssignment>>,
-    ) -> Vec<Arc<TaskAssignment>> {
+        desired: BTreeMap<TaskKey, Wanted>,
+    ) -> (Vec<Arc<TaskAssignment>>, Vec<TaskKey>) {
         let mut table = self.table();
         for (key, slot) in table.iter_mut() {
             if slot.desired && !desired.contains_key(key) {
@@ -393,6 +427,7 @@ impl Supervisor {
             }
         }
         let mut to_start = Vec::new();
+        let mut unknown = Vec::new();
         for (key, wanted) in desired {
             if let Some(slot) = table.get_mut(&key) {
                 match (slot.desired, slot.phase) {
@@ -403,11 +438,22 @@ impl Supervisor {
                         slot.desired = true;
                         continue;
                     }
+                    (false, _) if matches!(wanted, Wanted::Held) => {
+                        unknown.push(key);
+                        continue;
+                    }
                     (false, _) => {
                         table.remove(&key);
                     }
                 }
             }
+            let wanted = match wanted {
+                Wanted::Assigned(wanted) => wanted,
+                Wanted::Held => {
+                    unknown.push(key);
+                    continue;
+                }
+            };
             match wanted {
                 Ok(assignment) => {
                     let assignment = Arc::new(assignment);
@@ -423,7 +469,7 @@ impl Supervisor {
                 }
             }
         }
-        to_start
+        (to_start, unknown)
     }
 
     /// Hands a newly desired task to a new actor, which starts it (at most
@@ -577,7 +623,7 @@ impl Supervisor {
             None => Vec::new(),
         };
         let spec = self.launch_spec(a, &sandbox, join_files);
-        let process = runner::spawn(&spec)?;
+        let process = runner::spawn(&spec, self.settings.keeper_program.as_deref())?;
         self.metrics.task_starts.inc();
         self.metrics
             .task_start_latency

@@ -52,6 +52,8 @@ impl Harness {
         config.stop_grace_period_ms = 2_000;
         config.kill_tasks_on_exit = true;
         config.capacity_override = Some(borg_model::Resources::new(4_000, 8 << 30));
+        // The keeper installed beside `borg` (`borg-keeper`), built for this crate's tests.
+        config.keeper_program = Some(env!("CARGO_BIN_EXE_borglet-keeper").into());
         adjust(&mut config);
         let (cgroups, registry, client, shutdown, server) = Self::launch(&config).await;
         Harness {
@@ -107,6 +109,7 @@ impl Harness {
                 machine: MACHINE.into(),
                 desired: desired.to_vec(),
                 master_index: 1,
+                ..Default::default()
             })
             .await
             .unwrap()
@@ -392,6 +395,60 @@ async fn a_desired_task_runs_in_its_cgroup_and_is_stopped_when_removed() {
     harness.stop().await;
 }
 
+/// The keys of `tasks`, for a keyed poll.
+fn keys_of(tasks: &[&v1::AssignedTask]) -> Vec<v1::JobTaskKeys> {
+    borg_proto::convert::group_task_keys(
+        tasks
+            .iter()
+            .map(|t| (t.job.as_str(), t.index, t.incarnation)),
+    )
+}
+
+#[tokio::test]
+async fn a_keyed_poll_keeps_held_tasks_and_names_the_unknown_ones() {
+    let mut harness = Harness::start(CgroupMode::Off).await;
+    let held = task("held", 0, "/bin/sleep", &["1000"]);
+    let missing = task("missing", 0, "/bin/sleep", &["1000"]);
+    let fresh = task("fresh", 0, "/bin/sleep", &["1000"]);
+    harness.run_until_running(&held).await;
+    let keyed = |keys: &[&v1::AssignedTask], desired: Vec<v1::AssignedTask>| v1::PollRequest {
+        machine: MACHINE.into(),
+        desired,
+        master_index: 2,
+        keyed: true,
+        desired_keys: keys_of(keys),
+    };
+    // `held` by key, `fresh` in full, `missing` by key although this borglet never had it.
+    let response = harness
+        .client
+        .poll(keyed(&[&held, &missing, &fresh], vec![fresh.clone()]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(response.keyed_polls);
+    assert_eq!(response.unknown, keys_of(&[&missing]));
+    assert_eq!(state_of(&response, &held), Some(v1::TaskState::Running));
+    assert!(
+        state_of(&response, &fresh).is_some(),
+        "{:?}",
+        response.tasks
+    );
+    assert_eq!(state_of(&response, &missing), None);
+    // A key left out of a keyed poll stops its task, as in a full poll.
+    let response = harness
+        .client
+        .poll(keyed(&[&fresh], vec![]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(response.unknown.is_empty());
+    assert_eq!(state_of(&response, &held), Some(v1::TaskState::Killed));
+    harness
+        .poll_until(&[], "every task to be gone", |r| r.tasks.is_empty())
+        .await;
+    harness.stop().await;
+}
+
 #[tokio::test]
 async fn batch_tasks_succeed_or_fail_after_their_restarts() {
     let mut harness = Harness::start(CgroupMode::Auto).await;
@@ -608,6 +665,7 @@ async fn tasks_run_without_cgroups_and_bad_assignments_fail_with_a_reason() {
             machine: "other-machine".into(),
             desired: vec![],
             master_index: 1,
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -733,7 +791,30 @@ async fn finished_sandboxes_are_deleted_beyond_the_retention_and_never_outside()
 
 #[tokio::test]
 async fn a_task_sees_only_its_own_processes_and_tmp_and_is_not_root() {
-    let mut harness = Harness::start(CgroupMode::Auto).await;
+    isolation_probe(Harness::start(CgroupMode::Auto).await).await;
+}
+
+#[tokio::test]
+async fn a_forked_keeper_isolates_tasks_the_same_way() {
+    let harness = Harness::start_with(CgroupMode::Auto, |c| c.keeper_program = None).await;
+    isolation_probe(harness).await;
+}
+
+/// The parent of process `pid` (0 if it is gone).
+fn parent_of(pid: u32) -> u32 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            // The command name may hold spaces: fields resume after its closing parenthesis.
+            let rest = stat.rsplit_once(')')?.1;
+            rest.split_whitespace().nth(1)?.parse().ok()
+        })
+        .unwrap_or(0)
+}
+
+/// Runs a probe task beside a neighbour and checks what the probe could see; also that the
+/// task's keeper is the configured keeper program (or a fork of the borglet without one).
+async fn isolation_probe(mut harness: Harness) {
     if harness.metric("borglet_isolation_enabled", None) == 0.0 {
         assert!(
             !nix::unistd::geteuid().is_root(),
@@ -760,6 +841,14 @@ async fn a_task_sees_only_its_own_processes_and_tmp_and_is_not_root() {
     let neighbour_pid = report_of(&response, &neighbour).unwrap().pid;
     let cmdline = std::fs::read(format!("/proc/{neighbour_pid}/cmdline")).unwrap();
     assert_eq!(cmdline, b"/bin/sleep\x00300\x00");
+    let keeper = parent_of(parent_of(neighbour_pid));
+    let keeper_exe = std::fs::read_link(format!("/proc/{keeper}/exe")).unwrap();
+    let expected = harness
+        .config
+        .keeper_program
+        .clone()
+        .unwrap_or_else(|| std::env::current_exe().unwrap());
+    assert_eq!(keeper_exe, expected.canonicalize().unwrap());
     let sandbox = harness.sandbox(&probe);
     let procs = std::fs::read_to_string(sandbox.join("procs")).unwrap();
     // The namespace's init and the shell itself: nothing of the machine or of the neighbour.
@@ -1195,6 +1284,7 @@ async fn with_a_cluster_token_only_callers_holding_it_are_obeyed() {
         machine: MACHINE.into(),
         desired: vec![],
         master_index: 1,
+        ..Default::default()
     };
     let channel = tonic::transport::Endpoint::from_shared(address)
         .unwrap()

@@ -28,6 +28,8 @@ const FAILOVER_WRITE_ATTEMPT_TIMEOUT_MS: u64 = 300;
 const FAILOVER_DEADLINE_S: u64 = 30;
 const RECOVERY_JOBS: usize = 100;
 const RECOVERY_TASKS_PER_JOB: u32 = 1_000;
+/// `/proc/PID/stat` counts CPU time in these (USER_HZ, 100 on Linux).
+const CLOCK_TICKS_PER_S: f64 = 100.0;
 
 struct Settings {
     throughput_s: u64,
@@ -127,6 +129,25 @@ impl Member {
         self.kill();
         self.child = Some(self.start.spawn().expect("respawn member"));
     }
+    /// CPU time (user + system) the process has used, in clock ticks (0 once it is gone).
+    fn cpu_ticks(&self) -> u64 {
+        let Some(child) = &self.child else { return 0 };
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap_or_default();
+        // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        let field = |n: usize| {
+            fields
+                .get(n - 3)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        field(14) + field(15)
+    }
+
     fn rss_bytes(&self) -> u64 {
         let Some(child) = &self.child else { return 0 };
         let status =
@@ -162,7 +183,14 @@ async fn bench(settings: Settings) {
         .prefix("master-bench-")
         .tempdir()
         .expect("temp dir");
-    println!("machine: {} cores; tick 10 ms, election timeout 10 ticks (borgmaster); etcd defaults (heartbeat 100 ms, election 1000 ms)", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
+    let defaults = borgmaster::ReplicaConfig::new(1, Default::default(), PathBuf::new());
+    println!(
+        "machine: {} cores; borgmaster defaults: tick {} ms, election timeout {} ticks, at most {} commands per log entry; etcd defaults (heartbeat 100 ms, election 1000 ms)",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        defaults.tick_interval_ms,
+        defaults.election_timeout_ticks,
+        borgmaster::ENTRY_COMMANDS_MAX,
+    );
     let concurrencies = [1usize, 64];
     let mut rows: Vec<(String, String, String)> = Vec::new();
     let cell = BorgCell::start(dir.path(), 1_000_000);
@@ -301,7 +329,10 @@ impl BorgCell {
                     .args(["replica", &id.to_string(), &peers])
                     .arg(dir.join(format!("replica-{id}")))
                     .arg(checkpoint_every_entries.to_string())
-                    .env("RUST_LOG", "warn")
+                    .env(
+                        "RUST_LOG",
+                        std::env::var("BENCH_REPLICA_LOG").unwrap_or_else(|_| "warn".into()),
+                    )
                     .stdin(Stdio::null())
                     .stdout(Stdio::null())
                     .stderr(log);
@@ -377,8 +408,15 @@ impl BorgCell {
         CellServiceClient::new(channel)
     }
 
+    /// CPU ticks used by each replica so far.
+    fn cpu_ticks(&self) -> Vec<u64> {
+        self.members.iter().map(Member::cpu_ticks).collect()
+    }
+
     async fn throughput(&self, inflight: usize, seconds: u64) -> f64 {
         let leader = self.wait_leader().await;
+        let cpu_before = self.cpu_ticks();
+        let status_before = self.status(leader).await;
         let client = self.client(&self.addresses[leader]);
         let counter = Arc::new(AtomicU64::new(0));
         let refused = Arc::new(AtomicU64::new(0));
@@ -419,7 +457,34 @@ impl BorgCell {
         if refused > 0 {
             println!("  borgmaster: {refused} writes failed at {inflight} in flight (not counted)");
         }
-        counter.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+        let committed = counter.load(Ordering::Relaxed);
+        // CPU per write is what a busy shared machine changes least (throughput depends on
+        // what else runs); clock ticks are 10 ms on Linux.
+        let used_s: Vec<f64> = self
+            .cpu_ticks()
+            .iter()
+            .zip(&cpu_before)
+            .map(|(after, before)| after.saturating_sub(*before) as f64 / CLOCK_TICKS_PER_S)
+            .collect();
+        let cpu_s: f64 = used_s.iter().sum();
+        if let (Some(before), Some(after)) = (status_before, self.status(leader).await) {
+            let commands = after.applied_index.saturating_sub(before.applied_index);
+            let entries = after
+                .applied_log_index
+                .saturating_sub(before.applied_log_index);
+            println!(
+                "  borgmaster, {inflight} in flight: {commands} commands in {entries} log entries ({:.1} per entry)",
+                commands as f64 / entries.max(1) as f64
+            );
+        }
+        let per_write_us = |s: f64| s * 1e6 / committed.max(1) as f64;
+        println!(
+            "  borgmaster, {inflight} in flight: the five replicas used {cpu_s:.2} CPU-s: {:.0} µs of CPU per committed write (leader {:.0} µs, followers {:.0} µs)",
+            per_write_us(cpu_s),
+            per_write_us(used_s[leader]),
+            per_write_us(cpu_s - used_s[leader]),
+        );
+        committed as f64 / started.elapsed().as_secs_f64()
     }
 
     /// One write accepted by any live replica (followers forward), trying each in turn.
@@ -447,6 +512,8 @@ impl BorgCell {
     }
 
     async fn failover(&mut self, trials: usize) -> Vec<f64> {
+        // With replica logs on (BENCH_REPLICA_LOG), the kill times line up with them.
+        let verbose = std::env::var("BENCH_REPLICA_LOG").is_ok();
         let mut times = Vec::new();
         for trial in 0..trials {
             let leader = self.wait_leader().await;
@@ -471,6 +538,13 @@ impl BorgCell {
             }
             self.members[leader].kill();
             let killed = Instant::now();
+            if verbose {
+                println!(
+                    "trial {trial}: killed replica {} at {} ms (Unix)",
+                    leader + 1,
+                    borg_common::now_ms()
+                );
+            }
             let mut attempt = 0;
             loop {
                 attempt += 1;
@@ -483,6 +557,12 @@ impl BorgCell {
                 );
             }
             times.push(killed.elapsed().as_secs_f64() * 1000.0);
+            if verbose {
+                println!(
+                    "trial {trial}: write after {:.0} ms, {attempt} attempts",
+                    killed.elapsed().as_secs_f64() * 1000.0
+                );
+            }
             self.members[leader].restart();
             // Let the restarted replica catch up before the next trial.
             tokio::time::sleep(Duration::from_millis(500)).await;
@@ -504,16 +584,13 @@ impl BorgCell {
             };
             client.submit_job(request).await.expect("load tasks");
         }
-        let target = self
-            .status(leader)
-            .await
-            .expect("leader status")
-            .applied_index;
+        let leader_status = self.status(leader).await.expect("leader status");
+        let (target, target_log) = (leader_status.applied_index, leader_status.applied_log_index);
         let follower = (0..MEMBERS).find(|i| *i != leader).expect("a follower");
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             if let Some(s) = self.status(follower).await {
-                if s.checkpoint_index >= target - 1 && s.applied_index >= target {
+                if s.checkpoint_index >= target_log - 1 && s.applied_index >= target {
                     break;
                 }
             }
@@ -685,6 +762,7 @@ impl EtcdCell {
 
     async fn throughput(&self, inflight: usize, seconds: u64) -> f64 {
         let leader = self.leader().await.unwrap_or(0);
+        let cpu_before: u64 = self.members.iter().map(Member::cpu_ticks).sum();
         let counter = Arc::new(AtomicU64::new(0));
         let stop = Instant::now() + Duration::from_secs(seconds);
         let mut writers = tokio::task::JoinSet::new();
@@ -713,7 +791,14 @@ impl EtcdCell {
         }
         let started = Instant::now();
         while writers.join_next().await.is_some() {}
-        counter.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+        let committed = counter.load(Ordering::Relaxed);
+        let cpu_after: u64 = self.members.iter().map(Member::cpu_ticks).sum();
+        let cpu_s = cpu_after.saturating_sub(cpu_before) as f64 / CLOCK_TICKS_PER_S;
+        println!(
+            "  etcd, {inflight} in flight: the five members used {cpu_s:.2} CPU-s: {:.0} µs of CPU per committed put",
+            cpu_s * 1e6 / committed.max(1) as f64
+        );
+        committed as f64 / started.elapsed().as_secs_f64()
     }
 
     async fn put_anywhere(&self, key: &str) -> bool {

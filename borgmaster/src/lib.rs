@@ -24,5 +24,6 @@ pub mod transport;
 pub mod wire;
 
 pub use config::{PeersParseError, ReplicaConfig};
+pub use entry::{ENTRY_BYTES_MAX, ENTRY_COMMANDS_MAX};
 pub use error::MasterError;
 pub use replica::{run, run_with_listener};

@@ -69,20 +69,26 @@ impl ReplicaMetrics {
         )?;
         registry.register(Box::new(proposals_refused.clone()))?;
         Ok(ReplicaMetrics {
-            proposals: counter("proposals_total", "Entries appended to the log as leader")?,
+            proposals: counter(
+                "proposals_total",
+                "Commands (writes) appended to the log as leader",
+            )?,
             proposals_refused,
             proposal_timeouts: counter(
                 "proposal_timeouts_total",
                 "Writes that timed out waiting for their entry to be decided",
             )?,
-            commits: counter("commits_total", "Log entries decided and applied")?,
+            commits: counter(
+                "commits_total",
+                "Commands decided and applied (a log entry holds one or more)",
+            )?,
             commit_latency_seconds: histogram(
                 "commit_latency_seconds",
                 "Time from proposal to the applied outcome on the leader",
             )?,
             apply_latency_seconds: histogram(
                 "apply_latency_seconds",
-                "Time to apply one entry to the cell state",
+                "Time to apply one log entry (all its commands) to the cell state",
             )?,
             leader_changes: counter("leader_changes_total", "Changes of the known leader")?,
             is_leader: gauge("is_leader", "1 while this replica leads")?,
@@ -97,7 +103,7 @@ impl ReplicaMetrics {
             decided_index: gauge("decided_index", "Highest decided log index")?,
             applied_index: gauge(
                 "applied_index",
-                "Highest log index applied to the cell state",
+                "Command index of the last command applied to the cell state",
             )?,
             checkpoint_index: gauge("checkpoint_index", "Log index of the latest checkpoint")?,
             compacted_index: gauge(

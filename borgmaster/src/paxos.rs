@@ -20,11 +20,17 @@
 //! everything written; then every other message (a follower's `Accepted`, a promise), which
 //! claims durability. A step that only raises the decided index costs no fsync (`storage`).
 //!
-//! Log indices: OmniPaxos' position `p` (0-based) is log index `p + 1`, so a state's
-//! `applied_index()` is also the next position to apply.
+//! Batching: the proposals drained in one pass become one log entry of up to
+//! `ENTRY_COMMANDS_MAX` commands (`ENTRY_BYTES_MAX` bytes); apply runs them in order and
+//! answers each writer.
+//!
+//! Indices: OmniPaxos' position `p` (0-based) is log index `p + 1`, so a state's
+//! `applied_log_index()` is also the next position to apply. Each command has its own
+//! command index (`CellState::applied_index`), which writers, readers and watchers see;
+//! decided, checkpoint and compacted indices count log entries.
 
 use crate::catchup::fetch_best_checkpoint;
-use crate::entry::{PaxosMessage, SharedEntry};
+use crate::entry::{PaxosMessage, SharedEntry, ENTRY_BYTES_MAX, ENTRY_COMMANDS_MAX};
 use crate::metrics::ReplicaMetrics;
 use crate::state::{CellState, LogEntry, Outcome};
 use crate::storage::{Checkpoint, ReplicaDb, RocksStorage, StorageError};
@@ -44,8 +50,9 @@ use tokio_util::sync::CancellationToken;
 
 pub type Paxos = OmniPaxos<SharedEntry, RocksStorage<SharedEntry>>;
 
-/// Most decided entries applied in one pass of the loop (the rest on the next pass), so
-/// ticks and messages are not starved while a recovering replica catches up.
+/// Most decided commands applied in one pass of the loop (whole log entries: the entry
+/// that reaches it is finished; the rest on the next pass), so ticks and messages are not
+/// starved while a recovering replica catches up.
 pub const APPLY_BATCH_MAX: usize = 1_024;
 /// Most queued messages or proposals handled per wake-up before the loop ticks again.
 const DRAIN_MAX: usize = 256;
@@ -53,7 +60,7 @@ const DRAIN_MAX: usize = 256;
 /// What a write's waiter learns (also the answer to a forwarded write, in bincode).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Committed {
-    /// Log index the entry was decided at.
+    /// Command index the write was applied at (first applied, for a retried request id).
     pub index: u64,
     pub outcome: Outcome,
 }
@@ -95,8 +102,13 @@ pub struct LeaderInfo {
 /// Progress indices published by the loop.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Progress {
+    /// Log index (entries) decided.
     pub decided_index: u64,
+    /// Command index applied (what readers see).
     pub applied_index: u64,
+    /// Log index (entries) applied.
+    pub applied_log_index: u64,
+    /// Log index the latest checkpoint was taken at.
     pub checkpoint_index: u64,
     /// Wall-clock ms of the latest checkpoint (0: none).
     pub checkpoint_time_ms: u64,
@@ -154,7 +166,12 @@ pub struct PaxosLoop {
     channels: LoopChannels,
     /// Waiting writes by request id (several clients may retry the same id).
     waiters: HashMap<String, Vec<Waiter>>,
+    /// Waiters, those of `batch` included.
     waiter_count: usize,
+    /// Commands accepted in this pass, not appended yet (one log entry), and their waiters.
+    batch: Vec<LogEntry>,
+    batch_waiters: Vec<(String, Waiter)>,
+    batch_bytes: u64,
     leader: LeaderInfo,
     progress: Progress,
     outgoing: Vec<PaxosMessage>,
@@ -189,6 +206,9 @@ impl PaxosLoop {
             channels,
             waiters: HashMap::new(),
             waiter_count: 0,
+            batch: Vec::new(),
+            batch_waiters: Vec::new(),
+            batch_bytes: 0,
             leader: LeaderInfo::default(),
             progress,
             outgoing: Vec::new(),
@@ -315,25 +335,54 @@ impl PaxosLoop {
         }
         let mut entry = proposal.entry;
         entry.time_ms = borg_common::now_ms();
-        let request_id = entry.request_id.clone();
-        match self.paxos.append(SharedEntry::new(entry)) {
+        // Encoding cannot fail (plain serde types); an unknown size counts as the bound.
+        let bytes = bincode::serialized_size(&entry).unwrap_or(ENTRY_BYTES_MAX);
+        if !self.batch.is_empty() && self.batch_bytes + bytes > ENTRY_BYTES_MAX {
+            self.append_batch();
+        }
+        self.waiter_count += 1;
+        self.batch_waiters.push((
+            entry.request_id.clone(),
+            Waiter {
+                reply: proposal.reply,
+                proposed_at: Instant::now(),
+            },
+        ));
+        self.batch.push(entry);
+        self.batch_bytes += bytes;
+        if self.batch.len() >= ENTRY_COMMANDS_MAX {
+            self.append_batch();
+        }
+    }
+
+    /// Appends the commands gathered so far as one log entry.
+    fn append_batch(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let commands = std::mem::take(&mut self.batch);
+        let waiters = std::mem::take(&mut self.batch_waiters);
+        self.batch_bytes = 0;
+        let count = commands.len();
+        match self.paxos.append(SharedEntry::new(commands)) {
             Ok(()) => {
-                self.metrics.proposals.inc();
-                self.waiter_count += 1;
-                self.waiters.entry(request_id).or_default().push(Waiter {
-                    reply: proposal.reply,
-                    proposed_at: Instant::now(),
-                });
+                self.metrics.proposals.inc_by(count as u64);
+                for (request_id, waiter) in waiters {
+                    self.waiters.entry(request_id).or_default().push(waiter);
+                }
             }
             Err(error) => {
                 tracing::warn!(?error, "OmniPaxos refused an entry");
                 self.metrics
                     .proposals_refused
                     .with_label_values(&["refused"])
-                    .inc();
-                let _ = proposal.reply.send(Err(ProposeError::NotLeader {
-                    leader_address: None,
-                }));
+                    .inc_by(count as u64);
+                self.waiter_count = self.waiter_count.saturating_sub(count);
+                for (_, waiter) in waiters {
+                    let _ = waiter.reply.send(Err(ProposeError::NotLeader {
+                        leader_address: None,
+                    }));
+                }
             }
         }
     }
@@ -382,6 +431,7 @@ impl PaxosLoop {
                 Err(_) => break,
             }
         }
+        self.append_batch();
         self.send_leader_messages_early();
     }
 
@@ -434,28 +484,32 @@ impl PaxosLoop {
             is_self,
         };
         self.metrics.is_leader.set(i64::from(is_self));
+        if is_self && !was_self {
+            tracing::info!(replica = self.settings.id, "leading: accepting writes");
+        }
         if was_self && !is_self {
             // Entries may still be decided by the next leader; the callers retry there with
             // the same request ids, which the state machine answers from its dedup window.
             let leader_address = self.leader.leader_address.clone();
-            for (_, waiters) in self.waiters.drain() {
-                for waiter in waiters {
-                    let _ = waiter.reply.send(Err(ProposeError::NotLeader {
-                        leader_address: leader_address.clone(),
-                    }));
-                }
+            self.batch.clear();
+            self.batch_bytes = 0;
+            let batch = self.batch_waiters.drain(..).map(|(_, w)| w);
+            for waiter in self.waiters.drain().flat_map(|(_, w)| w).chain(batch) {
+                let _ = waiter.reply.send(Err(ProposeError::NotLeader {
+                    leader_address: leader_address.clone(),
+                }));
             }
             self.waiter_count = 0;
         }
         self.channels.leader.send_replace(self.leader.clone());
     }
 
-    /// Applies decided entries not applied yet, at most `APPLY_BATCH_MAX` per call.
+    /// Applies decided entries not applied yet, about `APPLY_BATCH_MAX` commands per call.
     fn apply_decided(&mut self) {
         let decided = self.paxos.get_decided_idx() as u64;
         self.metrics.decided_index.set(decided as i64);
         self.progress.decided_index = decided;
-        let applied = self.progress.applied_index;
+        let applied = self.progress.applied_log_index;
         if decided <= applied {
             self.publish_progress();
             return;
@@ -475,39 +529,52 @@ impl PaxosLoop {
                 tracing::error!("cell state lock poisoned; not applying");
                 return;
             };
+            let mut commands_applied = 0usize;
             for (offset, entry) in entries.into_iter().enumerate() {
-                let index = applied + 1 + offset as u64;
+                if commands_applied >= APPLY_BATCH_MAX {
+                    break;
+                }
+                let log_index = applied + 1 + offset as u64;
                 let entry = match entry {
                     PaxosLogEntry::Decided(entry) => entry,
                     other => {
                         // Only a replica behind the trim point reads a trimmed entry (every
                         // replica trims below its own checkpoint only); stop signs are unused.
-                        tracing::debug!(index, ?other, "log entry trimmed: behind the trim point");
+                        tracing::debug!(
+                            log_index,
+                            ?other,
+                            "log entry trimmed: behind the trim point"
+                        );
                         behind_trim_point = true;
                         break;
                     }
                 };
+                let first_index = state.applied_index() + 1;
                 let started = Instant::now();
-                let result = state.apply(index, &entry);
+                let results = state.apply_entry(log_index, &entry);
                 self.metrics
                     .apply_latency_seconds
                     .observe(started.elapsed().as_secs_f64());
-                self.metrics.commits.inc();
-                self.progress.applied_index = index;
-                if watched && !result.changes.is_empty() {
-                    let update = v1::CellUpdate {
-                        index,
-                        update: Some(v1::cell_update::Update::Change(
-                            state.change_view(&result.changes),
-                        )),
-                    };
-                    // Sent under the write lock, so a watcher that subscribes under the read
-                    // lock after its snapshot neither misses nor repeats a change.
-                    let _ = self.channels.updates.send(Arc::new(update));
-                }
-                if !entry.request_id.is_empty() {
-                    if let Some(waiters) = self.waiters.remove(&entry.request_id) {
-                        replies.push((waiters, result.committed_index, result.outcome));
+                self.metrics.commits.inc_by(results.len() as u64);
+                commands_applied += results.len();
+                self.progress.applied_log_index = log_index;
+                self.progress.applied_index = state.applied_index();
+                for ((index, command), result) in (first_index..).zip(entry.iter()).zip(results) {
+                    if watched && !result.changes.is_empty() {
+                        let update = v1::CellUpdate {
+                            index,
+                            update: Some(v1::cell_update::Update::Change(
+                                state.change_view(&result.changes),
+                            )),
+                        };
+                        // Sent under the write lock, so a watcher that subscribes under the
+                        // read lock after its snapshot neither misses nor repeats a change.
+                        let _ = self.channels.updates.send(Arc::new(update));
+                    }
+                    if !command.request_id.is_empty() {
+                        if let Some(waiters) = self.waiters.remove(&command.request_id) {
+                            replies.push((waiters, result.committed_index, result.outcome));
+                        }
                     }
                 }
             }
@@ -541,7 +608,7 @@ impl PaxosLoop {
         if self.checkpoint_task.is_some() {
             return;
         }
-        let applied = self.progress.applied_index;
+        let applied = self.progress.applied_log_index;
         let since = applied.saturating_sub(self.progress.checkpoint_index);
         let by_count = self.settings.checkpoint_every_entries;
         let by_time_s = self.settings.checkpoint_every_s;
@@ -650,7 +717,7 @@ impl PaxosLoop {
         }
         self.last_catch_up_at = Some(Instant::now());
         tracing::warn!(
-            applied = self.progress.applied_index,
+            applied = self.progress.applied_log_index,
             decided = self.paxos.get_decided_idx(),
             compacted = self.paxos.get_compacted_idx(),
             "decided entries are not in this replica's log (it is behind the trim point); fetching a peer's checkpoint"
@@ -669,10 +736,10 @@ impl PaxosLoop {
     /// replica, and restarts OmniPaxos on it (as a process restart would).
     fn install_fetched(&mut self, checkpoint: Checkpoint) {
         let index = checkpoint.index;
-        if index <= self.progress.applied_index || self.checkpoint_task.is_some() {
+        if index <= self.progress.applied_log_index || self.checkpoint_task.is_some() {
             tracing::debug!(
                 index,
-                applied = self.progress.applied_index,
+                applied = self.progress.applied_log_index,
                 "fetched checkpoint not installed"
             );
             return;
@@ -710,12 +777,13 @@ impl PaxosLoop {
         };
         self.paxos = paxos;
         ask_leader_to_sync(&mut self.paxos, self.settings.id, &self.settings.peers);
+        let command_index = state.applied_index();
         match self.state.write() {
             Ok(mut guard) => {
                 *guard = state;
                 // Watchers start over from the new state.
                 let update = v1::CellUpdate {
-                    index,
+                    index: command_index,
                     update: Some(v1::cell_update::Update::Snapshot(guard.snapshot_view())),
                 };
                 let _ = self.channels.updates.send(Arc::new(update));
@@ -727,7 +795,8 @@ impl PaxosLoop {
         }
         self.progress = Progress {
             decided_index: index,
-            applied_index: index,
+            applied_index: command_index,
+            applied_log_index: index,
             checkpoint_index: index,
             checkpoint_time_ms: checkpoint.time_ms,
             compacted_index: index,
@@ -743,7 +812,7 @@ impl PaxosLoop {
         self.waiter_count = 0;
         self.metrics.checkpoint_index.set(index as i64);
         self.metrics.compacted_index.set(index as i64);
-        self.metrics.applied_index.set(index as i64);
+        self.metrics.applied_index.set(command_index as i64);
         tracing::info!(index, "caught up from a peer's checkpoint");
         self.publish_progress();
     }

@@ -312,6 +312,7 @@ fn recover_state(
         })?;
     let progress = Progress {
         applied_index: state.applied_index(),
+        applied_log_index: state.applied_log_index(),
         checkpoint_index: checkpoint.index,
         checkpoint_time_ms: checkpoint.time_ms,
         ..Progress::default()

@@ -112,6 +112,63 @@ async fn a_write_is_replicated_forwarded_by_followers_and_survives_a_restart() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_share_log_entries_but_each_has_its_own_index() {
+    const WRITES: usize = 48;
+    let mut cluster = Cluster::start(3).await;
+    let leader = cluster.wait_for_leader().await;
+    let address = cluster.address(leader).to_owned();
+    submit_at_leader(&address, job_spec("warm-up", 1), "warm-up").await;
+    let status = |id: u64| {
+        let address = cluster.address(id).to_owned();
+        async move {
+            ReplicaServiceClient::new(channel(&address))
+                .status(v1::ReplicaStatusRequest {
+                    with_state_hash: true,
+                })
+                .await
+                .ok()
+                .map(|r| r.into_inner())
+        }
+    };
+    let before = status(leader).await.expect("leader status");
+    // All at once: the leader's loop puts those that arrive in one pass into one entry.
+    let writes = (0..WRITES).map(|i| {
+        let address = address.clone();
+        tokio::spawn(async move {
+            submit_at_leader(&address, job_spec(&format!("c{i}"), 1), &format!("c-{i}")).await
+        })
+    });
+    let mut indices = Vec::new();
+    for write in writes {
+        let response = write.await.expect("writer task");
+        assert!(response.created);
+        assert_eq!(response.job.unwrap().modify_index, response.index);
+        indices.push(response.index);
+    }
+    indices.sort_unstable();
+    indices.dedup();
+    assert_eq!(indices.len(), WRITES, "every write has its own index");
+    let after = status(leader).await.expect("leader status");
+    let commands = after.applied_index - before.applied_index;
+    let entries = after.applied_log_index - before.applied_log_index;
+    assert!(commands >= WRITES as u64, "{before:?} {after:?}");
+    assert!(entries <= commands, "{before:?} {after:?}");
+    // Every replica applies the same entries to the same state.
+    let hashes = eventually("equal states on every replica", || async {
+        let mut seen = Vec::new();
+        for id in 1..=3 {
+            let s = status(id).await?;
+            (s.applied_log_index == after.applied_log_index).then_some(())?;
+            seen.push((s.applied_index, s.state_hash));
+        }
+        Some(seen)
+    })
+    .await;
+    assert!(hashes.iter().all(|h| *h == hashes[0]), "{hashes:?}");
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_invalid_argument_and_changes_nothing() {
     let mut cluster = Cluster::start(3).await;
     let leader = cluster.wait_for_leader().await;
@@ -195,6 +252,7 @@ async fn bad_input_is_invalid_argument_and_changes_nothing() {
         .get_assignment(v1::GetAssignmentRequest {
             shard_index: 3,
             shard_count: 2,
+            known: vec![],
         })
         .await
         .unwrap_err();

@@ -34,6 +34,10 @@ pub struct LinkShardConfig {
     pub master_token: Option<String>,
     /// Names this shard in forwarded diffs and logs.
     pub shard_id: String,
+    /// Tell the master and the borglets what the shard already holds, so that they exchange
+    /// only differences (`GetAssignmentRequest.known`, keyed polls). False: whole sets every
+    /// round, as older shards did (for comparisons).
+    pub send_held_sets: bool,
 }
 
 impl LinkShardConfig {
@@ -52,6 +56,7 @@ impl LinkShardConfig {
             metrics_address: None,
             master_token: None,
             shard_id: format!("linkshard-{shard_index}-of-{shard_count}"),
+            send_held_sets: true,
         }
     }
 

@@ -6,12 +6,15 @@
 //! every assigned machine with its desired set (bounded concurrency, per-poll timeout), a diff of each report against what the master was last
 //! told ([`diff`], pure), and one `LinkService.ForwardDiffs` per batch of changed machines
 //! (none when nothing changed). All state is rebuildable: a restarted shard forwards every
-//! machine's full report once.
+//! machine's full report once. The master and the borglets are told what the shard already
+//! holds and exchange differences only ([`assignments`], [`keyed`]).
 
+pub mod assignments;
 pub mod borglets;
 pub mod config;
 pub mod diff;
 pub mod error;
+pub mod keyed;
 pub mod metrics;
 pub mod shard;
 

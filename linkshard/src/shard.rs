@@ -1,8 +1,10 @@
 //! One link shard's rounds: assignment from the master, concurrent polls, diffs, forwards.
 
+use crate::assignments::HeldAssignments;
 use crate::borglets::{poll, BorgletPool, PollFailure};
 use crate::config::LinkShardConfig;
 use crate::diff::{MachineRecord, Observation};
+use crate::keyed::{self, SentTasks};
 use crate::metrics::{
     Metrics, POLL_OUTCOME_ERROR, POLL_OUTCOME_OK, POLL_OUTCOME_TIMEOUT, POLL_OUTCOME_WRONG_MACHINE,
 };
@@ -10,10 +12,10 @@ use borg_common::master_client::TokenInterceptor;
 use borg_common::MasterClient;
 use borg_proto::v1::link_service_client::LinkServiceClient;
 use borg_proto::v1::{
-    ForwardDiffsRequest, GetAssignmentRequest, MachineAssignment, MachineDiff, PollRequest,
-    PollResponse,
+    ForwardDiffsRequest, GetAssignmentRequest, MachineAssignment, MachineDiff, PollResponse,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
 use tonic::Status;
@@ -45,6 +47,10 @@ pub struct Shard {
     borglets: BorgletPool,
     /// What the master was last told, per machine of the shard.
     records: HashMap<String, MachineRecord>,
+    /// The machines' desired sets as of the last assignment (the master sends differences).
+    assignments: HeldAssignments,
+    /// Per borglet that takes keyed polls, the tasks of its last answered poll.
+    sent: HashMap<String, SentTasks>,
     metrics: Metrics,
 }
 
@@ -62,6 +68,8 @@ impl Shard {
             master,
             borglets: BorgletPool::new(poll_timeout, borglet_token),
             records: HashMap::new(),
+            assignments: HeldAssignments::default(),
+            sent: HashMap::new(),
             metrics,
         }
     }
@@ -76,15 +84,28 @@ impl Shard {
     }
 
     async fn round_inner(&mut self) -> Result<RoundSummary, AssignmentError> {
-        let (machines, master_index) = self.assignment().await?;
+        let master_index = self.assignment().await?;
+        // Taken out for the round so that polls may borrow `self` mutably; put back below.
+        let held = std::mem::take(&mut self.assignments);
+        let summary = self.round_with(held.machines(), master_index).await;
+        self.assignments = held;
+        Ok(summary)
+    }
+
+    async fn round_with(
+        &mut self,
+        machines: &BTreeMap<String, Arc<MachineAssignment>>,
+        master_index: u64,
+    ) -> RoundSummary {
         let names: BTreeSet<String> = machines.keys().cloned().collect();
         self.borglets.retain(&names);
         self.records.retain(|machine, _| names.contains(machine));
+        self.sent.retain(|machine, _| names.contains(machine));
         self.metrics
             .machines_in_shard
             .set(i64::try_from(machines.len()).unwrap_or(i64::MAX));
 
-        let outcomes = self.poll_all(&machines, master_index).await;
+        let outcomes = self.poll_all(machines, master_index).await;
         let mut summary = RoundSummary {
             machines: machines.len(),
             ..RoundSummary::default()
@@ -94,6 +115,13 @@ impl Shard {
             self.metrics
                 .poll_latency_seconds
                 .observe(latency.as_secs_f64());
+            match &outcome {
+                Ok(response) => self.remember_sent(&machine, machines.get(&machine), response),
+                // Unknown whether the borglet took the poll: the next one is full.
+                Err(_) => {
+                    self.sent.remove(&machine);
+                }
+            }
             let record = self.records.entry(machine.clone()).or_default();
             let observation = match outcome {
                 Ok(response) => {
@@ -149,25 +177,31 @@ impl Shard {
                 summary.diffs_unforwarded += take;
             }
         }
-        Ok(summary)
+        summary
     }
 
-    /// The shard's machines by name (the first of duplicate names wins) and the master's
-    /// log index they were read at.
-    async fn assignment(
-        &mut self,
-    ) -> Result<(BTreeMap<String, MachineAssignment>, u64), AssignmentError> {
+    /// Brings `assignments` up to date with the master (which sends only what changed since
+    /// the sets the shard holds); returns the master's log index they were read at.
+    async fn assignment(&mut self) -> Result<u64, AssignmentError> {
         let request = GetAssignmentRequest {
             shard_index: self.config.shard_index,
             shard_count: self.config.shard_count,
+            known: if self.config.send_held_sets {
+                self.assignments.known()
+            } else {
+                Vec::new()
+            },
         };
         let response = self
             .master
-            .call(|channel| async move {
-                LinkServiceClient::new(channel)
-                    .get_assignment(request)
-                    .await
-                    .map(tonic::Response::into_inner)
+            .call(|channel| {
+                let request = request.clone();
+                async move {
+                    LinkServiceClient::new(channel)
+                        .get_assignment(request)
+                        .await
+                        .map(tonic::Response::into_inner)
+                }
             })
             .await
             .map_err(|status| {
@@ -182,19 +216,14 @@ impl Shard {
                     message: status.message().to_owned(),
                 }
             })?;
-        let mut machines = BTreeMap::new();
-        for assignment in response.machines {
-            machines
-                .entry(assignment.machine.clone())
-                .or_insert(assignment);
-        }
-        Ok((machines, response.index))
+        self.assignments.apply(response.machines);
+        Ok(response.index)
     }
 
     /// Polls every machine, at most `poll_concurrency_max` at once.
     async fn poll_all(
         &mut self,
-        machines: &BTreeMap<String, MachineAssignment>,
+        machines: &BTreeMap<String, Arc<MachineAssignment>>,
         master_index: u64,
     ) -> Vec<PollOutcome> {
         let timeout = Duration::from_millis(self.config.poll_timeout_ms);
@@ -211,15 +240,17 @@ impl Shard {
                     continue;
                 }
             };
-            let request = PollRequest {
-                machine: machine.clone(),
-                desired: assignment.desired.clone(),
-                master_index,
-            };
+            let request = keyed::poll_request(assignment, self.sent.get(machine), master_index);
             let machine = machine.clone();
+            let assignment = Arc::clone(assignment);
             in_flight.spawn(async move {
                 let started = Instant::now();
-                let result = poll(channel, request, timeout).await;
+                let mut result = poll(channel.clone(), request, timeout).await;
+                if result.as_ref().is_ok_and(|r| !r.unknown.is_empty()) {
+                    // The borglet lacks some assignments (it restarted, say): the whole set.
+                    let full = keyed::full_poll_request(&assignment, master_index);
+                    result = poll(channel, full, timeout).await;
+                }
                 (machine, result, started.elapsed())
             });
         }
@@ -227,6 +258,27 @@ impl Shard {
             collect_one(&mut in_flight, &mut outcomes).await;
         }
         outcomes
+    }
+
+    /// After an answered poll: what the borglet holds now, if it takes keyed polls.
+    fn remember_sent(
+        &mut self,
+        machine: &str,
+        assignment: Option<&Arc<MachineAssignment>>,
+        response: &PollResponse,
+    ) {
+        match assignment {
+            Some(assignment) if response.keyed_polls && self.config.send_held_sets => {
+                let current = self.sent.get(machine).is_some_and(|s| s.is_of(assignment));
+                if !current {
+                    self.sent
+                        .insert(machine.to_owned(), SentTasks::of(assignment));
+                }
+            }
+            _ => {
+                self.sent.remove(machine);
+            }
+        }
     }
 
     /// Sends one batch of diffs; true when the master took it.

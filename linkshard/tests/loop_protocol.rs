@@ -6,8 +6,9 @@ use borg_proto::v1::borglet_service_server::{BorgletService, BorgletServiceServe
 use borg_proto::v1::link_service_server::{LinkService, LinkServiceServer};
 use borg_proto::v1::{
     AssignedTask, ForwardDiffsRequest, ForwardDiffsResponse, GetAssignmentRequest,
-    GetAssignmentResponse, MachineAssignment, MachineDiff, PollRequest, PollResponse,
-    RegisterMachineRequest, RegisterMachineResponse, TaskReport, TaskState,
+    GetAssignmentResponse, JobTaskKeys, KnownAssignment, MachineAssignment, MachineDiff,
+    PollRequest, PollResponse, RegisterMachineRequest, RegisterMachineResponse, TaskReport,
+    TaskState,
 };
 use linkshard::{run, LinkShardConfig};
 use std::net::SocketAddr;
@@ -32,6 +33,8 @@ struct FakeMasterState {
     forwards: Vec<ForwardDiffsRequest>,
     refused_forwards: u64,
     refuse_forwards: bool,
+    /// `known` of the last `GetAssignment`.
+    last_known: Vec<KnownAssignment>,
 }
 
 #[derive(Clone, Default)]
@@ -56,6 +59,7 @@ impl LinkService for FakeMaster {
         assert_eq!((request.shard_index, request.shard_count), (0, 1));
         let mut state = self.0.lock().unwrap();
         state.assignment_calls += 1;
+        state.last_known = request.known;
         Ok(Response::new(GetAssignmentResponse {
             machines: state.machines.clone(),
             index: 42,
@@ -89,6 +93,12 @@ struct FakeBorgletState {
     polls: Vec<PollRequest>,
     /// The `authorization` metadata of each poll.
     authorizations: Vec<Option<String>>,
+    /// Answer that keyed polls are taken.
+    keyed_polls: bool,
+    /// Answered (once) to the next keyed poll as the keys it does not have.
+    unknown_once: Vec<JobTaskKeys>,
+    /// Index in `polls` of the poll that was answered `unknown_once`.
+    unknown_answered_at: Option<usize>,
 }
 
 #[derive(Clone, Default)]
@@ -104,13 +114,22 @@ impl BorgletService for FakeBorglet {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         state.authorizations.push(authorization);
-        state.polls.push(request.into_inner());
+        let request = request.into_inner();
+        let unknown = if request.keyed && !state.unknown_once.is_empty() {
+            state.unknown_answered_at = Some(state.polls.len());
+            std::mem::take(&mut state.unknown_once)
+        } else {
+            vec![]
+        };
+        state.polls.push(request);
         if state.failing {
             return Err(Status::unavailable("the fake borglet is failing"));
         }
         Ok(Response::new(PollResponse {
             machine: state.machine.clone(),
             tasks: state.tasks.clone(),
+            keyed_polls: state.keyed_polls,
+            unknown,
             ..PollResponse::default()
         }))
     }
@@ -275,6 +294,7 @@ async fn an_unchanged_report_is_not_forwarded_and_a_change_is() {
         machine: "m1".into(),
         address: borglet_address.to_string(),
         desired: vec![assigned("web", 0, 1)],
+        ..MachineAssignment::default()
     }];
     let master_address = start_master(master.clone(), servers.clone()).await;
     let (shard, shutdown) = start_shard(master_address, 3);
@@ -324,6 +344,73 @@ async fn an_unchanged_report_is_not_forwarded_and_a_change_is() {
 }
 
 #[tokio::test]
+async fn held_sets_are_sent_as_keys_and_unknown_keys_get_a_full_poll() {
+    let servers = CancellationToken::new();
+    let borglet = FakeBorglet::default();
+    {
+        let mut state = borglet.0.lock().unwrap();
+        state.machine = "m1".into();
+        state.tasks = vec![running("web", 0, 1, 100)];
+        state.keyed_polls = true;
+    }
+    let borglet_address = start_borglet(borglet.clone(), servers.clone()).await;
+    let master = FakeMaster::default();
+    master.0.lock().unwrap().machines = vec![MachineAssignment {
+        machine: "m1".into(),
+        address: borglet_address.to_string(),
+        desired: vec![assigned("web", 0, 1)],
+        version: 7,
+        ..MachineAssignment::default()
+    }];
+    let master_address = start_master(master.clone(), servers.clone()).await;
+    let (shard, shutdown) = start_shard(master_address, 3);
+    let web_keys = vec![JobTaskKeys {
+        job: "web".into(),
+        indices: vec![0],
+        incarnations: vec![1],
+    }];
+
+    // The first poll is full; once the borglet said it takes keyed polls, keys only.
+    wait_polls(&borglet, 3).await;
+    {
+        let state = borglet.0.lock().unwrap();
+        assert!(!state.polls[0].keyed);
+        assert_eq!(state.polls[0].desired, vec![assigned("web", 0, 1)]);
+        let last = state.polls.last().unwrap();
+        assert!(last.keyed);
+        assert!(last.desired.is_empty());
+        assert_eq!(last.desired_keys, web_keys);
+    }
+    // The master is told what the shard holds.
+    {
+        let state = master.0.lock().unwrap();
+        assert_eq!(state.last_known.len(), 1);
+        assert_eq!(state.last_known[0].machine, "m1");
+        assert_eq!(state.last_known[0].version, 7);
+        assert_eq!(state.last_known[0].tasks, web_keys);
+    }
+
+    // A borglet that lost the task names it unknown: the shard polls again in full at once.
+    borglet.0.lock().unwrap().unknown_once = web_keys.clone();
+    wait_for("the unknown key to be answered", || {
+        borglet.0.lock().unwrap().unknown_answered_at.is_some()
+    })
+    .await;
+    wait_polls(&borglet, 2).await;
+    {
+        let state = borglet.0.lock().unwrap();
+        let answered = state.unknown_answered_at.unwrap();
+        let next = &state.polls[answered + 1];
+        assert!(!next.keyed);
+        assert_eq!(next.desired, vec![assigned("web", 0, 1)]);
+    }
+    assert_eq!(forwards(&master).len(), 1, "only the first report is news");
+
+    stop_shard(shard, shutdown).await;
+    servers.cancel();
+}
+
+#[tokio::test]
 async fn unreachable_machines_are_forwarded_once_and_their_return_in_full() {
     let servers = CancellationToken::new();
     let borglet = FakeBorglet::default();
@@ -339,12 +426,14 @@ async fn unreachable_machines_are_forwarded_once_and_their_return_in_full() {
             machine: "m1".into(),
             address: borglet_address.to_string(),
             desired: vec![assigned("web", 0, 1)],
+            ..MachineAssignment::default()
         },
         // Nothing listens on port 1: every poll is refused.
         MachineAssignment {
             machine: "dead".into(),
             address: "127.0.0.1:1".into(),
             desired: vec![],
+            ..MachineAssignment::default()
         },
     ];
     let master_address = start_master(master.clone(), servers.clone()).await;
@@ -400,6 +489,7 @@ async fn refused_diffs_are_sent_again_and_machines_rejoin_in_full() {
         machine: "m1".into(),
         address: borglet_address.to_string(),
         desired: vec![assigned("web", 0, 1)],
+        ..MachineAssignment::default()
     };
     let master = FakeMaster::default();
     {
@@ -465,6 +555,7 @@ async fn diffs_are_forwarded_in_bounded_batches() {
             machine: machine.into(),
             address: borglet_address.to_string(),
             desired: vec![assigned("web", 0, 1)],
+            ..MachineAssignment::default()
         })
         .collect();
     let master_address = start_master(master.clone(), servers.clone()).await;
@@ -496,6 +587,7 @@ async fn polls_carry_the_cluster_token() {
         machine: "m1".into(),
         address: borglet_address.to_string(),
         desired: vec![],
+        ..MachineAssignment::default()
     }];
     let master_address = start_master(master.clone(), servers.clone()).await;
     let mut config = LinkShardConfig::new(vec![], 0, 1);

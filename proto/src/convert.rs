@@ -320,6 +320,28 @@ pub fn machine_state_from_wire(value: i32) -> Result<m::MachineState, ConvertErr
     }
 }
 
+/// Task keys (job, index, incarnation) grouped into one `JobTaskKeys` per run of equal jobs
+/// (so one per job when `keys` come in job order).
+pub fn group_task_keys<'a>(
+    keys: impl IntoIterator<Item = (&'a str, u32, u64)>,
+) -> Vec<v1::JobTaskKeys> {
+    let mut grouped: Vec<v1::JobTaskKeys> = Vec::new();
+    for (job, index, incarnation) in keys {
+        match grouped.last_mut() {
+            Some(last) if last.job == job => {
+                last.indices.push(index);
+                last.incarnations.push(incarnation);
+            }
+            _ => grouped.push(v1::JobTaskKeys {
+                job: job.to_owned(),
+                indices: vec![index],
+                incarnations: vec![incarnation],
+            }),
+        }
+    }
+    grouped
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,6 +6,18 @@ use std::net::SocketAddr;
 
 /// Default of `SchedulerConfig::plan_batch_max`.
 pub const PLAN_BATCH_MAX: usize = 1_000;
+/// Default of `SchedulerConfig::backlog_retries_per_round_max`: on the loaded Google 2011
+/// cell a task that fits nowhere costs 20–100 µs of a round (idle to loaded machine), so
+/// 200 retries add at most ~20 ms to the round a new job waits for or joins.
+pub const BACKLOG_RETRIES_PER_ROUND_MAX: usize = 200;
+/// Default of `SchedulerConfig::backlog_retry_interval_ms`: retrying the 49k-task backlog of
+/// the loaded Google 2011 cell costs about a second of CPU.
+pub const BACKLOG_RETRY_INTERVAL_MS: u64 = 30_000;
+/// Default of `SchedulerConfig::watch_message_bytes_max`. The first message of the cell
+/// stream is a snapshot of the whole cell: 7 MB for the Google 2011 cell (12.5k machines,
+/// 144k tasks) before placement, ~16 MB once placed; tonic's default of 4 MiB refuses it.
+/// 1 GiB leaves room for a cell at the master's limits (100k machines, 50k jobs).
+pub const WATCH_MESSAGE_BYTES_MAX: usize = 1 << 30;
 
 #[derive(Debug, Clone)]
 pub struct SchedulerConfig {
@@ -32,6 +44,15 @@ pub struct SchedulerConfig {
     pub updates_per_round_max: usize,
     /// Deadline of one CommitPlan call across leader changes and retries.
     pub commit_deadline_ms: u64,
+    /// Most backlog tasks (pending tasks that fit nowhere when last tried) retried in one
+    /// round once room may have appeared; new pending tasks are not limited by it.
+    pub backlog_retries_per_round_max: usize,
+    /// The whole backlog is retried at least this often even if no change freed room: a
+    /// task left unplaced by relaxed randomization (only some machines examined) may fit
+    /// on one it did not examine.
+    pub backlog_retry_interval_ms: u64,
+    /// Largest message of the cell stream accepted (the snapshot is one message).
+    pub watch_message_bytes_max: usize,
     pub placement: PlacementConfig,
 }
 
@@ -50,6 +71,9 @@ impl SchedulerConfig {
             retry_interval_ms: 1_000,
             updates_per_round_max: 1_000,
             commit_deadline_ms: 15_000,
+            backlog_retries_per_round_max: BACKLOG_RETRIES_PER_ROUND_MAX,
+            backlog_retry_interval_ms: BACKLOG_RETRY_INTERVAL_MS,
+            watch_message_bytes_max: WATCH_MESSAGE_BYTES_MAX,
             placement: PlacementConfig::new(),
         }
     }
@@ -63,6 +87,14 @@ impl SchedulerConfig {
             ("reconnect_backoff_max_ms", self.reconnect_backoff_max_ms),
             ("retry_interval_ms", self.retry_interval_ms),
             ("updates_per_round_max", self.updates_per_round_max as u64),
+            (
+                "backlog_retries_per_round_max",
+                self.backlog_retries_per_round_max as u64,
+            ),
+            (
+                "watch_message_bytes_max",
+                self.watch_message_bytes_max as u64,
+            ),
             ("placement.tasks_max", self.placement.tasks_max as u64),
             (
                 "placement.feasible_candidates_max",

@@ -7,6 +7,7 @@
 //! cell-state stream and commits plans.
 
 pub mod alloc;
+pub mod backlog;
 pub mod cache;
 pub mod class;
 pub mod commit;
@@ -30,6 +31,7 @@ pub mod work;
 pub use cache::ScoreCache;
 pub use config::SchedulerConfig;
 pub use error::SchedulerError;
+pub use order::QueueOrder;
 pub use plan::{ConstraintFailure, Placement, Plan, UnplacedReason, Victim};
 pub use schedule::{schedule, schedule_with_cache, PlacementConfig};
 pub use scoring::FitPolicy;

@@ -6,7 +6,7 @@ use crate::cache::{ScoreCache, Verdict, SCORE_CACHE_ENTRIES_MAX};
 use crate::class::{ClassId, Classes, TaskClass};
 use crate::feasibility;
 use crate::feasibility::Infeasible;
-use crate::order::queue_order;
+use crate::order::{queue_order_by, QueueOrder};
 use crate::plan::{ConstraintFailure, Placement, Plan, UnplacedReason, Victim};
 use crate::scoring::{self, FitPolicy, Score};
 use crate::spread::Spread;
@@ -51,6 +51,8 @@ pub struct PlacementConfig {
     pub relaxed_randomization: bool,
     /// Bound of the score cache (verdicts); it is emptied when full.
     pub score_cache_entries_max: usize,
+    /// Order of tasks within a priority: Borg's round-robin across owners by default.
+    pub queue_order: QueueOrder,
 }
 
 impl PlacementConfig {
@@ -64,6 +66,7 @@ impl PlacementConfig {
             score_cache: true,
             relaxed_randomization: true,
             score_cache_entries_max: SCORE_CACHE_ENTRIES_MAX,
+            queue_order: QueueOrder::default(),
         }
     }
 
@@ -95,8 +98,9 @@ pub fn schedule(
 }
 
 /// Places `pending` on the machines of `view`, in queue order (priority, then round-robin
-/// across owners). Machines are examined in an order drawn from `seed`; each placement is
-/// accounted before the next task is considered, so a plan never overcommits a machine.
+/// across owners or as `config.queue_order` says). Machines are examined in an order drawn
+/// from `seed`; each placement is accounted before the next task is considered, so a plan
+/// never overcommits a machine.
 /// `cache` carries verdicts from earlier calls (it changes speed, never the plan).
 ///
 /// When a task of an equivalence class fits nowhere, the remaining tasks of that class in
@@ -139,7 +143,10 @@ pub fn schedule_with_cache(
     // Tasks this plan evicts (they no longer count for their job's spreading).
     let mut evicted: HashSet<TaskId> = HashSet::new();
     let mut allocs = AllocFit::default();
-    let queue = queue_order(pending);
+    let capacity = machines
+        .iter()
+        .fold(Resources::ZERO, |sum, machine| sum + machine.capacity);
+    let queue = queue_order_by(pending, config.queue_order, &capacity);
     let mut plan = Plan::default();
 
     for (n, &i) in queue.iter().enumerate() {

@@ -2,6 +2,7 @@
 //! `schedule` when the view changed and tasks are pending, and commits the plans. One plan
 //! is in flight at a time; its tasks stay out of new plans until the view shows the commit.
 
+use crate::backlog::Backlog;
 use crate::cache::ScoreCache;
 use crate::commit::{commit_plan, CommitOutcome};
 use crate::config::SchedulerConfig;
@@ -9,7 +10,6 @@ use crate::error::SchedulerError;
 use crate::in_flight::InFlight;
 use crate::metrics::SchedulerMetrics;
 use crate::schedule::schedule_with_cache;
-use crate::view::PendingTask;
 use crate::view_sync::ViewSync;
 use borg_common::{now_ms, MasterClient, MasterClientConfig};
 use borg_proto::v1;
@@ -53,6 +53,9 @@ enum Event {
     Update(Result<Option<v1::CellUpdate>, Status>),
     Committed(Option<(CommitOutcome, Duration)>),
     Tick,
+    /// A round left work for the next one (deferred or backlog retries) and no commit is
+    /// being awaited: plan again once the stream's ready updates are applied.
+    Replan,
 }
 
 struct Scheduler {
@@ -61,6 +64,10 @@ struct Scheduler {
     metrics: SchedulerMetrics,
     sync: ViewSync,
     in_flight: InFlight,
+    /// Pending tasks that fit nowhere when last tried, waiting for room.
+    backlog: Backlog,
+    /// When the whole backlog was last marked for retry.
+    backlog_retried: Instant,
     commit: Option<JoinHandle<(CommitOutcome, Duration)>>,
     /// The view changed (or tasks were released) since the last round.
     dirty: bool,
@@ -82,6 +89,8 @@ impl Scheduler {
             metrics,
             sync: ViewSync::new(),
             in_flight: InFlight::new(),
+            backlog: Backlog::new(),
+            backlog_retried: Instant::now(),
             commit: None,
             dirty: false,
             retry_on_tick: false,
@@ -112,6 +121,7 @@ impl Scheduler {
             }
             self.metrics.watch_restarts.inc();
             self.sync.reset();
+            self.backlog.clear();
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep(Duration::from_millis(backoff_ms)) => {}
@@ -130,11 +140,13 @@ impl Scheduler {
         let request = v1::WatchCellRequest {
             scheduler_id: self.config.scheduler_id.clone(),
         };
+        let message_bytes_max = self.config.watch_message_bytes_max;
         self.client
             .call(|channel| {
                 let request = request.clone();
                 async move {
                     SchedulerServiceClient::new(channel)
+                        .max_decoding_message_size(message_bytes_max)
                         .watch_cell(request)
                         .await
                         .map(tonic::Response::into_inner)
@@ -166,6 +178,7 @@ impl Scheduler {
                     }
                 }, if self.commit.is_some() => Event::Committed(done),
                 _ = tick.tick() => Event::Tick,
+                _ = std::future::ready(()), if self.dirty && self.commit.is_none() && self.sync.has_snapshot() => Event::Replan,
             };
             match event {
                 Event::Shutdown => return self.sync.has_snapshot(),
@@ -206,6 +219,7 @@ impl Scheduler {
                     self.commit = None;
                     self.on_committed(done);
                 }
+                Event::Replan => {}
                 Event::Tick => {
                     let leader = self.client.current_endpoint();
                     if leader != watched {
@@ -219,6 +233,14 @@ impl Scheduler {
                     );
                     if released > 0 || self.retry_on_tick {
                         self.retry_on_tick = false;
+                        self.dirty = true;
+                    }
+                    let retry_interval =
+                        Duration::from_millis(self.config.backlog_retry_interval_ms);
+                    if self.backlog_retried.elapsed() >= retry_interval && !self.backlog.is_empty()
+                    {
+                        self.backlog_retried = Instant::now();
+                        self.backlog.room_freed();
                         self.dirty = true;
                     }
                 }
@@ -290,6 +312,9 @@ impl Scheduler {
         );
         if !outcome.rejected.is_empty() || outcome.error.is_some() {
             self.retry_on_tick = true;
+            // The plan's rounds counted room these placements took: tasks they left
+            // unplaced may fit after all.
+            self.backlog.room_freed();
         }
         self.in_flight.release_settled(
             self.sync.view().index(),
@@ -304,18 +329,25 @@ impl Scheduler {
             return;
         }
         self.dirty = false;
+        if self.sync.take_room_freed() {
+            self.backlog.room_freed();
+        }
+        let collect_started = Instant::now();
         let view = self.sync.view();
-        let all_pending = view.pending_tasks();
-        self.metrics.pending_tasks.set(all_pending.len() as i64);
-        let pending: Vec<PendingTask> = all_pending
-            .into_iter()
-            .filter(|t| !self.in_flight.contains(&t.id))
-            .collect();
+        let in_flight = &self.in_flight;
+        let collected = self.backlog.collect(
+            view,
+            |id| in_flight.contains(id),
+            self.config.backlog_retries_per_round_max,
+        );
+        self.metrics.pending_tasks.set(collected.pending as i64);
+        let pending = collected.tasks;
         if pending.is_empty() {
-            self.metrics.unplaced_tasks.set(0);
+            self.metrics.unplaced_tasks.set(self.backlog.len() as i64);
             return;
         }
         self.round = self.round.wrapping_add(1);
+        let collect_elapsed = collect_started.elapsed();
         let started = Instant::now();
         let plan = schedule_with_cache(
             view,
@@ -327,20 +359,28 @@ impl Scheduler {
         self.metrics
             .schedule_seconds
             .observe(started.elapsed().as_secs_f64());
-        self.metrics.unplaced_tasks.set(plan.unplaced.len() as i64);
         for (task, reason) in plan.unplaced.iter().take(UNPLACED_LOGGED_MAX) {
             tracing::debug!(%task, %reason, "task stays pending");
         }
+        let unplaced: std::collections::HashSet<&borg_model::TaskId> =
+            plan.unplaced.iter().map(|(task, _)| task).collect();
+        self.backlog
+            .unplaced(pending.iter().filter(|t| unplaced.contains(&t.id)));
+        self.metrics.unplaced_tasks.set(self.backlog.len() as i64);
         tracing::debug!(
             round = self.round,
             view_index = view.index(),
             placements = plan.placements.len(),
             unplaced = plan.unplaced.len(),
             deferred = plan.deferred,
+            tasks = pending.len(),
+            collect_ms = collect_elapsed.as_secs_f64() * 1e3,
+            schedule_ms = started.elapsed().as_secs_f64() * 1e3,
             "planned"
         );
-        if plan.deferred > 0 {
-            // More pending than one round takes: plan again once this commit is answered.
+        if plan.deferred > 0 || self.backlog.stale_len() > 0 {
+            // More pending or to retry than one round takes: plan again once this commit
+            // is answered.
             self.dirty = true;
         }
         if plan.placements.is_empty() {

@@ -5,7 +5,7 @@
 use borg_model::{
     Constraint, JobSpec, MachineInfo, MachineState, Priority, Resources, TaskId, TaskState,
 };
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 /// A task that holds resources on a machine (`Scheduled` or `Running`).
@@ -127,6 +127,19 @@ impl JobView {
             .unwrap_or(self.limits)
     }
 
+    /// Task `index` (`task` in `tasks`) as a task to place.
+    pub fn pending_task(&self, index: u32, task: &TaskView) -> PendingTask {
+        PendingTask {
+            id: TaskId::new(self.name.clone(), index),
+            incarnation: task.incarnation,
+            owner: self.owner.clone(),
+            priority: self.priority,
+            limits: self.limits_of(index),
+            constraints: Arc::clone(&self.constraints),
+            ports: self.ports_of(index),
+        }
+    }
+
     /// Ports task `index` holds: its override's, else the job's.
     pub fn ports_of(&self, index: u32) -> u32 {
         self.ports_by_task
@@ -186,6 +199,9 @@ pub struct CellView {
     machines: BTreeMap<String, MachineView>,
     jobs: BTreeMap<String, JobView>,
     placed: BTreeMap<String, MachineTasks>,
+    /// Active jobs with at least one pending task: a round scans these, not every task of a
+    /// cell where most tasks run.
+    pending_jobs: BTreeSet<String>,
     /// Per machine, tasks (any state) per package that ran or run there, per the view.
     packages: HashMap<String, HashMap<Arc<str>, u32>>,
     /// Per machine, the view generation at which it or its tasks last changed: score caches
@@ -289,6 +305,7 @@ impl CellView {
     /// Replaces a job and re-indexes its placed tasks by machine.
     pub fn upsert_job(&mut self, job: JobView) {
         self.unindex_job(&job.name);
+        let mut resum = BTreeSet::new();
         for (index, task) in &job.tasks {
             if task.machine.is_empty() {
                 continue;
@@ -318,13 +335,35 @@ impl CellView {
                     ports: job.ports_of(*index),
                 },
             );
-            on_machine.recompute_allocated();
+            if !resum.contains(task.machine.as_str()) {
+                resum.insert(task.machine.clone());
+            }
+        }
+        self.recompute_allocated_on(resum);
+        if job.active && job.tasks.values().any(|t| t.state == TaskState::Pending) {
+            self.pending_jobs.insert(job.name.clone());
+        } else {
+            self.pending_jobs.remove(&job.name);
         }
         self.jobs.insert(job.name.clone(), job);
     }
 
+    /// Re-sums the machines a job update touched, once each: per task it would cost the
+    /// square of a machine's task count for a large job on one machine.
+    fn recompute_allocated_on(&mut self, machines: BTreeSet<String>) {
+        for machine in machines {
+            if let Some(on_machine) = self.placed.get_mut(&machine) {
+                on_machine.recompute_allocated();
+                if on_machine.tasks.is_empty() {
+                    self.placed.remove(&machine);
+                }
+            }
+        }
+    }
+
     pub fn remove_job(&mut self, name: &str) {
         self.unindex_job(name);
+        self.pending_jobs.remove(name);
         self.jobs.remove(name);
     }
 
@@ -332,6 +371,7 @@ impl CellView {
         let Some(old) = self.jobs.get(name) else {
             return;
         };
+        let mut resum = BTreeSet::new();
         for (index, task) in &old.tasks {
             if task.machine.is_empty() {
                 continue;
@@ -355,14 +395,13 @@ impl CellView {
                     .tasks
                     .remove(&TaskId::new(name.to_owned(), *index))
                     .is_some()
+                    && !resum.contains(task.machine.as_str())
                 {
-                    on_machine.recompute_allocated();
-                }
-                if on_machine.tasks.is_empty() {
-                    self.placed.remove(&task.machine);
+                    resum.insert(task.machine.clone());
                 }
             }
         }
+        self.recompute_allocated_on(resum);
     }
 
     /// Machines in name order.
@@ -380,6 +419,13 @@ impl CellView {
 
     pub fn jobs(&self) -> impl Iterator<Item = &JobView> {
         self.jobs.values()
+    }
+
+    /// Active jobs with a pending task, in name order.
+    pub fn jobs_with_pending(&self) -> impl Iterator<Item = &JobView> {
+        self.pending_jobs
+            .iter()
+            .filter_map(|name| self.jobs.get(name))
     }
 
     pub fn job(&self, name: &str) -> Option<&JobView> {
@@ -435,20 +481,12 @@ impl CellView {
     /// Pending tasks of active jobs, in (job, index) order.
     pub fn pending_tasks(&self) -> Vec<PendingTask> {
         let mut out = Vec::new();
-        for job in self.jobs.values().filter(|j| j.active) {
+        for job in self.jobs_with_pending() {
             for (index, task) in &job.tasks {
                 if task.state != TaskState::Pending {
                     continue;
                 }
-                out.push(PendingTask {
-                    id: TaskId::new(job.name.clone(), *index),
-                    incarnation: task.incarnation,
-                    owner: job.owner.clone(),
-                    priority: job.priority,
-                    limits: job.limits_of(*index),
-                    constraints: Arc::clone(&job.constraints),
-                    ports: job.ports_of(*index),
-                });
+                out.push(job.pending_task(*index, task));
             }
         }
         out
@@ -578,6 +616,29 @@ mod tests {
         let mut j = job("a", vec![(TaskState::Pending, "")]);
         j.active = false;
         view.upsert_job(j);
+        assert!(view.pending_tasks().is_empty());
+    }
+
+    #[test]
+    fn the_pending_index_follows_job_updates() {
+        let names = |view: &CellView| -> Vec<String> {
+            view.jobs_with_pending().map(|j| j.name.clone()).collect()
+        };
+        let mut view = CellView::new();
+        view.upsert_job(job("a", vec![(TaskState::Pending, "")]));
+        view.upsert_job(job("b", vec![(TaskState::Running, "m1")]));
+        assert_eq!(names(&view), vec!["a"]);
+
+        view.upsert_job(job("a", vec![(TaskState::Running, "m1")]));
+        view.upsert_job(job(
+            "b",
+            vec![(TaskState::Running, "m1"), (TaskState::Pending, "")],
+        ));
+        assert_eq!(names(&view), vec!["b"]);
+        assert_eq!(view.pending_tasks().len(), 1);
+
+        view.remove_job("b");
+        assert!(names(&view).is_empty());
         assert!(view.pending_tasks().is_empty());
     }
 }

@@ -3,7 +3,7 @@
 //! stop the scheduler from placing every other.
 
 use crate::view::{CellView, JobView, MachineView, TaskView};
-use borg_model::{Resources, TaskId};
+use borg_model::{MachineState, Resources, TaskId, MACHINE_PORT_CAPACITY_DEFAULT};
 use borg_proto::convert::{self, ConvertError};
 use borg_proto::v1;
 use std::collections::BTreeMap;
@@ -33,6 +33,8 @@ pub enum ViewSyncError {
 pub struct ViewSync {
     view: CellView,
     has_snapshot: bool,
+    /// Updates since the last `take_room_freed` may have made room (see `room_freed`).
+    room_freed: bool,
 }
 
 impl ViewSync {
@@ -54,6 +56,12 @@ impl ViewSync {
         self.has_snapshot = false;
     }
 
+    /// Whether the updates applied since the last call may have made room for a task that
+    /// fit nowhere before.
+    pub fn take_room_freed(&mut self) -> bool {
+        std::mem::take(&mut self.room_freed)
+    }
+
     /// Applies one update. `Err` means the stream is unusable (restart the watch); `Ok`
     /// lists the items that were skipped as malformed.
     pub fn apply(&mut self, update: v1::CellUpdate) -> Result<Vec<ViewSyncError>, ViewSyncError> {
@@ -61,12 +69,14 @@ impl ViewSync {
         match update.update {
             Some(v1::cell_update::Update::Snapshot(snapshot)) => {
                 self.has_snapshot = true;
+                self.room_freed = true;
                 Ok(apply_snapshot(&mut self.view, index, snapshot))
             }
             Some(v1::cell_update::Update::Change(change)) => {
                 if !self.has_snapshot {
                     return Err(ViewSyncError::ChangeBeforeSnapshot { index });
                 }
+                self.room_freed |= room_freed(&self.view, &change);
                 Ok(apply_change(&mut self.view, index, change))
             }
             None => Err(ViewSyncError::EmptyUpdate { index }),
@@ -122,6 +132,78 @@ pub fn apply_change(view: &mut CellView, index: u64, change: v1::CellChange) -> 
     }
     view.set_index(index);
     skipped
+}
+
+/// Whether `change` may make room on `view` for a task that fit nowhere: a placed task
+/// leaves its machine, is replaced or holds less, or a machine appears, comes up, grows or
+/// changes its attributes. Judged before the change is applied; a malformed item counts.
+/// New placements make no room, not even for tasks that may preempt them: what a
+/// preemptor can have on a machine (free room plus what it may evict) is the same before
+/// and after a preemptible task lands there.
+pub fn room_freed(view: &CellView, change: &v1::CellChange) -> bool {
+    change
+        .machines_upserted
+        .iter()
+        .any(|m| machine_may_free(view, m))
+        || change.jobs_removed.iter().any(|name| {
+            view.job(name)
+                .is_some_and(|job| job.tasks.values().any(|t| !t.machine.is_empty()))
+        })
+        || change
+            .jobs_upserted
+            .iter()
+            .any(|job| job_may_free(view, job))
+}
+
+fn machine_may_free(view: &CellView, machine: &v1::Machine) -> bool {
+    let Some(info) = &machine.info else {
+        return true;
+    };
+    let Some(old) = view.machine(&info.name) else {
+        return true;
+    };
+    let up = v1::MachineState::try_from(machine.state) == Ok(v1::MachineState::Up);
+    let capacity = convert::resources_or_zero(info.capacity);
+    (up && old.state != MachineState::Up)
+        || !capacity.fits_in(&old.capacity)
+        || info.port_capacity.unwrap_or(MACHINE_PORT_CAPACITY_DEFAULT) > old.port_capacity
+        || info.attributes.len() != old.attributes.len()
+        || info
+            .attributes
+            .iter()
+            .any(|(k, v)| old.attributes.get(k) != Some(v))
+}
+
+/// A job's placed tasks left, were replaced (a new incarnation) or hold less.
+fn job_may_free(view: &CellView, job: &v1::Job) -> bool {
+    let Some(spec) = &job.spec else {
+        return true;
+    };
+    let Some(old) = view.job(&spec.name) else {
+        return false;
+    };
+    let active = matches!(
+        v1::JobState::try_from(job.state),
+        Ok(v1::JobState::Active) | Ok(v1::JobState::Unspecified)
+    );
+    let now_by_index: BTreeMap<u32, &v1::Task> = job.tasks.iter().map(|t| (t.index, t)).collect();
+    old.tasks
+        .iter()
+        .filter(|(_, before)| !before.machine.is_empty())
+        .any(|(index, before)| {
+            let Some(now) = now_by_index.get(index).filter(|now| {
+                active && now.machine == before.machine && now.incarnation == before.incarnation
+            }) else {
+                return true;
+            };
+            // Still placed here: room appears if its reservation went down.
+            let Some(reservation) = now.reservation.map(Resources::from) else {
+                return false;
+            };
+            view.placed_on(&now.machine)
+                .find(|p| p.id.job == spec.name && p.id.index == *index)
+                .is_some_and(|held| !held.reservation.fits_in(&reservation))
+        })
 }
 
 /// Replaces a job in the view with its wire form, placed tasks reserving what the master
@@ -388,6 +470,65 @@ pub(crate) mod tests {
         let pending = sync.view().pending_tasks();
         let plan = crate::schedule(sync.view(), &pending, &crate::PlacementConfig::new(), 7);
         assert!(plan.placements.is_empty(), "{plan:?}");
+    }
+
+    fn change(index: u64, machines: Vec<v1::Machine>, jobs: Vec<v1::Job>) -> v1::CellUpdate {
+        v1::CellUpdate {
+            index,
+            update: Some(v1::cell_update::Update::Change(v1::CellChange {
+                machines_upserted: machines,
+                jobs_upserted: jobs,
+                ..Default::default()
+            })),
+        }
+    }
+
+    #[test]
+    fn changes_say_whether_they_may_make_room() {
+        let mut sync = ViewSync::new();
+        sync.apply(v1::CellUpdate {
+            index: 1,
+            update: Some(v1::cell_update::Update::Snapshot(v1::CellSnapshot {
+                machines: vec![wire_machine("m1", 1)],
+                jobs: vec![wire_job("a", vec![(v1::TaskState::Pending, "")])],
+            })),
+        })
+        .unwrap();
+        assert!(sync.take_room_freed(), "a snapshot replaces everything");
+        assert!(!sync.take_room_freed());
+
+        // A placement takes room.
+        let placed = wire_job("a", vec![(v1::TaskState::Scheduled, "m1")]);
+        sync.apply(change(2, vec![wire_machine("m1", 2)], vec![placed.clone()]))
+            .unwrap();
+        assert!(!sync.take_room_freed());
+        // The same task running where it was: nothing.
+        let mut running = placed.clone();
+        running.tasks[0].state = v1::TaskState::Running as i32;
+        sync.apply(change(3, vec![], vec![running.clone()]))
+            .unwrap();
+        assert!(!sync.take_room_freed());
+        // Its reservation decays: room.
+        running.tasks[0].reservation = Some(v1::Resources {
+            cpu_millis: 10,
+            ram_bytes: 1 << 20,
+            disk_bytes: 0,
+            gpus: 0,
+        });
+        sync.apply(change(4, vec![], vec![running])).unwrap();
+        assert!(sync.take_room_freed());
+        // It finishes and leaves the machine: room.
+        let done = wire_job("a", vec![(v1::TaskState::Succeeded, "")]);
+        sync.apply(change(5, vec![], vec![done])).unwrap();
+        assert!(sync.take_room_freed());
+        // A new machine: room.
+        sync.apply(change(6, vec![wire_machine("m2", 1)], vec![]))
+            .unwrap();
+        assert!(sync.take_room_freed());
+        // A known machine with a new version only: nothing.
+        sync.apply(change(7, vec![wire_machine("m2", 2)], vec![]))
+            .unwrap();
+        assert!(!sync.take_room_freed());
     }
 
     #[test]

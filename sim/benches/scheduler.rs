@@ -12,28 +12,25 @@
 //! Run: `cargo bench -p sim --bench scheduler`. Skips (1), (2), (4) with a note when the
 //! trace slice is absent.
 
-use borg_model::{MachineInfo, MachineState, Resources, TaskId, TaskState};
+use borg_model::{MachineInfo, MachineState, Resources, TaskId};
 use scheduler::{
-    schedule, schedule_with_cache, CellView, FitPolicy, JobView, MachineView, PendingTask,
-    PlacementConfig, Plan, ScoreCache, TaskView,
+    schedule, CellView, FitPolicy, MachineView, PendingTask, PlacementConfig, Plan, ScoreCache,
+};
+use sim::online::{
+    loaded_view, online_jobs, percentile, run_online, thread_cpu_time, timed, with_topology,
+    ONLINE_JOBS, ONLINE_TASKS_PER_JOB_MAX,
 };
 use sim::trace::google2011::{self, Google2011Options, TRACE_WINDOW_START_US};
 use sim::trace::TraceTask;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// Machines per rack and per power domain given to the trace's machines (the trace has no
-/// topology; these are typical of Borg cells).
-const MACHINES_PER_RACK: usize = 40;
-const MACHINES_PER_POWER_DOMAIN: usize = 400;
 /// Every n-th task of the cell is in the sample scheduled without speed-ups.
 const SAMPLE_STRIDE: usize = 100;
 /// Repetitions of the timed runs; the median is reported.
 const REPEATS: usize = 3;
-const ONLINE_JOBS: usize = 100;
-const ONLINE_TASKS_PER_JOB_MAX: usize = 200;
 /// A higher bound on machines examined per task tried in (1) and (4), beside the default.
 const EXAMINED_MAX_HIGH: usize = 10_000;
 /// A dimension's free resources are stranded on a machine when another dimension has less
@@ -44,19 +41,6 @@ const SEED: u64 = 2011;
 fn trace_dir() -> Option<PathBuf> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/traces/google-2011");
     dir.join("task_events").is_dir().then_some(dir)
-}
-
-/// Adds synthetic `rack` and `power` attributes (consecutive machines share them).
-fn with_topology(mut machines: Vec<MachineInfo>) -> Vec<MachineInfo> {
-    for (i, m) in machines.iter_mut().enumerate() {
-        m.attributes
-            .insert("rack".into(), format!("rack-{}", i / MACHINES_PER_RACK));
-        m.attributes.insert(
-            "power".into(),
-            format!("power-{}", i / MACHINES_PER_POWER_DOMAIN),
-        );
-    }
-    machines
 }
 
 fn empty_view(machines: &[MachineInfo]) -> CellView {
@@ -92,26 +76,6 @@ fn all_tasks(config: PlacementConfig, tasks: usize) -> PlacementConfig {
         tasks_max: tasks.max(1),
         ..config
     }
-}
-
-/// Time `f` takes on this thread's CPU: the machine is shared (other builds and tests
-/// run beside the benchmark), and on-CPU time does not count the time others held the
-/// cores. Falls back to wall time where /proc/thread-self/schedstat is missing.
-fn timed<T>(f: impl FnOnce() -> T) -> (Duration, T) {
-    let (start_cpu, start) = (thread_cpu_time(), Instant::now());
-    let out = f();
-    let wall = start.elapsed();
-    match (start_cpu, thread_cpu_time()) {
-        (Some(a), Some(b)) => (b.saturating_sub(a), out),
-        _ => (wall, out),
-    }
-}
-
-/// Time this thread has run on a CPU (first field of /proc/thread-self/schedstat, in ns).
-fn thread_cpu_time() -> Option<Duration> {
-    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
-    let ns: u64 = text.split_whitespace().next()?.parse().ok()?;
-    Some(Duration::from_nanos(ns))
 }
 
 /// Median time of `REPEATS` runs, and the last run's plan.
@@ -197,67 +161,6 @@ fn quality(machines: &[MachineInfo], pending: &[PendingTask], plan: &Plan) -> Qu
         stranded_cpu_percent: pct(cpu_stranded, cpu_cap),
         stranded_ram_percent: pct(ram_stranded, ram_cap),
     }
-}
-
-/// A task as the view shows it once committed: running where placed, else pending.
-fn task_view(machine: Option<&str>) -> TaskView {
-    TaskView {
-        state: if machine.is_some() {
-            TaskState::Running
-        } else {
-            TaskState::Pending
-        },
-        machine: machine.unwrap_or_default().to_owned(),
-        incarnation: 1,
-    }
-}
-
-/// The view after the master committed `plan`: the placed tasks run.
-fn loaded_view(machines: &[MachineInfo], pending: &[PendingTask], plan: &Plan) -> CellView {
-    let mut view = empty_view(machines);
-    let placed: HashMap<&TaskId, &str> = plan
-        .placements
-        .iter()
-        .map(|p| (&p.task, p.machine.as_str()))
-        .collect();
-    let mut jobs: BTreeMap<&str, JobView> = BTreeMap::new();
-    let mut allocated: HashMap<&str, Resources> = HashMap::new();
-    for t in pending {
-        let job = jobs.entry(t.id.job.as_str()).or_insert_with(|| JobView {
-            name: t.id.job.clone(),
-            owner: t.owner.clone(),
-            priority: t.priority,
-            limits: t.limits,
-            limits_by_task: Default::default(),
-            ports_by_task: Default::default(),
-            alloc_set: None,
-            constraints: Arc::clone(&t.constraints),
-            ports: 0,
-            package: Arc::from(format!("/pkg/{}", t.id.job)),
-            active: true,
-            tasks: BTreeMap::new(),
-        });
-        let machine = placed.get(&t.id).copied();
-        if let Some(m) = machine {
-            *allocated.entry(m).or_default() += t.limits;
-        }
-        job.tasks.insert(t.id.index, task_view(machine));
-    }
-    // The master's figures are exact even where a job's tasks differ in size.
-    for m in machines {
-        let mut mv = MachineView::new(m.clone(), MachineState::Up, 2);
-        mv.reported_allocated = allocated.get(m.name.as_str()).copied().unwrap_or_default();
-        view.upsert_machine(mv);
-    }
-    for job in jobs.into_values() {
-        view.upsert_job(job);
-    }
-    view
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let rank = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1]
 }
 
 fn bench_google(results: &mut Vec<String>, parts: &dyn Fn(&str) -> bool) {
@@ -406,12 +309,7 @@ fn bench_online_all(
     results: &mut Vec<String>,
 ) {
     let loaded = loaded_view(machines, pending, hybrid_plan);
-    let mut by_job: BTreeMap<&str, Vec<&PendingTask>> = BTreeMap::new();
-    for t in pending {
-        by_job.entry(t.id.job.as_str()).or_default().push(t);
-    }
-    let jobs: Vec<&Vec<&PendingTask>> = by_job.values().collect();
-    let stride = (jobs.len() / ONLINE_JOBS).max(1);
+    let jobs = online_jobs(pending, ONLINE_JOBS, ONLINE_TASKS_PER_JOB_MAX);
     for examined_max in [
         PlacementConfig::new().machines_examined_max,
         EXAMINED_MAX_HIGH,
@@ -420,75 +318,34 @@ fn bench_online_all(
             machines_examined_max: examined_max,
             ..PlacementConfig::new()
         };
-        bench_online(loaded.clone(), &jobs, stride, &config, results);
+        bench_online(loaded.clone(), &jobs, &config, results);
     }
 }
 
 /// (4): each job is one `schedule` call on the cell as the previous commits left it.
 fn bench_online(
     mut loaded: CellView,
-    jobs: &[&Vec<&PendingTask>],
-    stride: usize,
+    jobs: &[Vec<PendingTask>],
     base: &PlacementConfig,
     results: &mut Vec<String>,
 ) {
     let mut cache = ScoreCache::new(PlacementConfig::new().score_cache_entries_max);
-    let mut times = Vec::new();
-    let mut placed = 0usize;
-    let mut asked = 0usize;
-    for (k, tasks) in jobs.iter().step_by(stride).take(ONLINE_JOBS).enumerate() {
-        let name = format!("online-{k}");
-        let new: Vec<PendingTask> = tasks
-            .iter()
-            .take(ONLINE_TASKS_PER_JOB_MAX)
-            .enumerate()
-            .map(|(i, t)| PendingTask {
-                id: TaskId::new(name.clone(), i as u32),
-                incarnation: 0,
-                ..(*t).clone()
-            })
-            .collect();
-        asked += new.len();
-        let config = all_tasks(base.clone(), new.len());
-        let (time, plan) =
-            timed(|| schedule_with_cache(&loaded, &new, &config, SEED + k as u64, &mut cache));
-        times.push(time);
-        if std::env::var_os("BENCH_VERBOSE").is_some() {
+    let plans = run_online(&mut loaded, jobs, base, SEED, &mut cache);
+    if std::env::var_os("BENCH_VERBOSE").is_some() {
+        for (k, plan) in plans.iter().enumerate() {
             println!(
                 "    online job {k}: {} tasks at priority {}, {} placed, {} machines examined, {:.1} ms",
-                new.len(),
-                new[0].priority,
-                plan.placements.len(),
+                plan.tasks,
+                plan.priority,
+                plan.placed,
                 plan.machines_examined,
-                time.as_secs_f64() * 1e3
+                plan.time.as_secs_f64() * 1e3
             );
         }
-        placed += plan.placements.len();
-        // The master commits the plan: the job's tasks run where placed.
-        let on: HashMap<&TaskId, &str> = plan
-            .placements
-            .iter()
-            .map(|p| (&p.task, p.machine.as_str()))
-            .collect();
-        let first = &new[0];
-        loaded.upsert_job(JobView {
-            name: name.clone(),
-            owner: first.owner.clone(),
-            priority: first.priority,
-            limits: first.limits,
-            limits_by_task: Default::default(),
-            ports_by_task: Default::default(),
-            alloc_set: None,
-            constraints: Arc::clone(&first.constraints),
-            ports: 0,
-            package: Arc::from(format!("/pkg/{name}")),
-            active: true,
-            tasks: new
-                .iter()
-                .map(|t| (t.id.index, task_view(on.get(&t.id).copied())))
-                .collect(),
-        });
     }
+    let asked: usize = plans.iter().map(|p| p.tasks).sum();
+    let placed: usize = plans.iter().map(|p| p.placed).sum();
+    let mut times: Vec<Duration> = plans.iter().map(|p| p.time).collect();
     times.sort();
     let (p50, p99, max) = (
         percentile(&times, 0.50),

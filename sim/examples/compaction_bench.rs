@@ -2,9 +2,10 @@
 //! quality per fit policy on it and on the Alibaba default list. Prints a table; see
 //! BENCHMARKS.md for the command.
 //!
-//! Arguments: `[TRACES_DIR] [google|alibaba] [POLICY] [TRIALS]` (defaults: ../shared/traces,
-//! both, every policy, 11 trials; an empty argument takes the default, so
-//! `-- ../shared/traces google '' 2` is a quick run of every policy on the Google slice).
+//! Arguments: `[TRACES_DIR] [google|alibaba] [POLICY] [TRIALS] [ORDER]` (defaults:
+//! ../shared/traces, both, every policy, 11 trials, the compaction's default queue order; an
+//! empty argument takes the default, so `-- ../shared/traces google '' 2` is a quick run of
+//! every policy on the Google slice).
 
 use sim::compact::{self, CompactConfig};
 use sim::trace::{alibaba2023, google2011, Workload};
@@ -23,6 +24,19 @@ fn main() {
             Ok(trials) => trials,
             Err(error) => {
                 eprintln!("TRIALS must be a number of trials, not {text:?}: {error}");
+                std::process::exit(2);
+            }
+        },
+    };
+    let queue_order = match std::env::args().nth(5).filter(|o| !o.is_empty()) {
+        None => CompactConfig::new().placement.queue_order,
+        Some(name) => match sim::policy::parse_queue_order(&name) {
+            Some(order) => order,
+            None => {
+                eprintln!(
+                    "ORDER must be one of {}, not {name:?}",
+                    sim::policy::queue_order_names()
+                );
                 std::process::exit(2);
             }
         },
@@ -53,13 +67,14 @@ fn main() {
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for (name, workload) in &workloads {
         for policy in sim::policy::FIT_POLICIES {
-            let policy_name = policy.name();
-            if !only_policy.is_empty() && only_policy != policy_name {
+            let policy_name = format!("{} ({})", policy.name(), queue_order.name());
+            if !only_policy.is_empty() && only_policy != policy.name() {
                 continue;
             }
             let mut config = CompactConfig::new();
             config.placement.fit_policy = policy;
             config.trials = trials;
+            config.placement.queue_order = queue_order;
             let progress = |done: usize, total: usize, _: &compact::TrialResult| {
                 eprint!("\r{name} {policy_name}: trial {done}/{total}");
             };

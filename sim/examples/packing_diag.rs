@@ -5,8 +5,9 @@
 //!
 //! (Replaces the why_pending example: it also prints why tasks stay pending.)
 //!
-//! Arguments: `K [SEED] [POLICY] [CANDIDATES] [EXAMINED]` (defaults: seed 0, hybrid, the
-//! scheduler's default numbers of feasible candidates and machines examined).
+//! Arguments: `K [SEED] [POLICY] [CANDIDATES] [EXAMINED] [ORDER]` (defaults: seed 0, hybrid,
+//! the scheduler's default numbers of feasible candidates and machines examined, its
+//! default queue order; ORDER `largest-first` presents the tasks largest first).
 use sim::compact::machine_order;
 use sim::trace::google2011;
 use std::collections::{BTreeMap, HashMap};
@@ -27,6 +28,9 @@ fn main() {
     }
     if let Some(examined) = arg(5).and_then(|s| s.parse().ok()) {
         config.machines_examined_max = examined;
+    }
+    if arg(6).as_deref() == Some("largest-first") {
+        config.queue_order = scheduler::QueueOrder::LargestFirst;
     }
     let dir = std::path::Path::new("../shared/traces/google-2011");
     let options = google2011::Google2011Options::new(google2011::TRACE_WINDOW_START_US);
@@ -73,7 +77,17 @@ fn main() {
             .entry((permille(0) / 100 * 10, permille(1) / 100 * 10))
             .or_default() += 1;
     }
+    let demand = pending.iter().fold([0u128; 2], |sum, t| {
+        [
+            sum[0] + u128::from(t.limits.cpu_millis),
+            sum[1] + u128::from(t.limits.ram_bytes),
+        ]
+    });
     for (d, name) in ["cpu", "ram"].iter().enumerate() {
+        println!(
+            "{name}: the work asks for {:.1}% of the cell",
+            demand[d] as f64 * 100.0 / cap[d] as f64
+        );
         println!(
             "{name}: used {:.1}% of the cell; free {:.1}% of the cell, of which {:.1}% of the cell stranded (the other dimension >= {}%)",
             use_[d] as f64 * 100.0 / cap[d] as f64,

@@ -11,7 +11,7 @@ use borg_model::{MachineInfo, Resources};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use scheduler::{PendingTask, PlacementConfig};
+use scheduler::{PendingTask, PlacementConfig, QueueOrder};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
@@ -36,6 +36,15 @@ pub const GROW_MAX_PERCENT_MAX: u32 = 1_000;
 /// against the cell. Relaxed randomization still stops at `feasible_candidates_max`
 /// feasible machines, so only the tail of a full cell scans further.
 pub const MACHINES_EXAMINED_MAX: usize = usize::MAX;
+/// Feasible machines compared for one task in a compaction (the online scheduler: 50).
+/// On the Google 2011 production tasks (5 trials, largest first) 100 packed within 1.57%
+/// of each trial's bound against 1.70% with 50, for 13% more CPU.
+pub const FEASIBLE_CANDIDATES_MAX: usize = 100;
+/// The queue order of a compaction: the tasks of a snapshot have no meaningful arrival
+/// order, so they are presented largest first within each priority (first-fit-decreasing).
+/// On the Google 2011 production tasks (11 trials, hybrid) this packs within 1.7% of each
+/// trial's bound, Borg's round-robin order within 2.9% (see docs/sim.md).
+pub const QUEUE_ORDER_DEFAULT: QueueOrder = QueueOrder::LargestFirst;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct CompactConfig {
@@ -66,6 +75,8 @@ impl CompactConfig {
             grow_max_percent: GROW_MAX_PERCENT_DEFAULT,
             placement: PlacementConfig {
                 machines_examined_max: MACHINES_EXAMINED_MAX,
+                feasible_candidates_max: FEASIBLE_CANDIDATES_MAX,
+                queue_order: QUEUE_ORDER_DEFAULT,
                 ..PlacementConfig::new()
             },
             charging: Charging::Limits,

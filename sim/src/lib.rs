@@ -7,6 +7,7 @@ pub mod experiment;
 pub mod figure;
 pub mod fit;
 pub mod font;
+pub mod online;
 pub mod policy;
 pub mod trace;
 pub mod workload;

@@ -1,6 +1,19 @@
-//! The scheduler's fit policies by name, for the CLI and the benchmarks.
+//! The scheduler's fit policies and queue orders by name, for the CLI and the benchmarks.
 
-use scheduler::FitPolicy;
+use scheduler::{FitPolicy, QueueOrder};
+
+/// Every queue order the scheduler offers.
+pub const QUEUE_ORDERS: [QueueOrder; 2] = [QueueOrder::RoundRobin, QueueOrder::LargestFirst];
+
+/// The queue order called `name` (as `QueueOrder::name` spells it).
+pub fn parse_queue_order(name: &str) -> Option<QueueOrder> {
+    QUEUE_ORDERS.into_iter().find(|o| o.name() == name)
+}
+
+/// The queue orders' names, for error messages.
+pub fn queue_order_names() -> String {
+    QUEUE_ORDERS.map(QueueOrder::name).join(", ")
+}
 
 /// Every policy the scheduler offers.
 pub const FIT_POLICIES: [FitPolicy; 3] =
@@ -13,11 +26,7 @@ pub fn parse(name: &str) -> Option<FitPolicy> {
 
 /// The names, for error messages.
 pub fn names() -> String {
-    FIT_POLICIES
-        .iter()
-        .map(|p| p.name())
-        .collect::<Vec<_>>()
-        .join(", ")
+    FIT_POLICIES.map(FitPolicy::name).join(", ")
 }
 
 #[cfg(test)]
@@ -31,5 +40,14 @@ mod tests {
         }
         assert_eq!(parse("first-fit"), None);
         assert!(names().contains("hybrid"));
+    }
+
+    #[test]
+    fn every_queue_order_parses_by_its_name() {
+        for order in QUEUE_ORDERS {
+            assert_eq!(parse_queue_order(order.name()), Some(order));
+        }
+        assert_eq!(parse_queue_order("fifo"), None);
+        assert!(queue_order_names().contains("largest-first"));
     }
 }

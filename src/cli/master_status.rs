@@ -1,5 +1,6 @@
-//! `borg master status`: every replica's view: who leads, decided and applied index, last
-//! checkpoint (index and age), trim point and lag behind the leader.
+//! `borg master status`: every replica's view: who leads, decided and applied log index,
+//! applied writes (several may share a log entry), last checkpoint (index and age), trim
+//! point and lag behind the leader in log entries.
 
 use borg_proto::v1;
 use borg_proto::v1::replica_service_client::ReplicaServiceClient;
@@ -61,10 +62,11 @@ pub async fn run(endpoints: Vec<String>, token: Option<String>, json: bool) -> a
                     "is_leader": s.is_leader,
                     "decided_index": s.decided_index,
                     "applied_index": s.applied_index,
+                    "applied_log_index": s.applied_log_index,
                     "checkpoint_index": s.checkpoint_index,
                     "checkpoint_age_ms": s.checkpoint_age_ms,
                     "compacted_index": s.compacted_index,
-                    "lag": decided_max.saturating_sub(s.applied_index),
+                    "lag": decided_max.saturating_sub(s.applied_log_index),
                     "state_hash": s.state_hash,
                 }),
                 Err(error) => serde_json::json!({
@@ -78,22 +80,32 @@ pub async fn run(endpoints: Vec<String>, token: Option<String>, json: bool) -> a
         return Ok(());
     }
     println!(
-        "{:<4} {:<22} {:<7} {:>9} {:>9} {:>11} {:>10} {:>9} {:>6}  STATE",
-        "ID", "ENDPOINT", "ROLE", "DECIDED", "APPLIED", "CHECKPOINT", "CKPT AGE", "TRIMMED", "LAG"
+        "{:<4} {:<22} {:<7} {:>9} {:>9} {:>9} {:>11} {:>10} {:>9} {:>6}  STATE",
+        "ID",
+        "ENDPOINT",
+        "ROLE",
+        "DECIDED",
+        "APPLIED",
+        "WRITES",
+        "CHECKPOINT",
+        "CKPT AGE",
+        "TRIMMED",
+        "LAG"
     );
     for row in &rows {
         match &row.status {
             Ok(s) => println!(
-                "{:<4} {:<22} {:<7} {:>9} {:>9} {:>11} {:>10} {:>9} {:>6}  {}",
+                "{:<4} {:<22} {:<7} {:>9} {:>9} {:>9} {:>11} {:>10} {:>9} {:>6}  {}",
                 s.id,
                 row.endpoint,
                 if s.is_leader { "leader" } else { "follower" },
                 s.decided_index,
+                s.applied_log_index,
                 s.applied_index,
                 s.checkpoint_index,
                 age_text(s.checkpoint_index, s.checkpoint_age_ms),
                 s.compacted_index,
-                decided_max.saturating_sub(s.applied_index),
+                decided_max.saturating_sub(s.applied_log_index),
                 short_hash(&s.state_hash),
             ),
             Err(error) => println!("{:<4} {:<22} {:<7} {error}", "-", row.endpoint, "down"),

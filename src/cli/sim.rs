@@ -72,6 +72,11 @@ pub struct CompactionArgs {
     /// scheduler's).
     #[arg(long)]
     pub policy: Option<String>,
+    /// Order of the tasks within a priority: largest-first (first-fit-decreasing; the
+    /// compaction's default, a snapshot's tasks have no arrival order) or round-robin
+    /// (the live scheduler's: owners take turns).
+    #[arg(long, value_name = "ORDER")]
+    pub queue_order: Option<String>,
     /// How far a cell too small for the work may grow by cloning machines, in percent.
     #[arg(long, default_value_t = compact::GROW_MAX_PERCENT_DEFAULT)]
     pub grow_max_percent: u32,
@@ -184,6 +189,15 @@ impl CompactionArgs {
                     sim::policy::names()
                 )
             })?;
+        }
+        if let Some(name) = &self.queue_order {
+            config.placement.queue_order =
+                sim::policy::parse_queue_order(name).with_context(|| {
+                    format!(
+                        "unknown --queue-order {name:?}; the scheduler offers: {}",
+                        sim::policy::queue_order_names()
+                    )
+                })?;
         }
         if self.reclaim {
             config.charging = self.reclaim_charging();

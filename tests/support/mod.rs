@@ -15,7 +15,7 @@ pub const BORG: &str = env!("CARGO_BIN_EXE_borg");
 pub const ADMIN_USER: &str = "admin";
 
 /// Ports handed out in this process are never handed out twice.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
     listener.local_addr().expect("local addr").port()
 }

@@ -49,7 +49,7 @@ impl LinkService for LinkApi {
         }
         let state = self.ctx.state()?;
         Ok(Response::new(v1::GetAssignmentResponse {
-            machines: state.assignment_view(request.shard_index, shard_count),
+            machines: state.assignment_delta_view(request.shard_index, shard_count, &request.known),
             index: state.applied_index(),
         }))
     }

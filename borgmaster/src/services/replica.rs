@@ -128,6 +128,7 @@ impl ReplicaService for ReplicaApi {
             compacted_index: progress.compacted_index,
             is_leader: leader.is_self,
             leader_changes: self.ctx.metrics.leader_changes.get(),
+            applied_log_index: progress.applied_log_index,
         }))
     }
 

@@ -7,7 +7,8 @@ use borg_model::{Band, JobSpec, MachineInfo, Resources, TaskId, TaskState};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-/// One entry of the replicated log.
+/// One command of the replicated log, with its request id and time (a log entry holds one
+/// or more of these: `entry::SharedEntry`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LogEntry {
     /// Idempotency key ("" = no dedup, e.g. `Noop`).

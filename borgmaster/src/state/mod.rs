@@ -71,12 +71,18 @@ pub const FINISHED_JOBS_RETAINED_MAX: usize = 1_000;
 
 /// Format version written at the head of a snapshot; bumped when `CellState`'s layout
 /// changes incompatibly.
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 6;
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 7;
 
 /// The whole replicated state of a cell.
+///
+/// Two counters: the *command index* (`applied_index`) numbers every command applied, and is
+/// what the outside sees (modify indices, request-id dedup, `ReadMeta`, watch updates); the
+/// *log index* (`applied_log_index`) counts the log entries applied, each of which holds one
+/// or more commands (`apply_entry`), and is what checkpoints and log trimming use.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CellState {
     applied_index: u64,
+    applied_log_index: u64,
     jobs: BTreeMap<String, JobRecord>,
     machines: BTreeMap<String, MachineRecord>,
     events: EventLog,
@@ -95,12 +101,26 @@ impl CellState {
         CellState::default()
     }
 
-    /// Applies the entry decided at log `index` (indices start at 1 and strictly increase;
-    /// an entry at or below `applied_index()` is a caller bug: `Outcome::Noop`, no change).
+    /// Applies the commands of the log entry decided at `log_index` in order, numbering them
+    /// with the next command indices; one `Applied` per command. An entry at or below
+    /// `applied_log_index()` was applied already (a caller bug): nothing changes, no results.
+    pub fn apply_entry(&mut self, log_index: u64, commands: &[LogEntry]) -> Vec<Applied> {
+        if log_index <= self.applied_log_index {
+            return Vec::new();
+        }
+        self.applied_log_index = log_index;
+        commands
+            .iter()
+            .map(|command| self.apply(self.applied_index + 1, command))
+            .collect()
+    }
+
+    /// Applies one command at command `index` (indices start at 1 and strictly increase;
+    /// a command at or below `applied_index()` is a caller bug: `Outcome::Noop`, no change).
     ///
-    /// A request id seen before (within `REQUEST_IDS_RETAINED_MAX` entries) is answered
-    /// with its first outcome and index (`Applied::committed_index`) and changes nothing. A rejected entry changes nothing but is
-    /// remembered too, so a retry gets the same answer.
+    /// A request id seen before (within `REQUEST_IDS_RETAINED_MAX` commands) is answered
+    /// with its first outcome and index (`Applied::committed_index`) and changes nothing. A
+    /// rejected command changes nothing but is remembered too, so a retry gets the same answer.
     pub fn apply(&mut self, index: u64, entry: &LogEntry) -> Applied {
         if index <= self.applied_index {
             return Applied {
@@ -174,8 +194,14 @@ impl CellState {
         }
     }
 
+    /// Command index of the last command applied.
     pub fn applied_index(&self) -> u64 {
         self.applied_index
+    }
+
+    /// Log index of the last log entry applied (`apply_entry`).
+    pub fn applied_log_index(&self) -> u64 {
+        self.applied_log_index
     }
 
     /// SHA-256 over a canonical serialization (bincode of ordered collections): equal on

@@ -391,6 +391,62 @@ fn an_entry_at_or_below_the_applied_index_changes_nothing() {
 }
 
 #[test]
+fn one_log_entry_applies_its_commands_in_order_each_with_its_own_index() {
+    let mut cell = Cell::new();
+    let command = |id: &str, command: Command| LogEntry {
+        request_id: id.into(),
+        time_ms: 5,
+        command,
+    };
+    let mut bigger = spec("web", 2, 100, 500);
+    bigger.task.args = vec!["2".into()];
+    let entry = vec![
+        command("a", submit(spec("web", 1, 100, 500))),
+        // Guarded on the index the first command gets within the same entry.
+        command(
+            "b",
+            Command::SubmitJob {
+                spec: bigger,
+                check_index: Some(1),
+                must_exist: true,
+            },
+        ),
+        // A retry of "a" in the same entry is answered from the dedup window.
+        command("a", submit(spec("web", 1, 100, 500))),
+    ];
+    let results = cell.state.apply_entry(1, &entry);
+    let indices: Vec<u64> = results.iter().map(|r| r.committed_index).collect();
+    assert_eq!(indices, vec![1, 2, 1]);
+    assert!(matches!(
+        results[1].outcome,
+        Outcome::JobSubmitted { created: false, .. }
+    ));
+    assert_eq!(results[2].outcome, results[0].outcome);
+    assert_eq!(cell.state.applied_index(), 3);
+    assert_eq!(cell.state.applied_log_index(), 1);
+    assert_eq!(cell.state.jobs["web"].modify_index, 2);
+    // A stale guard (the index before the second command) is refused in the next entry.
+    let stale = command(
+        "c",
+        Command::SubmitJob {
+            spec: spec("web", 3, 100, 500),
+            check_index: Some(1),
+            must_exist: true,
+        },
+    );
+    let results = cell.state.apply_entry(2, std::slice::from_ref(&stale));
+    assert!(matches!(results[0].outcome, Outcome::Rejected(_)));
+    assert_eq!(results[0].committed_index, 4);
+    // An entry applied already changes nothing.
+    let hash = cell.state.state_hash();
+    assert!(cell.state.apply_entry(2, &[stale]).is_empty());
+    assert_eq!(cell.state.state_hash(), hash);
+    let restored = CellState::from_snapshot_bytes(&cell.state.to_snapshot_bytes()).unwrap();
+    assert_eq!(restored.applied_log_index(), 2);
+    assert_eq!(restored.applied_index(), 4);
+}
+
+#[test]
 fn an_accepted_placement_schedules_the_task_and_bumps_versions() {
     let mut cell = Cell::new();
     cell.apply(Command::RegisterMachine {

@@ -8,8 +8,9 @@ use super::events::Event;
 use super::records::{JobRecord, JobStatus, MachineRecord, TaskRecord};
 use super::{shard_of, CellState, ChangeSet};
 use borg_model::{Resources, TaskId};
-use borg_proto::convert::{app_class_to_wire, job_type_to_wire};
+use borg_proto::convert::{app_class_to_wire, group_task_keys, job_type_to_wire};
 use borg_proto::v1;
+use std::collections::HashMap;
 
 impl CellState {
     pub fn job_view(&self, name: &str) -> Option<v1::Job> {
@@ -74,16 +75,91 @@ impl CellState {
         self.machines
             .values()
             .filter(|m| shard_of(&m.info.name, shard_count) == shard_index)
-            .map(|m| v1::MachineAssignment {
-                machine: m.info.name.clone(),
-                address: m.info.address.clone(),
-                desired: m
-                    .placed
-                    .iter()
-                    .filter_map(|id| self.assigned_task(id))
-                    .collect(),
+            .map(|m| self.machine_assignment(m))
+            .collect()
+    }
+
+    /// `assignment_view` for a shard that already holds some machines' sets (`known`): such
+    /// a machine is answered with `delta` set, `desired` holding only the tasks missing from
+    /// the known set and `removed` the known ones no longer desired (both empty when the
+    /// version is the known one), so an unchanged task is never built or encoded again. A
+    /// task is known by (job, index, incarnation): its assignment does not change within an
+    /// incarnation in any way a borglet acts on.
+    pub fn assignment_delta_view(
+        &self,
+        shard_index: u32,
+        shard_count: u32,
+        known: &[v1::KnownAssignment],
+    ) -> Vec<v1::MachineAssignment> {
+        let known: HashMap<&str, &v1::KnownAssignment> =
+            known.iter().map(|k| (k.machine.as_str(), k)).collect();
+        self.machines
+            .values()
+            .filter(|m| shard_of(&m.info.name, shard_count) == shard_index)
+            .map(|m| match known.get(m.info.name.as_str()) {
+                None => self.machine_assignment(m),
+                Some(k) if k.version == m.version => v1::MachineAssignment {
+                    machine: m.info.name.clone(),
+                    address: m.info.address.clone(),
+                    version: m.version,
+                    delta: true,
+                    ..Default::default()
+                },
+                Some(k) => self.machine_assignment_delta(m, k),
             })
             .collect()
+    }
+
+    fn machine_assignment(&self, m: &MachineRecord) -> v1::MachineAssignment {
+        v1::MachineAssignment {
+            machine: m.info.name.clone(),
+            address: m.info.address.clone(),
+            desired: m
+                .placed
+                .iter()
+                .filter_map(|id| self.assigned_task(id))
+                .collect(),
+            version: m.version,
+            ..Default::default()
+        }
+    }
+
+    fn machine_assignment_delta(
+        &self,
+        m: &MachineRecord,
+        known: &v1::KnownAssignment,
+    ) -> v1::MachineAssignment {
+        // (job, index) -> (incarnation, still desired).
+        let mut held: HashMap<(&str, u32), (u64, bool)> = HashMap::new();
+        for keys in &known.tasks {
+            for (index, incarnation) in keys.indices.iter().zip(&keys.incarnations) {
+                held.insert((keys.job.as_str(), *index), (*incarnation, false));
+            }
+        }
+        let mut desired = Vec::new();
+        for id in &m.placed {
+            let Some(incarnation) = self.desired_incarnation(id) else {
+                continue;
+            };
+            match held.get_mut(&(id.job.as_str(), id.index)) {
+                Some((held_incarnation, seen)) if *held_incarnation == incarnation => *seen = true,
+                _ => desired.extend(self.assigned_task(id)),
+            }
+        }
+        let mut removed: Vec<(&str, u32, u64)> = held
+            .into_iter()
+            .filter(|(_, (_, seen))| !seen)
+            .map(|((job, index), (incarnation, _))| (job, index, incarnation))
+            .collect();
+        removed.sort_unstable();
+        v1::MachineAssignment {
+            machine: m.info.name.clone(),
+            address: m.info.address.clone(),
+            desired,
+            version: m.version,
+            delta: true,
+            removed: group_task_keys(removed),
+        }
     }
 
     /// Up to `limit` events with index >= `from_index` (of `job` if given), oldest first.
@@ -110,16 +186,23 @@ impl CellState {
         self.events.last_index()
     }
 
-    fn assigned_task(&self, id: &TaskId) -> Option<v1::AssignedTask> {
+    /// The job and task of `id` when it belongs in its machine's desired set.
+    fn desired_task(&self, id: &TaskId) -> Option<(&JobRecord, &TaskRecord)> {
         let job = self.jobs.get(&id.job)?;
         // Allocs reserve resources and run nothing: no borglet hears of them.
         if job.status == JobStatus::Killed || job.spec.is_alloc_set {
             return None;
         }
         let task = job.tasks.get(&id.index)?;
-        if !task.state.is_placed() {
-            return None;
-        }
+        task.state.is_placed().then_some((job, task))
+    }
+
+    fn desired_incarnation(&self, id: &TaskId) -> Option<u64> {
+        self.desired_task(id).map(|(_, task)| task.incarnation)
+    }
+
+    fn assigned_task(&self, id: &TaskId) -> Option<v1::AssignedTask> {
+        let (job, task) = self.desired_task(id)?;
         let spec = &job.spec;
         Some(v1::AssignedTask {
             job: id.job.clone(),
@@ -202,5 +285,91 @@ fn event_to_wire(e: &Event) -> v1::Event {
         task_index: e.task_index,
         machine: e.machine.clone(),
         message: e.message.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{accepted, machine, placement, spec, submit, Cell};
+    use super::super::Command;
+    use borg_proto::v1;
+
+    /// The known set a shard holds after taking `assignment` in full.
+    fn known_of(assignment: &v1::MachineAssignment) -> v1::KnownAssignment {
+        let mut keys = v1::JobTaskKeys::default();
+        for task in &assignment.desired {
+            keys.job = task.job.clone();
+            keys.indices.push(task.index);
+            keys.incarnations.push(task.incarnation);
+        }
+        v1::KnownAssignment {
+            machine: assignment.machine.clone(),
+            version: assignment.version,
+            tasks: vec![keys],
+        }
+    }
+
+    fn keys(assignment: &v1::MachineAssignment) -> Vec<(String, u32, u64)> {
+        assignment
+            .desired
+            .iter()
+            .map(|t| (t.job.clone(), t.index, t.incarnation))
+            .collect()
+    }
+
+    #[test]
+    fn a_known_machine_gets_only_its_differences() {
+        let mut cell = Cell::new();
+        cell.apply(Command::RegisterMachine {
+            info: machine("m1", 4000),
+        });
+        cell.apply(submit(spec("web", 3, 100, 500)));
+        cell.apply(submit(spec("db", 1, 100, 500)));
+        let placed = cell.plan((0..3).map(|i| placement("web", i, 0, "m1")).collect());
+        assert_eq!(accepted(&placed), vec![true; 3]);
+
+        let full = cell.state.assignment_delta_view(0, 1, &[]);
+        assert_eq!(full.len(), 1);
+        assert!(!full[0].delta);
+        assert_eq!(keys(&full[0]).len(), 3);
+        let known = known_of(&full[0]);
+
+        let same = cell
+            .state
+            .assignment_delta_view(0, 1, std::slice::from_ref(&known));
+        assert!(same[0].delta);
+        assert!(same[0].desired.is_empty() && same[0].removed.is_empty());
+        assert_eq!(same[0].address, full[0].address);
+
+        cell.apply(Command::KillJob { name: "web".into() });
+        assert_eq!(
+            accepted(&cell.plan(vec![placement("db", 0, 0, "m1")])),
+            [true]
+        );
+        let delta = cell
+            .state
+            .assignment_delta_view(0, 1, std::slice::from_ref(&known));
+        assert!(delta[0].delta);
+        assert!(delta[0].version > known.version);
+        assert_eq!(keys(&delta[0]), vec![("db".to_owned(), 0, 1)]);
+        let template = delta[0].desired[0].template.as_ref().expect("full task");
+        assert_eq!(template.command, "/bin/sleep");
+        assert_eq!(delta[0].removed.len(), 1);
+        assert_eq!(delta[0].removed[0].job, "web");
+        let mut removed: Vec<(u32, u64)> = delta[0].removed[0]
+            .indices
+            .iter()
+            .copied()
+            .zip(delta[0].removed[0].incarnations.iter().copied())
+            .collect();
+        removed.sort_unstable();
+        assert_eq!(removed, vec![(0, 1), (1, 1), (2, 1)]);
+
+        // A machine the shard does not list is answered in full.
+        let other = v1::KnownAssignment {
+            machine: "m2".into(),
+            ..Default::default()
+        };
+        assert!(!cell.state.assignment_delta_view(0, 1, &[other])[0].delta);
     }
 }
