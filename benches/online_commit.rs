@@ -58,13 +58,10 @@ const JOB_DEADLINE_MS: u64 = 5_000;
 /// The loaded cell is settled when no placement was committed for this long.
 const LOAD_SETTLE_MS: u64 = 10_000;
 const LOAD_DEADLINE_S: u64 = 1_800;
+/// Pause before the bench's own cell stream reconnects (it runs until the bench ends).
+const WATCH_RETRY_BACKOFF_MS: u64 = 200;
 /// A quota of every dimension at its maximum (the CLI's `quota set --unlimited`).
-const UNLIMITED: Resources = Resources {
-    cpu_millis: u64::MAX,
-    ram_bytes: u64::MAX,
-    disk_bytes: u64::MAX,
-    gpus: u32::MAX,
-};
+const UNLIMITED: Resources = Resources::UNLIMITED;
 /// The master refuses a task without cpu or ram; the trace has a few.
 const CPU_MIN_MILLIS: u64 = 1;
 const RAM_MIN_BYTES: u64 = 1 << 20;
@@ -177,7 +174,7 @@ async fn watch_cell(
             Ok(stream) => stream,
             Err(status) => {
                 eprintln!("bench watch: {}", status.message());
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                tokio::time::sleep(Duration::from_millis(WATCH_RETRY_BACKOFF_MS)).await;
                 continue;
             }
         };

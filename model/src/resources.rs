@@ -20,6 +20,14 @@ impl Resources {
         gpus: 0,
     };
 
+    /// Every dimension at its maximum: an unlimited quota.
+    pub const UNLIMITED: Resources = Resources {
+        cpu_millis: u64::MAX,
+        ram_bytes: u64::MAX,
+        disk_bytes: u64::MAX,
+        gpus: u32::MAX,
+    };
+
     pub fn new(cpu_millis: u64, ram_bytes: u64) -> Self {
         Resources {
             cpu_millis,

@@ -12,12 +12,7 @@ use clap::Subcommand;
 use serde_json::json;
 
 /// A quota of every dimension at its maximum: what `--unlimited` sets.
-pub const UNLIMITED: Resources = Resources {
-    cpu_millis: u64::MAX,
-    ram_bytes: u64::MAX,
-    disk_bytes: u64::MAX,
-    gpus: u32::MAX,
-};
+pub const UNLIMITED: Resources = Resources::UNLIMITED;
 
 #[derive(Debug, Subcommand)]
 pub enum QuotaCommand {
