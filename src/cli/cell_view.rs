@@ -1,9 +1,9 @@
 //! The cell as the scheduler sees it, rebuilt in the CLI from the master's machine and job
 //! lists, so `borg job plan` and `borg job why` answer with the real placement library.
 
+use crate::cli::rpc::cell_client;
 use anyhow::Context;
 use borg_proto::v1;
-use borg_proto::v1::cell_service_client::CellServiceClient;
 use scheduler::view_sync::{job_from_wire, machine_from_wire};
 use scheduler::{CellView, JobView};
 
@@ -14,7 +14,7 @@ pub async fn fetch_cell(
 ) -> anyhow::Result<(Vec<v1::Machine>, Vec<v1::Job>)> {
     client
         .call(|channel| async move {
-            let mut cell = CellServiceClient::new(channel);
+            let mut cell = cell_client(channel);
             let machines = cell
                 .list_machines(v1::ListMachinesRequest { consistent: true })
                 .await?

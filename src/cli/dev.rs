@@ -8,10 +8,10 @@ use super::daemons::host_name;
 use super::job::{get_job, submit_file};
 use super::render;
 use super::{shutdown_on_signal, GlobalArgs, OutputFormat};
+use crate::cli::rpc::cell_client;
 use anyhow::{bail, Context};
 use borg_common::MasterClient;
 use borg_proto::v1;
-use borg_proto::v1::cell_service_client::CellServiceClient;
 use clap::Args;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -142,7 +142,7 @@ pub async fn start_cell(args: &DevArgs) -> anyhow::Result<DevCell> {
         || async {
             client
                 .call(|channel| async move {
-                    CellServiceClient::new(channel)
+                    cell_client(channel)
                         .list_machines(v1::ListMachinesRequest { consistent: true })
                         .await
                 })
@@ -215,7 +215,7 @@ pub async fn start_cell(args: &DevArgs) -> anyhow::Result<DevCell> {
         || async {
             client
                 .call(|channel| async move {
-                    CellServiceClient::new(channel)
+                    cell_client(channel)
                         .list_machines(v1::ListMachinesRequest { consistent: false })
                         .await
                         .map(|r| r.into_inner())
@@ -264,7 +264,7 @@ async fn grant_unlimited_quota(client: &MasterClient, admin_user: &str) -> anyho
         client
             .call(|channel| {
                 let request = request.clone();
-                async move { CellServiceClient::new(channel).set_quota(request).await }
+                async move { cell_client(channel).set_quota(request).await }
             })
             .await
             .with_context(|| format!("granting {admin_user} an unlimited {band} quota"))?;

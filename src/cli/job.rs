@@ -3,11 +3,11 @@
 use super::exit::TimedOut;
 use super::render;
 use super::{master_client, GlobalArgs, OutputFormat};
+use crate::cli::rpc::cell_client;
 use anyhow::{bail, Context};
 use borg_common::{new_request_id, now_ms, MasterClient};
 use borg_model::{AllocSetSpec, JobSpec};
 use borg_proto::v1;
-use borg_proto::v1::cell_service_client::CellServiceClient;
 use clap::Subcommand;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -292,7 +292,7 @@ pub async fn submit(
                 check_index,
             };
             async move {
-                CellServiceClient::new(channel)
+                cell_client(channel)
                     .submit_job(request)
                     .await
                     .map(|r| r.into_inner())
@@ -311,7 +311,7 @@ pub async fn kill_job(client: &MasterClient, name: &str) -> anyhow::Result<v1::K
                 request_id: request_id.clone(),
             };
             async move {
-                CellServiceClient::new(channel)
+                cell_client(channel)
                     .kill_job(request)
                     .await
                     .map(|r| r.into_inner())
@@ -330,7 +330,7 @@ pub async fn list_jobs(client: &MasterClient, owner: Option<&str>) -> anyhow::Re
                 owner: owner.unwrap_or_default().to_owned(),
             };
             async move {
-                CellServiceClient::new(channel)
+                cell_client(channel)
                     .list_jobs(request)
                     .await
                     .map(|r| r.into_inner())
@@ -353,7 +353,7 @@ pub async fn get_job(
                 consistent,
             };
             async move {
-                CellServiceClient::new(channel)
+                cell_client(channel)
                     .get_job(request)
                     .await
                     .map(|r| r.into_inner())

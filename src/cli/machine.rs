@@ -2,9 +2,9 @@
 
 use super::render;
 use super::{master_client, GlobalArgs, OutputFormat};
+use crate::cli::rpc::cell_client;
 use anyhow::Context;
 use borg_proto::v1;
-use borg_proto::v1::cell_service_client::CellServiceClient;
 use clap::Subcommand;
 
 #[derive(Debug, Subcommand)]
@@ -19,7 +19,7 @@ pub async fn list_machines(
 ) -> anyhow::Result<v1::ListMachinesResponse> {
     client
         .call(|channel| async move {
-            CellServiceClient::new(channel)
+            cell_client(channel)
                 .list_machines(v1::ListMachinesRequest { consistent: false })
                 .await
                 .map(|r| r.into_inner())

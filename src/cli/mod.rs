@@ -12,6 +12,7 @@ mod master_status;
 mod plan;
 mod quota;
 mod render;
+mod rpc;
 mod sim;
 mod ssh;
 mod task_status;

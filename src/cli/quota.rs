@@ -2,12 +2,12 @@
 
 use super::render::table;
 use super::{master_client, GlobalArgs, OutputFormat};
+use crate::cli::rpc::cell_client;
 use anyhow::{bail, Context};
 use borg_common::new_request_id;
 use borg_model::resources::format_bytes;
 use borg_model::Resources;
 use borg_proto::v1;
-use borg_proto::v1::cell_service_client::CellServiceClient;
 use clap::Subcommand;
 use serde_json::json;
 
@@ -96,7 +96,7 @@ pub async fn run(command: QuotaCommand, global: &GlobalArgs) -> anyhow::Result<(
                 .call(|channel| {
                     let request = request.clone();
                     async move {
-                        CellServiceClient::new(channel)
+                        cell_client(channel)
                             .set_quota(request)
                             .await
                             .map(|r| r.into_inner())
@@ -123,7 +123,7 @@ pub async fn run(command: QuotaCommand, global: &GlobalArgs) -> anyhow::Result<(
                 .call(|channel| {
                     let request = request.clone();
                     async move {
-                        CellServiceClient::new(channel)
+                        cell_client(channel)
                             .get_quota(request)
                             .await
                             .map(|r| r.into_inner())

@@ -6,11 +6,11 @@ use super::job::get_job;
 use super::logs::parse_task;
 use super::render::{format_age, table, task_json, task_state_name};
 use super::{master_client, GlobalArgs, OutputFormat};
+use crate::cli::rpc::cell_client;
 use anyhow::Context;
 use borg_common::now_ms;
 use borg_model::Resources;
 use borg_proto::v1;
-use borg_proto::v1::cell_service_client::CellServiceClient;
 use serde_json::{json, Value};
 
 /// Events shown per task (the master returns at most this many, newest).
@@ -41,7 +41,7 @@ pub async fn run(target: &str, consistent: bool, global: &GlobalArgs) -> anyhow:
         .call(|channel| {
             let request = request.clone();
             async move {
-                CellServiceClient::new(channel)
+                cell_client(channel)
                     .list_task_events(request)
                     .await
                     .map(|r| r.into_inner().events)

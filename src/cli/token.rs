@@ -6,11 +6,11 @@
 
 use super::render::{format_age, table};
 use super::{master_client, GlobalArgs, OutputFormat};
+use crate::cli::rpc::cell_client;
 use anyhow::Context;
 use borg_common::auth::{generate_token, read_token_file, token_hash};
 use borg_common::new_request_id;
 use borg_proto::v1;
-use borg_proto::v1::cell_service_client::CellServiceClient;
 use clap::Subcommand;
 use std::path::{Path, PathBuf};
 
@@ -84,7 +84,7 @@ pub async fn run(command: TokenCommand, global: &GlobalArgs) -> anyhow::Result<(
                 .call(|channel| {
                     let request = request.clone();
                     async move {
-                        CellServiceClient::new(channel)
+                        cell_client(channel)
                             .create_token(request)
                             .await
                             .map(|r| r.into_inner())
@@ -116,7 +116,7 @@ pub async fn run(command: TokenCommand, global: &GlobalArgs) -> anyhow::Result<(
         TokenCommand::Whoami => {
             let response = client
                 .call(|channel| async move {
-                    CellServiceClient::new(channel)
+                    cell_client(channel)
                         .who_am_i(v1::WhoAmIRequest {})
                         .await
                         .map(|r| r.into_inner())
@@ -154,7 +154,7 @@ pub async fn run(command: TokenCommand, global: &GlobalArgs) -> anyhow::Result<(
                 .call(|channel| {
                     let request = request.clone();
                     async move {
-                        CellServiceClient::new(channel)
+                        cell_client(channel)
                             .list_tokens(request)
                             .await
                             .map(|r| r.into_inner())
@@ -178,7 +178,7 @@ pub async fn run(command: TokenCommand, global: &GlobalArgs) -> anyhow::Result<(
                 .call(|channel| {
                     let request = request.clone();
                     async move {
-                        CellServiceClient::new(channel)
+                        cell_client(channel)
                             .revoke_token(request)
                             .await
                             .map(|r| r.into_inner())

@@ -6,9 +6,9 @@
 use super::super::GlobalArgs;
 use super::access_client;
 use crate::cli::logs::ACCESS_MESSAGE_MAX_BYTES;
+use crate::cli::rpc::cell_client;
 use anyhow::{bail, Context};
 use borg_proto::v1;
-use borg_proto::v1::cell_service_client::CellServiceClient;
 use borg_proto::v1::shell_input::Input;
 use borg_proto::v1::shell_output::Output;
 use borg_proto::v1::task_access_service_client::TaskAccessServiceClient;
@@ -99,7 +99,7 @@ pub async fn run(
     // retried elsewhere once keystrokes flow, so it is opened once.
     let channel = access_client(global, OPEN_TIMEOUT_MS)?
         .call(|channel| async move {
-            CellServiceClient::new(channel.clone())
+            cell_client(channel.clone())
                 .who_am_i(v1::WhoAmIRequest {})
                 .await?;
             Ok(channel)
