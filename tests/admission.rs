@@ -165,6 +165,7 @@ async fn call_as(cell: &TestCell, token: Option<&str>) -> (Code, Code, Code, Cod
                     shard_index: 0,
                     shard_count: 1,
                     known: vec![],
+                    wait_ms: 0,
                 })
                 .await
                 .map(|_| ())

@@ -25,16 +25,9 @@ const CLIENT_CONCURRENCY: usize = 16;
 const KILL_AFTER_ACKS: usize = 500;
 const DEADLINE: Duration = Duration::from_secs(60);
 
-fn addresses(cell: &TestCell) -> Vec<String> {
-    cell.master_ports
-        .iter()
-        .map(|p| format!("127.0.0.1:{p}"))
-        .collect()
-}
-
 /// The id (1-based) of the replica that leads, once the running ones agree.
 async fn leader(cell: &TestCell) -> usize {
-    let addresses = addresses(cell);
+    let addresses = cell.master_addresses();
     let token = &cell.cluster_token;
     eventually("an agreed leader", DEADLINE, || {
         let addresses = addresses.clone();
@@ -55,7 +48,7 @@ async fn leader(cell: &TestCell) -> usize {
 
 /// Waits until every running replica applied the same index with the same state hash.
 async fn converged(cell: &TestCell) -> String {
-    let addresses = addresses(cell);
+    let addresses = cell.master_addresses();
     let token = &cell.cluster_token;
     eventually("all replicas at one state hash", DEADLINE, || {
         let addresses = addresses.clone();
@@ -122,7 +115,7 @@ async fn acknowledged_writes_survive_a_killed_leader_and_a_full_restart() {
     cell.wait_for_leader();
     let first_leader = leader(&cell).await;
 
-    let mut config = MasterClientConfig::new(addresses(&cell));
+    let mut config = MasterClientConfig::new(cell.master_addresses());
     config.call_deadline_ms = 30_000;
     config.request_timeout_ms = 5_000;
     config.token = Some(cell.admin_token.clone());
@@ -145,17 +138,7 @@ async fn acknowledged_writes_survive_a_killed_leader_and_a_full_restart() {
                     check_index: None,
                 };
                 // The client retries on the next leader with the same request id.
-                let answer = client
-                    .call(|channel| {
-                        let request = request.clone();
-                        async move {
-                            CellServiceClient::new(channel)
-                                .submit_job(request)
-                                .await
-                                .map(|r| r.into_inner())
-                        }
-                    })
-                    .await;
+                let answer = support::submit_job(&client, &request).await;
                 if let Ok(response) = answer {
                     acked.lock().await.insert(name, response.index);
                 }
@@ -188,10 +171,10 @@ async fn acknowledged_writes_survive_a_killed_leader_and_a_full_restart() {
     cell.restart_master(first_leader);
     let hash = converged(&cell).await;
     let admin = Some(cell.admin_token.clone());
-    master_status::run(addresses(&cell), admin.clone(), false)
+    master_status::run(cell.master_addresses(), admin.clone(), false)
         .await
         .unwrap();
-    master_status::run(addresses(&cell), admin, true)
+    master_status::run(cell.master_addresses(), admin, true)
         .await
         .unwrap();
 

@@ -128,6 +128,7 @@ async fn has_job(cell: &TestCell, id: u64, name: &str) -> Option<bool> {
         .get_job(v1::GetJobRequest {
             name: name.into(),
             consistent: false,
+            summary: false,
         })
         .await;
     match answer {
@@ -142,16 +143,7 @@ async fn submit_jobs(client: &MasterClient, prefix: &str, count: usize) -> u64 {
     let mut last = 0;
     for i in 0..count {
         let request = submit_request(&format!("{prefix}-{i}"));
-        let response = client
-            .call(|channel| {
-                let request = request.clone();
-                async move {
-                    CellServiceClient::new(channel)
-                        .submit_job(request)
-                        .await
-                        .map(|r| r.into_inner())
-                }
-            })
+        let response = support::submit_job(client, &request)
             .await
             .unwrap_or_else(|e| panic!("submit {prefix}-{i}: {e}"));
         assert!(response.index > last, "indexes go up: {response:?}");

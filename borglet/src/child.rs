@@ -3,19 +3,24 @@
 //! before the fork, no allocation, and raw `clone` instead of libc's `fork` (whose handlers
 //! take locks another borglet thread may have held).
 //!
-//! - **keeper**: the process the borglet spawns, in the borglet's PID namespace (the exec'd
-//!   `borg-keeper` program running this code, see `keeper`, or a fork of the borglet). It joins
-//!   the task cgroup, leads a new session, unshares the namespaces, starts the init, copies the
-//!   task's stdout and stderr into size-bounded files, and exits the way the task did. It lives
-//!   as long as the task, also across borglet restarts (its pid is the task's reported pid).
+//! - **keeper**: the process the borglet spawns (the exec'd `borg-keeper` program running this
+//!   code, see `keeper`, or a fork of the borglet). It joins the task cgroup, leads a new
+//!   session, sets up the namespaces, starts the task, copies the task's stdout and stderr
+//!   into size-bounded files, and exits the way the task did. It lives as long as the task,
+//!   also across borglet restarts.
 //! - **init**: PID 1 of the task's PID namespace. It mounts the namespace's /proc, starts the
-//!   task, and hands the task's wait status to the keeper. The kernel does not deliver to a
-//!   namespace init the signals it has no handler for, so the borglet's SIGTERM to the session
-//!   reaches the task and not the init; when the task ends the init exits, which kills
-//!   whatever the task left in its namespace.
+//!   task and reaps the orphans of the namespace. The kernel does not deliver to a namespace
+//!   init the signals it has no handler for, so the borglet's SIGTERM to the session reaches
+//!   the task and not the init; when the task ends the init exits, which kills whatever the
+//!   task left in its namespace.
 //! - **task**: resets signals, becomes the unprivileged task user and execs the program.
 //!
-//! Without namespaces the keeper starts the task directly.
+//! The exec'd keeper is cloned by the borglet straight into the task's new namespaces
+//! (`spawn_keeper`) and is the init itself: one process per task fewer than a keeper that
+//! unshares and forks an init (what a forked keeper still does). An init cannot die of a
+//! signal it sends itself, so a keeper that is init writes the task's wait status to the
+//! borglet on its report pipe before it exits. Without namespaces the keeper starts the task
+//! directly.
 
 use crate::log_rotation::RotatingLog;
 use nix::libc::{self, c_char, c_int};
@@ -75,7 +80,16 @@ pub struct Prepared {
     pub stderr: PreparedLog,
     /// Open `cgroup.procs` files the keeper writes "0" to.
     pub cgroup_join_fds: Vec<c_int>,
+    /// The keeper is PID 1 of the task's namespaces already (see `spawn_keeper`).
+    pub keeper_is_init: bool,
+    /// Pipe to the borglet that spawned an exec'd keeper (see `keeper`), or -1: the keeper
+    /// writes [`STARTED`] once the program was exec'd and, when it is init, the task's wait
+    /// status when it ended.
+    pub report_fd: c_int,
 }
+
+/// What a keeper writes on its report pipe once the task's program was exec'd.
+pub const STARTED: u8 = b'+';
 
 // SAFETY: the raw pointers point into the CStrings owned by the same value, which is never
 // mutated after construction; they are only read (by exec).
@@ -114,6 +128,8 @@ impl Prepared {
             stdout,
             stderr,
             cgroup_join_fds,
+            keeper_is_init: false,
+            report_fd: -1,
         }
     }
 }
@@ -203,6 +219,121 @@ fn spawn_task(p: &Prepared, out: c_int, err: c_int, exec_error: c_int) -> c_int 
             std::ptr::addr_of!(args) as *mut libc::c_void,
         )
     }
+}
+
+/// What `keeper_entry` needs, on the spawning thread's stack.
+struct KeeperArgs<'a> {
+    program: &'a std::ffi::CStr,
+    argv: [*const c_char; 2],
+    envp: [*const c_char; 1],
+    stdin: c_int,
+    stdout: c_int,
+    exec_error: c_int,
+}
+
+extern "C" fn keeper_entry(arg: *mut libc::c_void) -> c_int {
+    // SAFETY: `arg` points to the `KeeperArgs` of `spawn_keeper`, alive while it waits; only
+    // async-signal-safe calls follow.
+    unsafe {
+        let a = &*(arg as *const KeeperArgs<'_>);
+        reset_signals(&[]);
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+        if libc::dup2(a.stdin, 0) < 0 || libc::dup2(a.stdout, 1) < 0 || libc::dup2(null, 2) < 0 {
+            report_errno_and_exit(a.exec_error, errno());
+        }
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        );
+        libc::execve(a.program.as_ptr(), a.argv.as_ptr(), a.envp.as_ptr());
+        report_errno_and_exit(a.exec_error, errno())
+    }
+}
+
+/// A keeper process started by `spawn_keeper`.
+#[derive(Debug)]
+pub struct SpawnedKeeper {
+    pub pid: c_int,
+    /// Readable once the keeper exited.
+    pub pidfd: std::os::fd::OwnedFd,
+}
+
+/// Starts the keeper `program` with `stdin` and `stdout` (and /dev/null as stderr, an empty
+/// environment) the way `posix_spawn` does, but with `new_namespaces` straight into new PID,
+/// mount and UTS namespaces, where it is PID 1. Returns once the program was exec'd, with a
+/// pidfd to wait on (the borglet cannot use a `Child` of std or tokio for a clone).
+pub fn spawn_keeper(
+    program: &std::ffi::CStr,
+    stdin: c_int,
+    stdout: c_int,
+    new_namespaces: bool,
+) -> std::io::Result<SpawnedKeeper> {
+    use std::os::fd::FromRawFd;
+    let exec_error = pipe()?;
+    let args = KeeperArgs {
+        program,
+        argv: [program.as_ptr(), std::ptr::null()],
+        envp: [std::ptr::null()],
+        stdin,
+        stdout,
+        exec_error: exec_error[1],
+    };
+    let mut stack = TaskStack([0; TASK_STACK_BYTES]);
+    let mut flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD;
+    if new_namespaces {
+        flags |= libc::CLONE_NEWPID | libc::CLONE_NEWNS | libc::CLONE_NEWUTS;
+    }
+    let mut pidfd: c_int = -1;
+    // SAFETY: as in `spawn_task`: CLONE_VFORK suspends this thread until the child execs or
+    // exits, so `args` and `stack` outlive its use of them; CLONE_PIDFD stores the pidfd in
+    // `pidfd` (the parent_tid argument).
+    let pid = unsafe {
+        let top = stack.0.as_mut_ptr().add(TASK_STACK_BYTES);
+        libc::clone(
+            keeper_entry,
+            top.cast(),
+            flags,
+            std::ptr::addr_of!(args) as *mut libc::c_void,
+            &mut pidfd as *mut c_int,
+        )
+    };
+    let clone_error = std::io::Error::last_os_error();
+    close(exec_error[1]);
+    if pid < 0 {
+        close(exec_error[0]);
+        return Err(clone_error);
+    }
+    let failed = read_i32(exec_error[0]);
+    close(exec_error[0]);
+    if let Some(code) = failed {
+        wait_for(pid);
+        close(pidfd);
+        return Err(std::io::Error::from_raw_os_error(code));
+    }
+    Ok(SpawnedKeeper {
+        pid,
+        // SAFETY: the kernel gave us this descriptor; nothing else owns it.
+        pidfd: unsafe { std::os::fd::OwnedFd::from_raw_fd(pidfd) },
+    })
+}
+
+/// Reaps `pid`, a child of this process, if it has exited (its wait status), without
+/// blocking.
+pub fn try_reap(pid: c_int) -> std::io::Result<Option<c_int>> {
+    let mut status = 0;
+    // SAFETY: waitpid for one of our children.
+    match unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } {
+        0 => Ok(None),
+        reaped if reaped == pid => Ok(Some(status)),
+        _ => Err(std::io::Error::last_os_error()),
+    }
+}
+
+/// Reaps `pid`, a child of this process, waiting for it to exit.
+pub fn reap(pid: c_int) -> Option<c_int> {
+    wait_for(pid)
 }
 
 /// `struct sched_attr` of `sched_setattr(2)` (the first version, 48 bytes).
@@ -339,9 +470,11 @@ pub fn keeper(p: &Prepared) -> std::io::Result<()> {
     if let Some(isolation) = &p.namespaces {
         // SAFETY: see above; "/" is made private first so no mount leaks to the host.
         unsafe {
-            check(libc::unshare(
-                libc::CLONE_NEWPID | libc::CLONE_NEWNS | libc::CLONE_NEWUTS,
-            ))?;
+            if !p.keeper_is_init {
+                check(libc::unshare(
+                    libc::CLONE_NEWPID | libc::CLONE_NEWNS | libc::CLONE_NEWUTS,
+                ))?;
+            }
             check(libc::mount(
                 std::ptr::null(),
                 c"/".as_ptr(),
@@ -392,7 +525,14 @@ pub fn keeper(p: &Prepared) -> std::io::Result<()> {
     let err = pipe()?;
     let exec_error = pipe()?;
     let status_pipe = pipe()?;
-    let child = if p.namespaces.is_some() {
+    // As init, the keeper learns of every child's end (the task's and orphans') on this.
+    let children_ended = if p.keeper_is_init {
+        mount_proc()?;
+        watch_children()?
+    } else {
+        -1
+    };
+    let child = if p.namespaces.is_some() && !p.keeper_is_init {
         let child = raw_fork();
         if child == 0 {
             close(out[0]);
@@ -416,6 +556,10 @@ pub fn keeper(p: &Prepared) -> std::io::Result<()> {
         return Err(std::io::Error::from_raw_os_error(code));
     }
     close(exec_error[0]);
+    if p.report_fd >= 0 {
+        // SAFETY: writes one byte to the report pipe.
+        unsafe { libc::write(p.report_fd, [STARTED].as_ptr().cast(), 1) };
+    }
     // The start is over: the keeper now only copies output.
     set_slice(0);
     // SAFETY: see above; a core dump of the keeper would be one of the borglet.
@@ -426,16 +570,23 @@ pub fn keeper(p: &Prepared) -> std::io::Result<()> {
         };
         libc::setrlimit(libc::RLIMIT_CORE, &no_core);
     }
-    // SAFETY: pidfd_open of our own child.
-    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, child, 0) } as c_int;
+    // The task's end: as init, through `children_ended`; else through a pidfd of the child.
+    let exit_watch = if p.keeper_is_init {
+        children_ended
+    } else {
+        // SAFETY: pidfd_open of our own child.
+        unsafe { libc::syscall(libc::SYS_pidfd_open, child, 0) as c_int }
+    };
     // Also closes the spawning borglet's exec-status pipe: from here the spawn has succeeded.
+    // An init keeps its report pipe for the task's status.
     let mut keep = [
         out[0],
         err[0],
         status_pipe[0],
-        pidfd,
+        exit_watch,
         p.stdout.fd,
         p.stderr.fd,
+        if p.keeper_is_init { p.report_fd } else { -1 },
     ];
     close_all_except(&mut keep);
     let mut stdout = RotatingLog::new(
@@ -450,14 +601,84 @@ pub fn keeper(p: &Prepared) -> std::io::Result<()> {
         p.stderr.max_bytes,
         &p.stderr.paths,
     );
-    pump([out[0], err[0]], pidfd, [&mut stdout, &mut stderr]);
-    let child_status = wait_for(child);
-    let status = if p.namespaces.is_some() {
-        read_i32(status_pipe[0]).or(child_status)
-    } else {
-        child_status
+    let reaped = pump(
+        [out[0], err[0]],
+        exit_watch,
+        p.keeper_is_init.then_some(child),
+        [&mut stdout, &mut stderr],
+    );
+    let status = match reaped {
+        Some(status) => Some(status),
+        None if p.namespaces.is_some() && !p.keeper_is_init => {
+            let init_status = wait_for(child);
+            read_i32(status_pipe[0]).or(init_status)
+        }
+        None => wait_for(child),
     };
-    exit_like(status.unwrap_or(0x7f00))
+    let status = status.unwrap_or(0x7f00);
+    if p.keeper_is_init {
+        let bytes = status.to_ne_bytes();
+        // SAFETY: writes the status to the report pipe.
+        unsafe { libc::write(p.report_fd, bytes.as_ptr().cast(), bytes.len()) };
+    }
+    exit_like(status)
+}
+
+/// Mounts the PID namespace's own /proc (in the task's mount namespace).
+fn mount_proc() -> std::io::Result<()> {
+    // SAFETY: mount with static NUL-terminated strings.
+    check(unsafe {
+        libc::mount(
+            c"proc".as_ptr(),
+            c"/proc".as_ptr(),
+            c"proc".as_ptr(),
+            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            std::ptr::null(),
+        )
+    })
+    .map(drop)
+}
+
+/// Blocks SIGCHLD and returns a signalfd that reads it (non-blocking): an init learns there
+/// that children ended. The task unblocks it before its exec (`reset_signals`).
+fn watch_children() -> std::io::Result<c_int> {
+    // SAFETY: signal mask and signalfd calls on a stack sigset.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGCHLD);
+        check(libc::sigprocmask(
+            libc::SIG_BLOCK,
+            &set,
+            std::ptr::null_mut(),
+        ))?;
+        check(libc::signalfd(
+            -1,
+            &set,
+            libc::SFD_NONBLOCK | libc::SFD_CLOEXEC,
+        ))
+    }
+}
+
+/// Reads what `watch_children` queued and reaps every ended child; returns the wait status of
+/// `task` if it was among them.
+fn reap_children(children_ended: c_int, task: c_int) -> Option<c_int> {
+    let mut info = [0u8; 128];
+    // SAFETY: reads signalfd records into a stack buffer; waitpid without blocking.
+    unsafe {
+        while libc::read(children_ended, info.as_mut_ptr().cast(), info.len()) > 0 {}
+        let mut task_status = None;
+        loop {
+            let mut status = 0;
+            let pid = libc::waitpid(-1, &mut status, libc::WNOHANG);
+            if pid <= 0 {
+                return task_status;
+            }
+            if pid == task {
+                task_status = Some(status);
+            }
+        }
+    }
 }
 
 /// borgssh: enters a running task (its cgroup through `p.cgroup_join_fds`, then the namespaces
@@ -501,8 +722,15 @@ pub fn enter(p: &Prepared, namespaces: &[c_int], terminal: bool) -> std::io::Res
     exit_like(wait_for(child).unwrap_or(0x7f00))
 }
 
-/// Copies the task's output into its log files until the output ends and the child exited.
-fn pump(fds: [c_int; 2], pidfd: c_int, logs: [&mut RotatingLog<'_>; 2]) {
+/// Copies the task's output into its log files until the child exited (`exit_watch`, a
+/// pidfd, is readable) or, with `reap_task` (the keeper is init and `exit_watch` is its
+/// `watch_children` signalfd), until that task was reaped: its wait status is returned.
+fn pump(
+    fds: [c_int; 2],
+    exit_watch: c_int,
+    reap_task: Option<c_int>,
+    logs: [&mut RotatingLog<'_>; 2],
+) -> Option<c_int> {
     let mut buffer = [0u8; PUMP_BUFFER_BYTES];
     let mut open = [true, true];
     for &fd in &fds {
@@ -527,8 +755,9 @@ fn pump(fds: [c_int; 2], pidfd: c_int, logs: [&mut RotatingLog<'_>; 2]) {
         }
         return;
     };
-    let watch_exit = pidfd >= 0;
-    while open[0] || open[1] {
+    let watch_exit = exit_watch >= 0;
+    // An init must go on reaping after the task closed its output, until the task ended.
+    while open[0] || open[1] || (reap_task.is_some() && watch_exit) {
         let entry = |fd: c_int, on: bool| libc::pollfd {
             fd: if on { fd } else { -1 },
             events: libc::POLLIN,
@@ -537,7 +766,7 @@ fn pump(fds: [c_int; 2], pidfd: c_int, logs: [&mut RotatingLog<'_>; 2]) {
         let mut polled = [
             entry(fds[0], open[0]),
             entry(fds[1], open[1]),
-            entry(pidfd, watch_exit),
+            entry(exit_watch, watch_exit),
         ];
         // SAFETY: polls three entries of a stack array.
         let ready = unsafe { libc::poll(polled.as_mut_ptr(), 3, -1) };
@@ -545,7 +774,7 @@ fn pump(fds: [c_int; 2], pidfd: c_int, logs: [&mut RotatingLog<'_>; 2]) {
             if errno() == libc::EINTR {
                 continue;
             }
-            return;
+            return None;
         }
         for i in 0..2 {
             if open[i] && polled[i].revents != 0 {
@@ -553,6 +782,14 @@ fn pump(fds: [c_int; 2], pidfd: c_int, logs: [&mut RotatingLog<'_>; 2]) {
             }
         }
         if watch_exit && polled[2].revents != 0 {
+            let status = match reap_task {
+                Some(task) => match reap_children(exit_watch, task) {
+                    Some(status) => Some(status),
+                    // Orphans ended, not the task.
+                    None => continue,
+                },
+                None => None,
+            };
             // What the task wrote before it ended is in the pipes; processes it left behind
             // (only possible without a PID namespace) lose their output.
             for i in 0..2 {
@@ -560,9 +797,10 @@ fn pump(fds: [c_int; 2], pidfd: c_int, logs: [&mut RotatingLog<'_>; 2]) {
                     drain(i, &mut open, &mut logs);
                 }
             }
-            return;
+            return status;
         }
     }
+    None
 }
 
 /// Exits with the task's exit code, or dies of the signal that killed it.
@@ -591,14 +829,7 @@ fn init(p: &Prepared, out: c_int, err: c_int, exec_error: c_int, status_pipe: c_
     set_slice(START_SLICE_NS);
     // SAFETY: async-signal-safe calls on prepared data only.
     unsafe {
-        let proc_mounted = libc::mount(
-            c"proc".as_ptr(),
-            c"/proc".as_ptr(),
-            c"proc".as_ptr(),
-            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-            std::ptr::null(),
-        );
-        if proc_mounted < 0 {
+        if mount_proc().is_err() {
             report_errno_and_exit(exec_error, errno());
         }
         let task_pid = spawn_task(p, out, err, exec_error);

@@ -58,7 +58,7 @@ pub struct BorgletConfig {
     /// Attributes registered for constraints (`rack`, `os_version`, ...).
     pub attributes: BTreeMap<String, String>,
     /// Holds `sandboxes/<job>.<index>.<incarnation>/` (working directory and logs of each task)
-    /// and `tasks/` (one record per running task, for re-adoption).
+    /// and `tasks/journal` (the records of running tasks, for re-adoption).
     pub data_dir: PathBuf,
     /// Relative cgroup path under which every task cgroup is created; nothing outside it is
     /// touched.

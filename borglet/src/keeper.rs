@@ -6,8 +6,10 @@
 //! code either way (`child::keeper`).
 //!
 //! Protocol: the keeper reads the JSON [`LaunchSpec`] from its stdin until end of file; its
-//! stdout is the status pipe. It closes the status pipe without writing once the program was
-//! exec'd, or writes one JSON [`Failure`] when the start failed, and exits.
+//! stdout is the status pipe. It writes [`crate::child::STARTED`] once the program was exec'd,
+//! or one JSON [`Failure`] when the start failed, and exits. A keeper that is the init of the
+//! task's PID namespace keeps the pipe and writes the task's wait status (4 bytes, native
+//! order) before it exits; any other closes it after `STARTED`.
 
 use crate::runner::{self, LaunchSpec, SpawnError};
 use nix::libc;
@@ -15,7 +17,6 @@ use serde::{Deserialize, Serialize};
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 
 /// File name of the keeper program, looked up next to the running binary.
 pub const KEEPER_PROGRAM_NAME: &str = "borg-keeper";
@@ -137,48 +138,87 @@ impl From<Failure> for SpawnError {
     }
 }
 
-/// Starts the keeper `program` for `spec` and waits until the task's program was exec'd (or
-/// could not be). Blocking: call off the async threads.
-pub(crate) fn spawn(
-    program: &Path,
-    spec: &LaunchSpec,
-) -> Result<tokio::process::Child, SpawnError> {
+/// A running keeper.
+#[derive(Debug)]
+pub(crate) struct KeeperProcess {
+    pub(crate) keeper: crate::child::SpawnedKeeper,
+    /// The report pipe of a keeper that is its namespace's init: it writes the task's wait
+    /// status there before it exits (an init cannot die of the task's signal).
+    pub(crate) status: Option<std::fs::File>,
+}
+
+/// Starts the keeper `program` for `spec` (with namespaces, cloned into them as their init)
+/// and waits until the task's program was exec'd (or could not be). Blocking: call off the
+/// async threads.
+pub(crate) fn spawn(program: &Path, spec: &LaunchSpec) -> Result<KeeperProcess, SpawnError> {
+    use std::os::unix::ffi::OsStrExt;
     let keeper_error = |source| SpawnError::Keeper {
         program: program.to_owned(),
         source,
     };
     let encoded = serde_json::to_vec(spec).map_err(|e| keeper_error(std::io::Error::other(e)))?;
+    let program_c = std::ffi::CString::new(program.as_os_str().as_bytes()).map_err(|_| {
+        keeper_error(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "the path contains a NUL byte",
+        ))
+    })?;
     let (spec_reader, spec_writer) = std::io::pipe().map_err(keeper_error)?;
-    let (mut status_reader, status_writer) = std::io::pipe().map_err(keeper_error)?;
-    // No `pre_exec`: std starts it with posix_spawn (a vfork, no copy of this process).
-    let mut command = tokio::process::Command::new(program);
-    command
-        .env_clear()
-        .stdin(Stdio::from(spec_reader))
-        .stdout(Stdio::from(status_writer))
-        .stderr(Stdio::null());
-    let child = command.spawn().map_err(keeper_error)?;
+    let (status_reader, status_writer) = std::io::pipe().map_err(keeper_error)?;
+    let keeper = crate::child::spawn_keeper(
+        &program_c,
+        spec_reader.as_raw_fd(),
+        status_writer.as_raw_fd(),
+        spec.isolation.namespaces,
+    )
+    .map_err(keeper_error)?;
     // Our copies of the keeper's ends: the status pipe ends when the keeper closes it.
-    drop(command);
+    drop(spec_reader);
+    drop(status_writer);
     let mut spec_writer = spec_writer;
     let written = spec_writer.write_all(&encoded);
     drop(spec_writer);
-    let mut status = Vec::new();
-    (&mut status_reader)
-        .take(FAILURE_MAX_BYTES)
-        .read_to_end(&mut status)
-        .map_err(keeper_error)?;
-    if !status.is_empty() {
-        let failure: Failure = serde_json::from_slice(&status).map_err(|e| {
-            keeper_error(std::io::Error::other(format!(
-                "unreadable report from the keeper: {e}"
-            )))
-        })?;
-        return Err(failure.into());
+    let mut status_reader = std::fs::File::from(std::os::fd::OwnedFd::from(status_reader));
+    let mut first = [0u8; 1];
+    let got = loop {
+        match status_reader.read(&mut first) {
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
+            got => break got,
+        }
+    };
+    if let Ok(1) = got {
+        if first[0] == crate::child::STARTED {
+            let is_init = spec.isolation.namespaces;
+            // Read after the keeper exited, from an async thread: never block there (a
+            // process forked meanwhile may briefly hold a copy of the write end).
+            // SAFETY: sets O_NONBLOCK on our pipe end.
+            unsafe { libc::fcntl(status_reader.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
+            return Ok(KeeperProcess {
+                keeper,
+                status: is_init.then_some(status_reader),
+            });
+        }
     }
-    // A keeper that read no spec cannot have started anything.
+    // The start failed: the keeper reports why (or nothing) and exits.
+    let mut report = first[..got.as_ref().map_or(0, |n| *n)].to_vec();
+    let read = (&mut status_reader)
+        .take(FAILURE_MAX_BYTES)
+        .read_to_end(&mut report);
+    crate::child::reap(keeper.pid);
+    read.map_err(keeper_error)?;
+    got.map_err(keeper_error)?;
     written.map_err(keeper_error)?;
-    Ok(child)
+    if report.is_empty() {
+        return Err(keeper_error(std::io::Error::other(
+            "the keeper ended without starting the task",
+        )));
+    }
+    let failure: Failure = serde_json::from_slice(&report).map_err(|e| {
+        keeper_error(std::io::Error::other(format!(
+            "unreadable report from the keeper: {e}"
+        )))
+    })?;
+    Err(failure.into())
 }
 
 /// Duplicates `fd` to a close-on-exec descriptor of 3 or more.
@@ -243,10 +283,13 @@ pub fn main() -> ! {
         ),
     };
     drop(encoded);
-    let launch = match runner::prepare(&spec) {
+    let mut launch = match runner::prepare(&spec) {
         Ok(launch) => launch,
         Err(error) => report(status_fd, &error),
     };
+    // Cloned into the task's namespaces by the borglet (`child::spawn_keeper`): their init.
+    launch.prepared_mut().keeper_is_init = spec.isolation.namespaces && std::process::id() == 1;
+    launch.prepared_mut().report_fd = status_fd;
     // Returns only if the start failed; on success it closes the status pipe (with every
     // other descriptor it does not keep) and later exits like the task.
     let error = match crate::child::keeper(launch.prepared()) {

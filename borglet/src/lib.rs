@@ -3,8 +3,9 @@
 //! that leave its desired set, and reports their states.
 //!
 //! Layout: `cgroups` (one trait, v1 and v2), `runner` (processes), `supervisor` (desired set,
-//! restarts, reports), `restart` (the pure policy), `sandbox` and `state_dir` (files per task),
-//! `service` (gRPC), `register` (machine registration), `machine` (capacity).
+//! restarts, reports), `restart` (the pure policy), `sandbox` (a directory per task),
+//! `state_dir` (the journal of task records), `service` (gRPC), `register` (machine
+//! registration), `machine` (capacity).
 
 pub mod assignment;
 pub mod auth;

@@ -30,24 +30,28 @@ pub struct LogRead {
     pub follow: bool,
 }
 
-/// How long a follower waits for the log file of a task that is still starting.
-pub const LOG_FILE_WAIT_MAX_MS: u64 = 10_000;
-
-/// Opens the log file. A task that was just started may not have created it yet (its
-/// keeper creates it): when following a live task, wait for it within a bound.
-async fn open_log(read: &LogRead, live: &impl Fn() -> bool) -> std::io::Result<tokio::fs::File> {
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(LOG_FILE_WAIT_MAX_MS);
+/// Opens the log file; `None` when there is none: its keeper creates it on the task's first
+/// output, so a task that wrote nothing has none. A follower of a live task waits for it
+/// while the task lives and the receiver listens.
+async fn open_log(
+    read: &LogRead,
+    live: &impl Fn() -> bool,
+    sender: &LogSender,
+) -> std::io::Result<Option<tokio::fs::File>> {
     loop {
+        // Asked before the open: a file created before the task ended is then seen.
+        let waiting = read.follow && live();
         match tokio::fs::File::open(&read.path).await {
-            Err(error)
-                if error.kind() == std::io::ErrorKind::NotFound
-                    && read.follow
-                    && live()
-                    && tokio::time::Instant::now() < deadline =>
-            {
-                tokio::time::sleep(Duration::from_millis(LOG_FOLLOW_POLL_MS)).await;
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                if !waiting {
+                    return Ok(None);
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(LOG_FOLLOW_POLL_MS)) => {}
+                    _ = sender.closed() => return Ok(None),
+                }
             }
-            opened => return opened,
+            opened => return opened.map(Some),
         }
     }
 }
@@ -61,8 +65,9 @@ pub async fn stream_log(read: LogRead, live: impl Fn() -> bool, sender: LogSende
             read.path.display()
         ))
     };
-    let mut file = match open_log(&read, &live).await {
-        Ok(file) => file,
+    let mut file = match open_log(&read, &live, &sender).await {
+        Ok(Some(file)) => file,
+        Ok(None) => return,
         Err(error) => {
             let _ = sender.send(Err(unreadable(error))).await;
             return;

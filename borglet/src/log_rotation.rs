@@ -2,6 +2,9 @@
 //! past `max_bytes`; when the next write would not fit, `stdout` becomes `stdout.1`, `stdout.1`
 //! becomes `stdout.2` and so on up to `files_kept`, and a new `stdout` is started.
 //!
+//! The current file is created on the first output, not at the start: most tasks of a batch
+//! write nothing, and every file created is an inode the file system allocates and later frees.
+//!
 //! The writer runs between fork and exec-less exit, so it only makes system calls on
 //! descriptors and paths prepared before the fork: no allocation.
 
@@ -39,7 +42,8 @@ pub struct RotatingLog<'a> {
 }
 
 impl<'a> RotatingLog<'a> {
-    /// `fd` is open on `paths[0]` for appending and holds `size_bytes` already.
+    /// `fd` is open on `paths[0]` for appending and holds `size_bytes` already, or is -1 when
+    /// `paths[0]` does not exist yet (it is created on the first write).
     pub fn new(fd: c_int, size_bytes: u64, max_bytes: u64, paths: &'a [CString]) -> Self {
         RotatingLog {
             fd,
@@ -56,6 +60,9 @@ impl<'a> RotatingLog<'a> {
     /// Appends `data`, rotating first whenever it would not fit. A chunk is cut after its last
     /// newline that fits, so lines stay whole unless a single line exceeds a file.
     pub fn write(&mut self, mut data: &[u8]) {
+        if self.fd < 0 && !data.is_empty() {
+            self.open_current(0);
+        }
         while !data.is_empty() {
             if self.max_bytes == 0 || self.size_bytes + data.len() as u64 <= self.max_bytes {
                 self.write_raw(data);
@@ -102,13 +109,27 @@ impl<'a> RotatingLog<'a> {
             for n in (1..self.paths.len()).rev() {
                 libc::rename(self.paths[n - 1].as_ptr(), self.paths[n].as_ptr());
             }
+        }
+        self.open_current(libc::O_TRUNC);
+    }
+
+    /// Opens (creating) the current file for appending; `size_bytes` is what it holds. On an
+    /// error `fd` stays -1 and output is dropped until a later write opens it.
+    fn open_current(&mut self, extra_flags: c_int) {
+        // SAFETY: open and lseek on a NUL-terminated path prepared before the fork.
+        unsafe {
             self.fd = libc::open(
                 self.paths[0].as_ptr(),
-                libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_APPEND | libc::O_CLOEXEC,
+                libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND | libc::O_CLOEXEC | extra_flags,
                 0o640,
             );
+            let end = if self.fd >= 0 {
+                libc::lseek(self.fd, 0, libc::SEEK_END)
+            } else {
+                0
+            };
+            self.size_bytes = u64::try_from(end).unwrap_or(0);
         }
-        self.size_bytes = 0;
     }
 }
 
@@ -175,5 +196,20 @@ mod tests {
         log.write(&[b'y'; 1000]);
         unsafe { libc::close(log.fd()) };
         assert_eq!(std::fs::read(&paths[0]).unwrap().len(), 1000);
+    }
+
+    #[test]
+    fn the_file_is_created_on_the_first_output_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = rotated_paths(&dir.path().join("stdout"), 1);
+        let c = c_paths(&paths);
+        let mut log = RotatingLog::new(-1, 0, 10, &c);
+        log.write(b"");
+        assert!(!paths[0].exists(), "no output, no file");
+        log.write(b"12345678\n");
+        log.write(b"abc\n");
+        unsafe { libc::close(log.fd()) };
+        assert_eq!(std::fs::read_to_string(&paths[0]).unwrap(), "abc\n");
+        assert_eq!(std::fs::read_to_string(&paths[1]).unwrap(), "12345678\n");
     }
 }

@@ -111,8 +111,27 @@ pub struct TaskProcess {
 #[derive(Debug)]
 enum ProcessHandle {
     Child(tokio::process::Child),
+    /// An exec'd keeper (see `keeper`), waited for through its pidfd.
+    Keeper {
+        pidfd: Option<std::os::fd::OwnedFd>,
+        /// Registered with the runtime on the first wait.
+        exit: Option<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>>,
+        /// Where a keeper that is init reports the task's wait status.
+        status: Option<File>,
+        /// Its wait status once reaped.
+        reaped: Option<ExitStatus>,
+    },
     /// Started by an earlier run of the borglet.
     Adopted,
+}
+
+/// The task's wait status as its keeper (the namespace's init) reported it, if it did.
+fn reported_status(status: Option<&mut File>) -> Option<ExitStatus> {
+    use std::io::Read;
+    let mut bytes = [0u8; 4];
+    // The keeper wrote it before it exited: it is in the pipe now, or never will be.
+    status?.read_exact(&mut bytes).ok()?;
+    Some(ExitStatus::from_raw(i32::from_ne_bytes(bytes)))
 }
 
 impl TaskProcess {
@@ -145,6 +164,42 @@ impl TaskProcess {
     pub async fn wait(&mut self) -> std::io::Result<Option<ExitStatus>> {
         match &mut self.handle {
             ProcessHandle::Child(child) => child.wait().await.map(Some),
+            ProcessHandle::Keeper {
+                pidfd,
+                exit,
+                status,
+                reaped,
+            } => {
+                let pid = i32::try_from(self.pid).unwrap_or(0);
+                loop {
+                    if let Some(done) = reaped {
+                        return Ok(Some(*done));
+                    }
+                    if exit.is_none() {
+                        if let Some(fd) = pidfd.take() {
+                            // SAFETY: the OwnedFd keeps the pidfd open, unchanged, for as
+                            // long as it is registered (it is owned by the AsyncFd).
+                            *exit = Some(unsafe {
+                                tokio::io::unix::AsyncFd::register_with_interest(
+                                    fd,
+                                    tokio::io::Interest::READABLE,
+                                )
+                            }?);
+                        }
+                    }
+                    let Some(watch) = exit.as_ref() else {
+                        return Err(std::io::Error::other("the keeper's pidfd is gone"));
+                    };
+                    let mut ready = watch.readable().await?;
+                    match child::try_reap(pid)? {
+                        Some(raw) => {
+                            let keeper = ExitStatus::from_raw(raw);
+                            *reaped = Some(reported_status(status.as_mut()).unwrap_or(keeper));
+                        }
+                        None => ready.clear_ready(),
+                    }
+                }
+            }
             ProcessHandle::Adopted => {
                 while process_start_ticks(self.pid) == Some(self.start_ticks) {
                     tokio::time::sleep(std::time::Duration::from_millis(ADOPTED_EXIT_POLL_MS))
@@ -199,11 +254,15 @@ pub fn resolve_program(program: &str, env: &BTreeMap<String, String>) -> Option<
         })
 }
 
-fn prepared_log(file: &File, path: &Path, limits: LogLimits) -> Result<PreparedLog, SpawnError> {
-    let size_bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
+/// `file` is the log's current file if it exists already (a restarted task appends to it).
+fn prepared_log(
+    file: Option<&File>,
+    path: &Path,
+    limits: LogLimits,
+) -> Result<PreparedLog, SpawnError> {
     Ok(PreparedLog {
-        fd: file.as_raw_fd(),
-        size_bytes,
+        fd: file.map_or(-1, AsRawFd::as_raw_fd),
+        size_bytes: file.and_then(|f| f.metadata().ok()).map_or(0, |m| m.len()),
         max_bytes: limits.max_bytes,
         paths: rotated_paths(path, limits.files_kept)
             .iter()
@@ -212,15 +271,22 @@ fn prepared_log(file: &File, path: &Path, limits: LogLimits) -> Result<PreparedL
     })
 }
 
-fn open_log(path: &Path) -> Result<File, SpawnError> {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(|source| SpawnError::Log {
+/// Opens the log file if it exists; `None` when it does not yet, in a directory that does:
+/// the keeper creates it on the task's first output (see `log_rotation`).
+fn open_log(path: &Path) -> Result<Option<File>, SpawnError> {
+    match OpenOptions::new().append(true).open(path) {
+        Ok(file) => Ok(Some(file)),
+        Err(error)
+            if error.kind() == std::io::ErrorKind::NotFound
+                && path.parent().is_some_and(Path::is_dir) =>
+        {
+            Ok(None)
+        }
+        Err(source) => Err(SpawnError::Log {
             path: path.to_owned(),
             source,
-        })
+        }),
+    }
 }
 
 /// What `spawn` and `run_inside` hand to the child, and the files it must keep open until the
@@ -234,6 +300,10 @@ pub(crate) struct PreparedLaunch {
 impl PreparedLaunch {
     pub(crate) fn prepared(&self) -> &Prepared {
         &self.prepared
+    }
+
+    pub(crate) fn prepared_mut(&mut self) -> &mut Prepared {
+        &mut self.prepared
     }
 }
 
@@ -297,12 +367,12 @@ pub(crate) fn prepare(spec: &LaunchSpec) -> Result<PreparedLaunch, SpawnError> {
         c_path(&spec.cwd)?,
         spec.isolation.user.as_ref().map(|u| (u.uid, u.gid)),
         namespaces,
-        prepared_log(&stdout, &spec.stdout, spec.log)?,
-        prepared_log(&stderr, &spec.stderr, spec.log)?,
+        prepared_log(stdout.as_ref(), &spec.stdout, spec.log)?,
+        prepared_log(stderr.as_ref(), &spec.stderr, spec.log)?,
         join_files.iter().map(AsRawFd::as_raw_fd).collect(),
     );
     let mut open_files = join_files;
-    open_files.extend([stdout, stderr]);
+    open_files.extend(stdout.into_iter().chain(stderr));
     Ok(PreparedLaunch {
         prepared,
         program_path,
@@ -372,21 +442,68 @@ fn spawn_child(
 /// could not be). The keeper is the exec'd `keeper` program when given (see `keeper`), else
 /// a fork of this process.
 pub fn spawn(spec: &LaunchSpec, keeper: Option<&Path>) -> Result<TaskProcess, SpawnError> {
-    let child = match keeper {
-        Some(program) => crate::keeper::spawn(program, spec)?,
-        None => spawn_child(spec, ChildIo::Null, child::keeper)?,
+    let (pid, handle) = match keeper {
+        Some(program) => {
+            let started = crate::keeper::spawn(program, spec)?;
+            let pid = u32::try_from(started.keeper.pid).unwrap_or(0);
+            let handle = ProcessHandle::Keeper {
+                pidfd: Some(started.keeper.pidfd),
+                exit: None,
+                status: started.status,
+                reaped: None,
+            };
+            (pid, handle)
+        }
+        None => {
+            let child = spawn_child(spec, ChildIo::Null, child::keeper)?;
+            let pid = child.id().ok_or_else(|| SpawnError::Exec {
+                program: spec.program.clone(),
+                source: std::io::Error::other("the process exited before its pid was read"),
+            })?;
+            (pid, ProcessHandle::Child(child))
+        }
     };
-    let pid = child.id().ok_or_else(|| SpawnError::Exec {
-        program: spec.program.clone(),
-        source: std::io::Error::other("the process exited before its pid was read"),
-    })?;
     Ok(TaskProcess {
         pid,
         // Set at fork; 0 only if the child is already gone.
         start_ticks: process_start_ticks(pid).unwrap_or(0),
         started_ms: borg_common::now_ms(),
-        handle: ProcessHandle::Child(child),
+        handle,
     })
+}
+
+/// Whether `pid` is PID 1 of a PID namespace below this one (a keeper that is its task's
+/// init, see `child::spawn_keeper`).
+pub fn is_namespace_init(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|status| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("NSpid:"))
+            .is_some_and(|ids| {
+                let ids: Vec<&str> = ids.split_whitespace().collect();
+                ids.len() > 1 && ids.last() == Some(&"1")
+            })
+    })
+}
+
+/// The pid (in this PID namespace) of the program a task's keeper runs: the keeper's child,
+/// or its grandchild when a namespace init stands between them; `None` when it is gone.
+pub fn program_of_keeper(keeper_pid: u32, namespaces: bool) -> Option<u32> {
+    let levels = if namespaces && !is_namespace_init(keeper_pid) {
+        2
+    } else {
+        1
+    };
+    first_descendant(keeper_pid, levels)
+}
+
+/// The init of a task's PID namespace: its keeper, or the keeper's child.
+pub fn namespace_init_of_keeper(keeper_pid: u32) -> Option<u32> {
+    if is_namespace_init(keeper_pid) {
+        Some(keeper_pid)
+    } else {
+        first_descendant(keeper_pid, 1)
+    }
 }
 
 /// What a command run inside a task printed and how it ended.
@@ -591,6 +708,24 @@ mod tests {
             std::fs::read_to_string(dir.path().join("stderr")).unwrap(),
             "oops\n"
         );
+    }
+
+    #[tokio::test]
+    async fn log_files_appear_only_for_output_and_a_restart_appends() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut silent = spawn(&spec(dir.path(), "/bin/true", &[]), None).unwrap();
+        silent.wait().await.unwrap();
+        assert!(!dir.path().join("stdout").exists());
+        assert!(!dir.path().join("stderr").exists());
+        for _ in 0..2 {
+            let mut talker = spawn(&spec(dir.path(), "/bin/echo", &["hi"]), None).unwrap();
+            talker.wait().await.unwrap();
+        }
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("stdout")).unwrap(),
+            "hi\nhi\n"
+        );
+        assert!(!dir.path().join("stderr").exists());
     }
 
     #[tokio::test]

@@ -239,7 +239,7 @@ fn remove_cgroup(cgroups: &dyn TaskCgroups, key: &TaskKey) {
 
 /// The PID, UTS and mount namespaces of a task, through its init (the keeper's child).
 fn task_namespaces(keeper_pid: u32) -> std::io::Result<Vec<std::fs::File>> {
-    let init = runner::first_descendant(keeper_pid, 1)
+    let init = runner::namespace_init_of_keeper(keeper_pid)
         .ok_or_else(|| std::io::Error::other("the task's namespace init is gone"))?;
     ["pid", "uts", "mnt"]
         .iter()
@@ -826,12 +826,8 @@ impl Supervisor {
     /// The pid (in the machine's namespace) of the program a keeper runs, which is what users
     /// see and what `ps` shows; the keeper's own when the program is already gone.
     fn program_pid(&self, keeper_pid: u32) -> u32 {
-        let levels = if self.settings.isolation.namespaces {
-            2
-        } else {
-            1
-        };
-        runner::first_descendant(keeper_pid, levels).unwrap_or(keeper_pid)
+        runner::program_of_keeper(keeper_pid, self.settings.isolation.namespaces)
+            .unwrap_or(keeper_pid)
     }
 
     fn eviction(&self, key: &TaskKey) -> Option<String> {

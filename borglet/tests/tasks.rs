@@ -271,6 +271,23 @@ fn state_of(response: &v1::PollResponse, task: &v1::AssignedTask) -> Option<v1::
     report_of(response, task).map(|r| r.state())
 }
 
+/// Runs `task` without restarts until it failed; its report.
+async fn run_once_until_failed(harness: &mut Harness, task: &v1::AssignedTask) -> v1::TaskReport {
+    let mut task = task.clone();
+    task.restart = Some(v1::RestartPolicy {
+        max_attempts: 0,
+        interval_s: 60,
+        delay_ms: 10,
+    });
+    let desired = vec![task.clone()];
+    let response = harness
+        .poll_until(&desired, "the task to fail", |r| {
+            state_of(r, &task) == Some(v1::TaskState::Failed)
+        })
+        .await;
+    report_of(&response, &task).unwrap().clone()
+}
+
 /// Alive: exists and is not a zombie waiting to be reaped.
 fn process_exists(pid: u32) -> bool {
     borglet::runner::process_start_ticks(pid).is_some()
@@ -334,9 +351,16 @@ async fn a_desired_task_runs_in_its_cgroup_and_is_stopped_when_removed() {
             .any(|line| line.ends_with(&format!("/{name}"))),
         "{membership}"
     );
-    // The keeper (the reported pid), the namespace init and the program.
+    // The keeper and the program (the reported pid); a forked keeper forks a namespace init
+    // between them, an exec'd keeper is that init itself.
     let members = cgroups.pids(name);
-    assert!(members.contains(&pid) && members.len() == 3, "{members:?}");
+    let isolated = harness.metric("borglet_isolation_enabled", None) == 1.0;
+    let forked_init = isolated && harness.config.keeper_program.is_none();
+    let processes = if forked_init { 3 } else { 2 };
+    assert!(
+        members.contains(&pid) && members.len() == processes,
+        "{members:?}"
+    );
     let memory_dir = cgroups.memory_dir(name);
     let limit_file = match cgroups.version() {
         borglet::cgroups::CgroupVersion::V1 => "memory.limit_in_bytes",
@@ -446,6 +470,34 @@ async fn a_keyed_poll_keeps_held_tasks_and_names_the_unknown_ones() {
     harness
         .poll_until(&[], "every task to be gone", |r| r.tasks.is_empty())
         .await;
+    harness.stop().await;
+}
+
+/// The exec'd keeper is its task's namespace init: it reaps the orphans the task leaves, and
+/// a task killed by a signal is reported so (an init cannot die of the task's signal, so the
+/// keeper hands the borglet the task's wait status).
+#[tokio::test]
+async fn the_keeper_as_init_reaps_orphans_and_reports_a_death_by_signal() {
+    let mut harness = Harness::start(CgroupMode::Auto).await;
+    // An orphan that writes its pid and ends; the task waits (up to 10 s) until the orphan
+    // is reaped (its /proc entry stays while it is a zombie), records how long, and kills
+    // itself with SIGUSR1.
+    let script = "(sh -c 'echo $$ > orphan.tmp; mv orphan.tmp orphan' &); i=0; \
+                  while [ $i -lt 100 ] && [ ! -e orphan ]; do sleep 0.1; i=$((i+1)); done; \
+                  while [ $i -lt 100 ] && [ -e /proc/$(cat orphan) ]; do \
+                  sleep 0.1; i=$((i+1)); done; echo $i > waited; kill -USR1 $$";
+    let dying = batch(task("dying", 0, "/bin/sh", &["-c", script]));
+    let report = run_once_until_failed(&mut harness, &dying).await;
+    assert_eq!(report.exit_code, Some(128 + 10));
+    assert!(
+        report.message.contains("killed by signal 10 (SIGUSR1)"),
+        "{}",
+        report.message
+    );
+    let waited = std::fs::read_to_string(harness.sandbox(&dying).join("waited")).unwrap();
+    let waited: u32 = waited.trim().parse().unwrap();
+    assert!(waited < 100, "the orphan was not reaped within 10 s");
+    assert!(harness.poll(&[]).await.tasks.is_empty());
     harness.stop().await;
 }
 
@@ -595,8 +647,8 @@ async fn a_task_ignoring_sigterm_is_killed_with_its_children_after_the_grace_per
     if let Some(cgroups) = &harness.cgroups {
         members = cgroups.pids("stubborn.0.1");
         assert!(
-            members.len() >= 4,
-            "keeper, init, shell and sleep: {members:?}"
+            members.len() >= 3,
+            "keeper (the namespace's init), shell and sleep: {members:?}"
         );
     }
     let started = Instant::now();
@@ -739,18 +791,7 @@ async fn a_task_past_its_memory_limit_is_reported_oom_killed() {
         .as_mut()
         .unwrap()
         .ram_bytes = 16 << 20;
-    hog.restart = Some(v1::RestartPolicy {
-        max_attempts: 0,
-        interval_s: 60,
-        delay_ms: 10,
-    });
-    let desired = vec![hog.clone()];
-    let response = harness
-        .poll_until(&desired, "the task to fail", |r| {
-            state_of(r, &hog) == Some(v1::TaskState::Failed)
-        })
-        .await;
-    let report = report_of(&response, &hog).unwrap();
+    let report = run_once_until_failed(&mut harness, &hog).await;
     assert!(
         report
             .message
@@ -778,7 +819,7 @@ async fn finished_sandboxes_are_deleted_beyond_the_retention_and_never_outside()
         })
         .await;
     let sandbox = harness.sandbox(&done);
-    assert!(sandbox.join("stdout").exists());
+    assert!(sandbox.is_dir());
     assert!(harness.poll(&[]).await.tasks.is_empty());
     let deadline = Instant::now() + WAIT_MAX;
     while sandbox.exists() {
@@ -841,7 +882,12 @@ async fn isolation_probe(mut harness: Harness) {
     let neighbour_pid = report_of(&response, &neighbour).unwrap().pid;
     let cmdline = std::fs::read(format!("/proc/{neighbour_pid}/cmdline")).unwrap();
     assert_eq!(cmdline, b"/bin/sleep\x00300\x00");
-    let keeper = parent_of(parent_of(neighbour_pid));
+    // An exec'd keeper is the namespace's init; a forked one forks the init.
+    let init = parent_of(neighbour_pid);
+    let keeper = match harness.config.keeper_program {
+        Some(_) => init,
+        None => parent_of(init),
+    };
     let keeper_exe = std::fs::read_link(format!("/proc/{keeper}/exe")).unwrap();
     let expected = harness
         .config
@@ -1167,25 +1213,35 @@ async fn ssh_runs_inside_the_task_for_its_owner_only() {
     harness.stop().await;
 }
 
-async fn read_log(
+async fn log_stream(
     harness: &mut Harness,
     task: &v1::AssignedTask,
     stream: v1::LogStream,
     tail_bytes: u64,
-) -> String {
-    let mut chunks = harness
+    follow: bool,
+) -> tonic::Streaming<v1::LogChunk> {
+    harness
         .client
         .read_logs(v1::ReadLogsRequest {
             job: task.job.clone(),
             index: task.index,
             incarnation: 0,
             stream: stream as i32,
-            follow: false,
+            follow,
             tail_bytes,
         })
         .await
         .unwrap()
-        .into_inner();
+        .into_inner()
+}
+
+async fn read_log(
+    harness: &mut Harness,
+    task: &v1::AssignedTask,
+    stream: v1::LogStream,
+    tail_bytes: u64,
+) -> String {
+    let mut chunks = log_stream(harness, task, stream, tail_bytes, false).await;
     let mut text = Vec::new();
     while let Some(chunk) = chunks.message().await.unwrap() {
         text.extend(chunk.data);
@@ -1210,19 +1266,7 @@ async fn logs_are_read_whole_by_tail_and_followed_across_rotations() {
             state_of(r, &talker) == Some(v1::TaskState::Running)
         })
         .await;
-    let mut follow = harness
-        .client
-        .read_logs(v1::ReadLogsRequest {
-            job: talker.job.clone(),
-            index: 0,
-            incarnation: 0,
-            stream: v1::LogStream::Stdout as i32,
-            follow: true,
-            tail_bytes: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut follow = log_stream(&mut harness, &talker, v1::LogStream::Stdout, 0, true).await;
     // Let it rotate a few times (each file holds about 100 lines), then stop it.
     let sandbox = harness.sandbox(&talker);
     let deadline = Instant::now() + WAIT_MAX;
@@ -1232,6 +1276,9 @@ async fn logs_are_read_whole_by_tail_and_followed_across_rotations() {
         let chunk = follow.message().await.unwrap().unwrap();
         followed.push_str(std::str::from_utf8(&chunk.data).unwrap());
     }
+    // Its stderr file does not exist before its first output: a follower waits for it.
+    assert!(!sandbox.join("stderr").exists());
+    let mut follow_stderr = log_stream(&mut harness, &talker, v1::LogStream::Stderr, 0, true).await;
     std::fs::write(sandbox.join("stop"), "").unwrap();
     harness
         .poll_until(&desired, "the task to succeed", |r| {
@@ -1241,6 +1288,11 @@ async fn logs_are_read_whole_by_tail_and_followed_across_rotations() {
     while let Some(chunk) = follow.message().await.unwrap() {
         followed.push_str(std::str::from_utf8(&chunk.data).unwrap());
     }
+    let mut followed_stderr = Vec::new();
+    while let Some(chunk) = follow_stderr.message().await.unwrap() {
+        followed_stderr.extend(chunk.data);
+    }
+    assert_eq!(followed_stderr, b"bye\n");
     // Nothing lost or repeated across rotations, up to the last line.
     let lines: Vec<&str> = followed.lines().collect();
     let count = lines.len() - 1;

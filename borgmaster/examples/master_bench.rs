@@ -10,7 +10,9 @@
 //!
 //! Run: `cargo run -p borgmaster --example master_bench` (dev profile: dependencies are
 //! optimised; see the printed settings). `--quick` runs shorter phases. etcd is installed with
-//! apt-get (`etcd-server`) when missing.
+//! apt-get (`etcd-server`) when missing. `--inject-fsync-stall-ms N` turns on the replicas'
+//! fault injection (`BORG_FAULT_FSYNC_STALL_MS`): every fsync of every borgmaster replica
+//! takes N ms longer (etcd's do not), to show that a stalling disk changes no leader.
 
 use borg_proto::v1;
 use borg_proto::v1::cell_service_client::CellServiceClient;
@@ -41,7 +43,10 @@ struct Settings {
     throughput_only: bool,
 }
 
-const USAGE: &str = "master_bench [--quick] [--rounds N] [--no-etcd] [--throughput-only]";
+/// Passes `--sync-inline-wait-ms` to the replica processes (A/B of the setting).
+const SYNC_INLINE_WAIT_ENV: &str = "MASTER_BENCH_SYNC_INLINE_WAIT_MS";
+
+const USAGE: &str = "master_bench [--quick] [--rounds N] [--no-etcd] [--throughput-only] [--inject-fsync-stall-ms N] [--sync-inline-wait-ms N]";
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -60,6 +65,27 @@ fn main() {
         },
         None => 3,
     };
+    if let Some(i) = args.iter().position(|a| a == "--inject-fsync-stall-ms") {
+        match args.get(i + 1).and_then(|n| n.parse::<u64>().ok()) {
+            // The replicas are child processes: they read it at startup.
+            Some(ms) => {
+                std::env::set_var(borgmaster::config::FAULT_FSYNC_STALL_ENV, ms.to_string())
+            }
+            None => {
+                eprintln!("--inject-fsync-stall-ms needs a number of ms\n{USAGE}");
+                std::process::exit(2);
+            }
+        }
+    }
+    if let Some(i) = args.iter().position(|a| a == "--sync-inline-wait-ms") {
+        match args.get(i + 1).and_then(|n| n.parse::<u64>().ok()) {
+            Some(ms) => std::env::set_var(SYNC_INLINE_WAIT_ENV, ms.to_string()),
+            None => {
+                eprintln!("--sync-inline-wait-ms needs a number of ms\n{USAGE}");
+                std::process::exit(2);
+            }
+        }
+    }
     let settings = Settings {
         throughput_s: if quick { 3 } else { 10 },
         rounds,
@@ -86,6 +112,9 @@ fn run_replica(args: &[String]) {
     let peers = borgmaster::ReplicaConfig::parse_peers(&args[1]).expect("peers");
     let mut config = borgmaster::ReplicaConfig::new(id, peers, PathBuf::from(&args[2]));
     config.checkpoint_every_entries = args[3].parse().expect("checkpoint every");
+    if let Ok(ms) = std::env::var(SYNC_INLINE_WAIT_ENV) {
+        config.sync_inline_wait_ms = ms.parse().expect("sync inline wait ms");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -191,6 +220,18 @@ async fn bench(settings: Settings) {
         defaults.election_timeout_ticks,
         borgmaster::ENTRY_COMMANDS_MAX,
     );
+    if let Ok(ms) = std::env::var(SYNC_INLINE_WAIT_ENV) {
+        println!(
+            "replicas wait at most {ms} ms for an fsync inline (default {} ms)",
+            defaults.sync_inline_wait_ms
+        );
+    }
+    if defaults.fault_fsync_stall_ms > 0 {
+        println!(
+            "FAULT INJECTION: every fsync of every borgmaster replica takes {} ms longer (etcd's do not)",
+            defaults.fault_fsync_stall_ms
+        );
+    }
     let concurrencies = [1usize, 64];
     let mut rows: Vec<(String, String, String)> = Vec::new();
     let cell = BorgCell::start(dir.path(), 1_000_000);

@@ -1,7 +1,8 @@
 //! A borgmaster replica: pure cell state machine, OmniPaxos replication, RocksDB storage, RPC services
 //!
 //! - `state`: the pure, deterministic cell state machine (see docs/lifecycle.md).
-//! - `storage`: OmniPaxos' log and metadata, and checkpoints, on the replica's RocksDB.
+//! - `storage`: OmniPaxos' log and metadata, and checkpoints, on the replica's RocksDB;
+//!   `sync_ledger` and `persist_gate`: what is durable, and the messages that wait for it.
 //! - `paxos`: the loop that owns OmniPaxos and applies decided entries to the state.
 //! - `transport`: per-peer queues and senders of Paxos messages.
 //! - `services`, `server`, `wire`, `context`: the gRPC API and its validation at the edge.
@@ -14,12 +15,15 @@ pub mod config;
 pub mod context;
 pub mod entry;
 pub mod error;
+pub mod log_syncer;
 pub mod metrics;
 pub mod paxos;
+pub mod persist_gate;
 pub mod replica;
 pub mod server;
 pub mod services;
 pub mod storage;
+pub mod sync_ledger;
 pub mod transport;
 pub mod wire;
 

@@ -35,6 +35,10 @@ pub struct ReplicaMetrics {
     pub forwarded_writes: IntCounter,
     /// Watchers cut off because they fell behind.
     pub watchers_lagged: IntCounter,
+    /// Time of one fsync of the log (off the Paxos loop), from its start to the loop seeing it.
+    pub log_sync_seconds: Histogram,
+    /// Paxos messages waiting for an fsync to cover what they claim.
+    pub held_messages: IntGauge,
 }
 
 impl ReplicaMetrics {
@@ -122,6 +126,14 @@ impl ReplicaMetrics {
             watchers_lagged: counter(
                 "watchers_lagged_total",
                 "Cell watchers disconnected because they fell behind",
+            )?,
+            log_sync_seconds: histogram(
+                "log_sync_seconds",
+                "Time of one fsync of the log, from its start to the Paxos loop seeing it done",
+            )?,
+            held_messages: gauge(
+                "held_messages",
+                "Paxos messages waiting for an fsync that covers what they claim",
             )?,
             registry,
         })

@@ -14,11 +14,23 @@
 //!   replica can always restart from its checkpoint plus its own log suffix. Trims it cannot
 //!   apply yet are remembered and applied after its next checkpoint.
 //!
-//! One pass of the loop (group commit): take the queued peer messages, then the queued
-//! proposals; send the leader's new entries and decisions at once (the followers' writes
-//! overlap the leader's own); apply what is decided and answer its writers; one fsync of
-//! everything written; then every other message (a follower's `Accepted`, a promise), which
-//! claims durability. A step that only raises the decided index costs no fsync (`storage`).
+//! One pass of the loop: take the queued peer messages, then the queued proposals; apply what
+//! is decided and answer its writers; start an fsync of everything written if none is in
+//! flight; send what may leave. Disk and loop overlap (group commit, persist-then-send):
+//! - The fsync runs on the replica's fsync thread (`log_syncer`), one at a time, covering
+//!   every write made before it began (`sync_ledger`); a pass never waits for it, so ticks
+//!   and heartbeats (BLE) flow while the disk stalls, and a leader with a slow disk is not
+//!   voted out.
+//! - What claims stored state waits for the sync that covers it (`persist_gate`): a
+//!   follower's `Accepted`, a promise, ...; the leader's new entries and decisions go at once
+//!   (the followers write while the leader does).
+//! - A follower's `Accepted` counts at the leader only once the leader's own copy of those
+//!   entries is durable, so (a) a writer is answered only when its entry is on a majority's
+//!   disks, the leader's counted only after its own sync covers it; (b) no message that
+//!   claims stored state leaves before the sync that covers it; (c) BLE messages and ticks
+//!   never wait for a sync. A failed fsync stops the replica.
+//!
+//! A step that only raises the decided index costs no fsync (`storage`).
 //!
 //! Batching: the proposals drained in one pass become one log entry of up to
 //! `ENTRY_COMMANDS_MAX` commands (`ENTRY_BYTES_MAX` bytes); apply runs them in order and
@@ -31,7 +43,9 @@
 
 use crate::catchup::fetch_best_checkpoint;
 use crate::entry::{PaxosMessage, SharedEntry, ENTRY_BYTES_MAX, ENTRY_COMMANDS_MAX};
+use crate::log_syncer::LogSyncer;
 use crate::metrics::ReplicaMetrics;
+use crate::persist_gate::PersistGate;
 use crate::state::{CellState, LogEntry, Outcome};
 use crate::storage::{Checkpoint, ReplicaDb, RocksStorage, StorageError};
 use crate::transport::PeerSenders;
@@ -143,6 +157,8 @@ pub struct LoopSettings {
     pub message_max_bytes: usize,
     /// The cluster token for the checkpoint fetch.
     pub peer_token: borg_common::master_client::TokenInterceptor,
+    /// How long a pass waits for the fsync it started before going on without it.
+    pub sync_inline_wait_ms: u64,
 }
 
 /// Least time between two attempts to catch up from a peer's checkpoint.
@@ -182,6 +198,12 @@ pub struct PaxosLoop {
     /// A peer's checkpoint being fetched because this replica is behind the trim point.
     catch_up_task: Option<JoinHandle<Option<Checkpoint>>>,
     last_catch_up_at: Option<Instant>,
+    /// The fsync thread; whether a sync is in flight there, and since when.
+    syncer: LogSyncer,
+    sync_in_flight: bool,
+    sync_started_at: Instant,
+    /// Messages waiting for a sync (see `persist_gate`).
+    gate: PersistGate,
 }
 
 impl PaxosLoop {
@@ -195,8 +217,11 @@ impl PaxosLoop {
         metrics: ReplicaMetrics,
         channels: LoopChannels,
         progress: Progress,
-    ) -> Self {
-        PaxosLoop {
+    ) -> Result<Self, StorageError> {
+        let syncer = LogSyncer::spawn(db.clone()).map_err(|e| StorageError::Task {
+            reason: format!("cannot start the fsync thread: {e}"),
+        })?;
+        Ok(PaxosLoop {
             settings,
             paxos,
             db,
@@ -217,7 +242,11 @@ impl PaxosLoop {
             trim_requested: 0,
             catch_up_task: None,
             last_catch_up_at: None,
-        }
+            syncer,
+            sync_in_flight: false,
+            sync_started_at: Instant::now(),
+            gate: PersistGate::default(),
+        })
     }
 
     /// Runs until `shutdown`; then answers every waiter and returns. Fails (and stops) when
@@ -248,6 +277,13 @@ impl PaxosLoop {
                         self.install_fetched(checkpoint);
                     }
                 }
+                synced = self.syncer.finished(), if self.sync_in_flight => {
+                    if let Err(error) = self.synced(synced) {
+                        tracing::error!(%error, "cannot make the log durable; stopping the replica");
+                        failure = Some(error);
+                        break;
+                    }
+                }
                 Some(incoming) = self.channels.incoming.recv() => {
                     self.handle_incoming(incoming);
                     self.drain_inputs(None);
@@ -256,12 +292,12 @@ impl PaxosLoop {
                     self.drain_inputs(Some(proposal));
                 }
             }
-            // A decided entry is on a majority's disks already, whatever this replica's
-            // fsync, so decided entries are applied and answered before it.
+            self.release_held_incoming();
+            // A decided entry is on a majority's disks already (the leader's copy counted
+            // only once synced), whatever this replica's own sync, so it is applied and
+            // answered at once.
             self.apply_decided();
-            // Group commit: one fsync for everything this pass wrote, before any message
-            // that depends on it.
-            if let Err(error) = self.sync_log() {
+            if let Err(error) = self.start_sync() {
                 tracing::error!(%error, "cannot make the log durable; stopping the replica");
                 failure = Some(error);
                 break;
@@ -274,7 +310,8 @@ impl PaxosLoop {
                 let _ = waiter.reply.send(Err(ProposeError::ShuttingDown));
             }
         }
-        // A checkpoint in flight is finished, so the database is not closed under it.
+        // A checkpoint in flight is finished, so the database is not closed under it (so is a
+        // sync: dropping the loop's `LogSyncer` joins the fsync thread).
         if let Some(task) = self.checkpoint_task.take() {
             let _ = task.await;
         }
@@ -284,13 +321,51 @@ impl PaxosLoop {
         failure.map_or(Ok(()), Err)
     }
 
-    /// The fsync of one pass, on the loop's own worker thread. It blocks that worker for
-    /// one fsync (well under a millisecond to a few on this machine's disk) while the other
-    /// workers serve the network; measured against `block_in_place`, which hands the worker's
-    /// queue to another thread on every pass, this commits more per second on a busy
-    /// 2-core machine (master_bench: about 365 against 290 writes/s at 1 in flight).
-    fn sync_log(&self) -> Result<(), StorageError> {
-        self.db.sync_log()
+    /// Starts an fsync of every log write so far on the fsync thread, unless one is in
+    /// flight (the writes made meanwhile wait for the next: group commit) or nothing is
+    /// unsynced, and waits for it at most `sync_inline_wait_ms` (default 0: not at all). A
+    /// stalled disk holds up only the messages that wait for the sync, while the loop goes on
+    /// ticking and answering heartbeats.
+    fn start_sync(&mut self) -> Result<(), StorageError> {
+        if self.sync_in_flight {
+            return Ok(());
+        }
+        let Some(target) = self.db.begin_sync() else {
+            return Ok(());
+        };
+        self.sync_started_at = Instant::now();
+        self.sync_in_flight = true;
+        self.syncer.start(target);
+        if self.settings.sync_inline_wait_ms == 0 {
+            return Ok(());
+        }
+        let wait = Duration::from_millis(self.settings.sync_inline_wait_ms);
+        match self.syncer.finished_within(wait) {
+            Some(synced) => self.synced(synced),
+            None => Ok(()),
+        }
+    }
+
+    /// A sync finished: what it covers is released in this pass (`release_held_incoming`,
+    /// `send_outgoing`).
+    fn synced(&mut self, synced: Result<u64, StorageError>) -> Result<(), StorageError> {
+        self.sync_in_flight = false;
+        synced?;
+        self.metrics
+            .log_sync_seconds
+            .observe(self.sync_started_at.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    /// Hands OmniPaxos the held peer messages that may be handled now: at a leader, the
+    /// `Accepted` messages whose entries its own finished syncs cover.
+    fn release_held_incoming(&mut self) {
+        let mut released = Vec::new();
+        self.gate
+            .release_incoming(self.db.log_positions(), &mut released);
+        for message in released {
+            self.paxos.handle_incoming(message);
+        }
     }
 
     fn handle_incoming(&mut self, incoming: Incoming) {
@@ -302,7 +377,9 @@ impl PaxosLoop {
                         self.trim_to_own_checkpoint();
                         continue;
                     }
-                    self.paxos.handle_incoming(message);
+                    if let Some(message) = self.gate.incoming(message, self.db.log_positions()) {
+                        self.paxos.handle_incoming(message);
+                    }
                 }
             }
             Incoming::Reconnected(peer) => {
@@ -412,9 +489,7 @@ impl PaxosLoop {
 
     /// One pass's input: the queued peer messages first, then the queued proposals (`first`
     /// is one already received), each at most `DRAIN_MAX`. Handling both in one pass gives one
-    /// fsync and one `Deliver` per peer for what would otherwise take two passes; the answers
-    /// from peers go first so that none of them can be about an entry appended in this pass
-    /// (see `send_leader_messages_early`).
+    /// fsync and one `Deliver` per peer for what would otherwise take two passes.
     fn drain_inputs(&mut self, first: Option<Proposal>) {
         for _ in 0..DRAIN_MAX {
             match self.channels.incoming.try_recv() {
@@ -432,34 +507,28 @@ impl PaxosLoop {
             }
         }
         self.append_batch();
-        self.send_leader_messages_early();
     }
 
-    /// Sends the leader's new entries and decisions (`AcceptDecide`, `Decide`) to the
-    /// followers before its own fsync, so the followers write the entries while the leader
-    /// does (as Raft's leaders may). Safe: the followers answer `Accepted` only after their
-    /// own fsync, and the leader decides on those answers in a later pass of the loop (peer
-    /// messages are handled before proposals), so only after this pass's fsync made its own
-    /// copy durable (a failed fsync stops the replica); a decision sent is one a majority's
-    /// disks already hold. Every other message waits for the fsync.
-    fn send_leader_messages_early(&mut self) {
-        self.paxos.take_outgoing_messages(&mut self.outgoing);
-        let mut later = Vec::new();
-        for message in self.outgoing.drain(..) {
-            if is_leader_replication(&message) {
-                self.senders.send(message);
-            } else {
-                later.push(message);
-            }
-        }
-        self.outgoing = later;
-    }
-
+    /// Sends what may leave now: messages held for a sync that has finished, then this
+    /// pass's new messages, each unless it waits for a sync (`persist_gate`).
     fn send_outgoing(&mut self) {
         self.paxos.take_outgoing_messages(&mut self.outgoing);
-        for message in self.outgoing.drain(..) {
+        let written = self.db.written_seq();
+        let synced = self.db.synced_seq();
+        let mut ready = Vec::new();
+        self.gate.release_outgoing(synced, &mut ready);
+        for message in ready {
             self.senders.send(message);
         }
+        for message in std::mem::take(&mut self.outgoing) {
+            if let Some(message) = self.gate.outgoing(message, written, synced) {
+                self.senders.send(message);
+            }
+        }
+        let (outgoing_dropped, incoming_dropped) = self.gate.take_dropped();
+        self.metrics.outgoing_dropped.inc_by(outgoing_dropped);
+        self.metrics.incoming_dropped.inc_by(incoming_dropped);
+        self.metrics.held_messages.set(self.gate.held() as i64);
     }
 
     fn update_leader(&mut self) {
@@ -848,17 +917,6 @@ impl PaxosLoop {
             }
         });
     }
-}
-
-/// A leader's `AcceptDecide` (new entries and the decided index) or `Decide`.
-fn is_leader_replication(message: &PaxosMessage) -> bool {
-    matches!(
-        message,
-        Message::SequencePaxos(SeqMessage {
-            msg: PaxosMsg::AcceptDecide(_) | PaxosMsg::Decide(_),
-            ..
-        })
-    )
 }
 
 /// The index of a leader's request to trim the log, if `message` is one.

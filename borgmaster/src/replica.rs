@@ -47,7 +47,15 @@ pub async fn run_with_listener(
         path: config.data_dir.clone(),
         source,
     })?;
-    let db = ReplicaDb::open(&config.data_dir)?;
+    let db =
+        ReplicaDb::open(&config.data_dir)?.with_fault_fsync_stall_ms(config.fault_fsync_stall_ms);
+    if config.fault_fsync_stall_ms > 0 {
+        tracing::warn!(
+            replica = config.id,
+            stall_ms = config.fault_fsync_stall_ms,
+            "fault injection: every fsync of the log is delayed"
+        );
+    }
     let metrics = ReplicaMetrics::new(config.id).map_err(|e| MasterError::Metrics {
         reason: e.to_string(),
     })?;
@@ -213,6 +221,7 @@ pub async fn run_with_listener(
             fetch_timeout_ms: config.bootstrap_fetch_timeout_ms,
             message_max_bytes: config.replica_message_max_bytes,
             peer_token,
+            sync_inline_wait_ms: config.sync_inline_wait_ms,
         },
         paxos,
         db,
@@ -227,7 +236,7 @@ pub async fn run_with_listener(
             updates: updates_tx,
         },
         progress,
-    );
+    )?;
     let mut loop_task = tokio::spawn(paxos_loop.run(tasks.clone()));
     tracing::info!(replica = config.id, applied_index, "master replica serving");
     let mut server = server;

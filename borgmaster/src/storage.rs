@@ -9,11 +9,14 @@
 //!   and the bytes), verified against its checksum whenever it is read.
 //!
 //! Group commit: every call of the `Storage` trait (one OmniPaxos storage step, which may carry
-//! many entries) is one `WriteBatch`, written to the WAL without waiting for the disk; the
-//! Paxos loop then makes everything written in one pass durable with a single
-//! `ReplicaDb::sync_log` (one fsync) before any message or reply that depends on it leaves
-//! the replica. So a burst of writes costs one fsync, not one per entry or per step.
+//! many entries) is one `WriteBatch`, written to the WAL without waiting for the disk and
+//! recorded in the `SyncLedger`. The Paxos loop keeps one fsync in flight, off its own task
+//! (`ReplicaDb::begin_sync` / `sync_to`, on the fsync thread, `log_syncer`), covering every
+//! write made before it began; a message or reply that depends on a write leaves the replica
+//! only after the sync covering it finished (`persist_gate`). So a burst of writes costs one fsync, not
+//! one per entry or per step, and a slow fsync delays only what depends on it.
 
+use crate::sync_ledger::SyncLedger;
 use omnipaxos::ballot_leader_election::Ballot;
 use omnipaxos::storage::{Entry, StopSign, Storage, StorageOp, StorageResult};
 use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch, WriteOptions, DB};
@@ -21,8 +24,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 const CF_LOG: &str = "log";
 const CF_META: &str = "meta";
@@ -75,8 +78,11 @@ pub struct ReplicaDb {
     db: Arc<DB>,
     /// Kept for its statistics (WAL syncs), which show that commits are grouped.
     options: Arc<Options>,
-    /// Log writes not yet synced by `sync_log`.
-    unsynced: Arc<AtomicBool>,
+    /// Log writes made and synced (shared by the storage, which writes, and the sync).
+    ledger: Arc<Mutex<SyncLedger>>,
+    /// Fault injection (0: off): added to every sync of the log, as a stalled disk would
+    /// (`ReplicaConfig::fault_fsync_stall_ms`).
+    fault_fsync_stall: Duration,
 }
 
 impl ReplicaDb {
@@ -86,7 +92,7 @@ impl ReplicaDb {
         options.create_if_missing(true);
         options.create_missing_column_families(true);
         options.enable_statistics();
-        // Log writes stay in RocksDB's WAL buffer until `sync_log` (or a synced write) flushes
+        // Log writes stay in RocksDB's WAL buffer until `sync_to` (or a synced write) flushes
         // and syncs them: one write(2) per pass instead of one per storage step. Nothing is
         // acknowledged before that sync, so durability is unchanged.
         options.set_manual_wal_flush(true);
@@ -101,26 +107,94 @@ impl ReplicaDb {
         Ok(ReplicaDb {
             db: Arc::new(db),
             options: Arc::new(options),
-            unsynced: Arc::new(AtomicBool::new(false)),
+            ledger: Arc::default(),
+            fault_fsync_stall: Duration::ZERO,
         })
     }
 
-    /// Makes every log write so far durable: one fsync of the WAL, skipped when nothing was
-    /// written since the last.
-    pub fn sync_log(&self) -> Result<(), StorageError> {
-        if self.unsynced.swap(false, Ordering::AcqRel) {
-            if let Err(error) = self.db.flush_wal(true) {
-                self.unsynced.store(true, Ordering::Release);
-                return Err(error.into());
+    /// Fault injection: every later sync of the log (`sync_to`) takes `ms` longer (0: off).
+    pub fn with_fault_fsync_stall_ms(mut self, ms: u64) -> Self {
+        self.fault_fsync_stall = Duration::from_millis(ms);
+        self
+    }
+
+    fn ledger(&self) -> MutexGuard<'_, SyncLedger> {
+        // The ledger's updates cannot panic half-way; a poisoned lock still holds a whole one.
+        self.ledger
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Starts a sync of every log write so far and returns its target (for `sync_to`), unless
+    /// one is in flight or nothing is unsynced.
+    pub fn begin_sync(&self) -> Option<u64> {
+        self.ledger().begin_sync()
+    }
+
+    /// Makes the writes up to `target` (from `begin_sync`) durable: one fsync of the WAL. It
+    /// blocks for as long as the disk takes: call it off the Paxos loop.
+    pub fn sync_to(&self, target: u64) -> Result<u64, StorageError> {
+        if !self.fault_fsync_stall.is_zero() {
+            std::thread::sleep(self.fault_fsync_stall);
+        }
+        match self.db.flush_wal(true) {
+            Ok(()) => {
+                self.ledger().finish_sync(target);
+                Ok(target)
+            }
+            Err(error) => {
+                self.ledger().fail_sync(target);
+                Err(error.into())
             }
         }
+    }
+
+    /// Makes every log write so far durable, here and now, unless a sync is in flight
+    /// elsewhere (for callers that sync from one place only: tools and tests).
+    pub fn sync_log(&self) -> Result<(), StorageError> {
+        match self.begin_sync() {
+            Some(target) => self.sync_to(target).map(|_| ()),
+            None => Ok(()),
+        }
+    }
+
+    /// Writes counted so far, and those a finished sync made durable.
+    pub fn written_seq(&self) -> u64 {
+        self.ledger().written_seq()
+    }
+
+    pub fn synced_seq(&self) -> u64 {
+        self.ledger().synced_seq()
+    }
+
+    /// The log's positions: those below the first number are durable here; the second is
+    /// the log's end, durable or not.
+    pub fn log_positions(&self) -> LogPositions {
+        let ledger = self.ledger();
+        LogPositions {
+            durable_end: ledger.durable_log_end(),
+            end: ledger.log_end(),
+        }
+    }
+
+    /// Writes `batch` (log positions from `first_position` on, the log ending at `log_end`
+    /// after it) to the WAL without syncing; a later sync makes it durable.
+    fn write_unsynced(
+        &self,
+        batch: WriteBatch,
+        first_position: Option<usize>,
+        log_end: usize,
+    ) -> Result<(), StorageError> {
+        self.db.write(batch)?;
+        self.ledger().record_write(first_position, log_end);
         Ok(())
     }
 
-    /// Writes `batch` to the WAL without syncing; `sync_log` makes it durable.
-    fn write_unsynced(&self, batch: WriteBatch) -> Result<(), StorageError> {
-        self.db.write(batch)?;
-        self.unsynced.store(true, Ordering::Release);
+    /// Syncs whatever was written (a process that crashed may have left written but unsynced
+    /// data readable) and starts the ledger over at a log ending at `log_end`, all durable.
+    fn mark_all_durable(&self, log_end: usize) -> Result<(), StorageError> {
+        self.db.flush_wal(true)?;
+        self.ledger().reset(log_end);
         Ok(())
     }
 
@@ -225,6 +299,13 @@ impl ReplicaDb {
         );
         self.write(batch)
     }
+}
+
+/// Where this replica's log ends, and up to where it is durable (`ReplicaDb::log_positions`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogPositions {
+    pub durable_end: usize,
+    pub end: usize,
 }
 
 /// A checkpoint of the cell state taken after applying log index `index` (1-based).
@@ -420,6 +501,7 @@ where
             start: cache.log_end,
             entries: Default::default(),
         };
+        db.mark_all_durable(cache.log_end)?;
         Ok(RocksStorage { db, cache, recent })
     }
 
@@ -494,7 +576,7 @@ where
         Ok(())
     }
 
-    /// One storage step: all `ops` in one batch (synced later by `ReplicaDb::sync_log`),
+    /// One storage step: all `ops` in one batch (made durable later by a sync of the loop),
     /// then the cache.
     ///
     /// A step that only raises the decided index is not worth an fsync of its own: a decided
@@ -508,12 +590,26 @@ where
         let mut batch = WriteBatch::default();
         let mut cache = self.cache.clone();
         let mut log_ends = Vec::with_capacity(ops.len());
+        // The lowest log position this step writes (or makes count as written).
+        let mut first_position: Option<usize> = None;
         for op in &ops {
+            let end_before = cache.log_end;
             self.stage(&mut batch, &mut cache, op)?;
+            let written_from = match op {
+                StorageOp::AppendOnPrefix(from, _) => Some(*from),
+                StorageOp::AppendEntry(_) | StorageOp::AppendEntries(_) => Some(end_before),
+                // Compacting past the log's end moves the end without writing entries.
+                StorageOp::SetCompactedIdx(_) if cache.log_end > end_before => Some(end_before),
+                _ => None,
+            };
+            if let Some(from) = written_from {
+                first_position = Some(first_position.map_or(from, |f| f.min(from)));
+            }
             log_ends.push(cache.log_end);
         }
         if needs_sync {
-            self.db.write_unsynced(batch)?;
+            self.db
+                .write_unsynced(batch, first_position, cache.log_end)?;
         } else {
             self.db.db.write(batch)?;
         }

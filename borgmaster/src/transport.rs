@@ -30,6 +30,13 @@ const PEER_RETRY_BACKOFF_MS: u64 = 100;
 const PEER_CONNECT_TIMEOUT_MS: u64 = 500;
 /// Batches handed to an open delivery stream and not yet sent; more are dropped.
 const STREAM_BATCHES_QUEUED_MAX: usize = 64;
+/// HTTP/2 keep-alive on the connection to a peer: a ping this often, even while idle, and the
+/// connection (and its delivery stream) counts as broken when one goes unanswered this long,
+/// so a peer that vanished without closing it (a partition, a frozen host) is noticed and
+/// re-dialled. Long on purpose: a late answer on a busy machine must not break a healthy
+/// stream (the loss costs a re-sync), and heartbeats, not pings, decide who leads.
+const PEER_KEEPALIVE_INTERVAL_MS: u64 = 5_000;
+const PEER_KEEPALIVE_TIMEOUT_MS: u64 = 20_000;
 
 /// A client of another replica's `ReplicaService` that sends the cluster token (if any).
 pub type PeerClient = ReplicaServiceClient<InterceptedService<Channel, TokenInterceptor>>;
@@ -102,7 +109,10 @@ impl PeerSenders {
             let endpoint = Endpoint::from_shared(format!("http://{address}"))?
                 .connect_timeout(Duration::from_millis(PEER_CONNECT_TIMEOUT_MS))
                 .timeout(Duration::from_millis(settings.deliver_timeout_ms))
-                .tcp_nodelay(true);
+                .tcp_nodelay(true)
+                .http2_keep_alive_interval(Duration::from_millis(PEER_KEEPALIVE_INTERVAL_MS))
+                .keep_alive_timeout(Duration::from_millis(PEER_KEEPALIVE_TIMEOUT_MS))
+                .keep_alive_while_idle(true);
             let client = peer_client(
                 endpoint.connect_lazy(),
                 &settings.token,

@@ -253,6 +253,7 @@ async fn bad_input_is_invalid_argument_and_changes_nothing() {
             shard_index: 3,
             shard_count: 2,
             known: vec![],
+            wait_ms: 0,
         })
         .await
         .unwrap_err();

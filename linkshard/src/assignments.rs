@@ -56,6 +56,15 @@ impl HeldAssignments {
         self.machines = next;
     }
 
+    /// Each machine's name and version: equal before and after an answer when the answer
+    /// changed nothing.
+    pub fn versions(&self) -> Vec<(&str, u64)> {
+        self.machines
+            .values()
+            .map(|a| (a.machine.as_str(), a.version))
+            .collect()
+    }
+
     /// Each machine with its whole desired set (`delta` always false here).
     pub fn machines(&self) -> &BTreeMap<String, Arc<MachineAssignment>> {
         &self.machines

@@ -6,6 +6,10 @@ use std::net::SocketAddr;
 /// Default of `LinkShardConfig::poll_interval_busy_ms`.
 pub const POLL_INTERVAL_BUSY_DEFAULT_MS: u64 = 20;
 
+/// Default of `LinkShardConfig::busy_rounds_after_work`: 5 rounds, 100 ms at the default
+/// busy interval.
+pub const BUSY_ROUNDS_AFTER_WORK_DEFAULT: u32 = 5;
+
 /// Configuration of one link shard (plain data; the `borg` binary maps flags onto it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LinkShardConfig {
@@ -16,9 +20,14 @@ pub struct LinkShardConfig {
     pub shard_count: u32,
     /// Time between the starts of two polling rounds.
     pub poll_interval_ms: u64,
-    /// Time between the starts of two rounds when the first found news (task states that
-    /// changed): while tasks start and end, their states reach the master sooner.
+    /// Time between the starts of two rounds when the first found work (task states that
+    /// changed, or tasks still starting): while tasks start and end, their states reach the
+    /// master sooner.
     pub poll_interval_busy_ms: u64,
+    /// Rounds that keep the busy pace after the last round that found work: a task that just
+    /// started is often about to end, and its end then reaches the master a busy interval
+    /// later rather than a whole `poll_interval_ms`.
+    pub busy_rounds_after_work: u32,
     /// Deadline of one `BorgletService.Poll` (and of connecting to the borglet).
     pub poll_timeout_ms: u64,
     /// Failed polls in a row after which a machine is forwarded as unreachable.
@@ -34,6 +43,10 @@ pub struct LinkShardConfig {
     pub master_token: Option<String>,
     /// Names this shard in forwarded diffs and logs.
     pub shard_id: String,
+    /// Between idle rounds, ask the master to answer as soon as the shard's assignment
+    /// changes (`GetAssignmentRequest.wait_ms`) and start the next round then: new tasks reach
+    /// their borglets at once rather than up to `poll_interval_ms` later.
+    pub wait_for_assignment_changes: bool,
     /// Tell the master and the borglets what the shard already holds, so that they exchange
     /// only differences (`GetAssignmentRequest.known`, keyed polls). False: whole sets every
     /// round, as older shards did (for comparisons).
@@ -49,6 +62,7 @@ impl LinkShardConfig {
             shard_count,
             poll_interval_ms: 1_000,
             poll_interval_busy_ms: POLL_INTERVAL_BUSY_DEFAULT_MS,
+            busy_rounds_after_work: BUSY_ROUNDS_AFTER_WORK_DEFAULT,
             poll_timeout_ms: 2_000,
             unreachable_polls_max: 5,
             poll_concurrency_max: 64,
@@ -57,6 +71,7 @@ impl LinkShardConfig {
             master_token: None,
             shard_id: format!("linkshard-{shard_index}-of-{shard_count}"),
             send_held_sets: true,
+            wait_for_assignment_changes: true,
         }
     }
 

@@ -1,8 +1,9 @@
 //! Link shard: polls the borglets of its share of the cell, diffs their reports and forwards
 //! only the changes to the master (docs/lifecycle.md, "Link shard diffs").
 //!
-//! Each round (every `poll_interval_ms`; `poll_interval_busy_ms` after a round that forwarded
-//! changes): `LinkService.GetAssignment` from any master replica, `BorgletService.Poll` of
+//! Each round (every `poll_interval_ms`; every `poll_interval_busy_ms` while rounds forward
+//! changes or see tasks still starting, and for `busy_rounds_after_work` rounds after; at
+//! once when the master's assignment changes between idle rounds): `LinkService.GetAssignment` from any master replica, `BorgletService.Poll` of
 //! every assigned machine with its desired set (bounded concurrency, per-poll timeout), a diff of each report against what the master was last
 //! told ([`diff`], pure), and one `LinkService.ForwardDiffs` per batch of changed machines
 //! (none when nothing changed). All state is rebuildable: a restarted shard forwards every
@@ -67,8 +68,25 @@ pub async fn run(
     .map_err(|status| LinkShardError::MasterClient {
         message: status.message().to_owned(),
     })?;
+    let wait_for_changes = config.wait_for_assignment_changes;
+    let busy_rounds_after_work = config.busy_rounds_after_work;
     let mut shard = shard::Shard::new(config, master, borglet_token, metrics);
+    let mut busy = false;
+    // Rounds since the last one that found work (none yet: idle).
+    let mut rounds_since_work = busy_rounds_after_work;
     loop {
+        let until_round = next_round.saturating_duration_since(tokio::time::Instant::now());
+        if wait_for_changes && !busy && !until_round.is_zero() {
+            // Idle: the round comes early if the master places (or removes) tasks here.
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                changed = shard.wait_for_assignment_change(until_round) => match changed {
+                    Ok(true) => next_round = tokio::time::Instant::now(),
+                    Ok(false) => {}
+                    Err(error) => tracing::debug!(shard = %shard_id, %error, "waiting for assignment changes failed"),
+                },
+            }
+        }
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = tokio::time::sleep_until(next_round) => {}
@@ -79,8 +97,13 @@ pub async fn run(
             _ = shutdown.cancelled() => break,
             outcome = shard.round() => outcome,
         };
-        let news = matches!(&outcome, Ok(summary) if summary.diffs_forwarded > 0);
-        next_round = started + if news { busy_interval } else { interval };
+        rounds_since_work = if matches!(&outcome, Ok(summary) if summary.found_work()) {
+            0
+        } else {
+            rounds_since_work.saturating_add(1)
+        };
+        busy = rounds_since_work <= busy_rounds_after_work;
+        next_round = started + if busy { busy_interval } else { interval };
         match outcome {
             Ok(summary) => tracing::trace!(shard = %shard_id, ?summary, "round done"),
             Err(error) => tracing::warn!(shard = %shard_id, %error, "round skipped"),

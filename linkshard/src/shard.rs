@@ -13,6 +13,7 @@ use borg_common::MasterClient;
 use borg_proto::v1::link_service_client::LinkServiceClient;
 use borg_proto::v1::{
     ForwardDiffsRequest, GetAssignmentRequest, MachineAssignment, MachineDiff, PollResponse,
+    TaskState,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -27,6 +28,16 @@ pub struct RoundSummary {
     pub polls_failed: usize,
     pub diffs_forwarded: usize,
     pub diffs_unforwarded: usize,
+    /// Tasks the borglets accepted but have not started yet (reported `SCHEDULED`).
+    pub tasks_starting: usize,
+}
+
+impl RoundSummary {
+    /// Work is flowing: task states changed, or tasks are still being started (their
+    /// starts are news soon); the next round comes at the busy pace.
+    pub fn found_work(&self) -> bool {
+        self.diffs_forwarded > 0 || self.tasks_starting > 0
+    }
 }
 
 /// A round that could not even learn the shard's machines.
@@ -84,7 +95,7 @@ impl Shard {
     }
 
     async fn round_inner(&mut self) -> Result<RoundSummary, AssignmentError> {
-        let master_index = self.assignment().await?;
+        let master_index = self.assignment(0).await?;
         // Taken out for the round so that polls may borrow `self` mutably; put back below.
         let held = std::mem::take(&mut self.assignments);
         let summary = self.round_with(held.machines(), master_index).await;
@@ -125,6 +136,11 @@ impl Shard {
             let record = self.records.entry(machine.clone()).or_default();
             let observation = match outcome {
                 Ok(response) => {
+                    summary.tasks_starting += response
+                        .tasks
+                        .iter()
+                        .filter(|t| t.state == TaskState::Scheduled as i32)
+                        .count();
                     self.metrics
                         .polls
                         .with_label_values(&[POLL_OUTCOME_OK])
@@ -180,10 +196,35 @@ impl Shard {
         summary
     }
 
+    /// Waits (at most `wait`) until the master has placed or removed tasks on the shard's
+    /// machines, or changed its machines, and brings `assignments` up to date; true when the
+    /// assignment changed. A master that does not wait answers at once (false if unchanged).
+    pub async fn wait_for_assignment_change(
+        &mut self,
+        wait: Duration,
+    ) -> Result<bool, AssignmentError> {
+        let before: Vec<(String, u64)> = self
+            .assignments
+            .versions()
+            .into_iter()
+            .map(|(machine, version)| (machine.to_owned(), version))
+            .collect();
+        let wait_ms = u32::try_from(wait.as_millis()).unwrap_or(u32::MAX).max(1);
+        self.assignment(wait_ms).await?;
+        let after = self.assignments.versions();
+        Ok(after.len() != before.len()
+            || after
+                .iter()
+                .zip(&before)
+                .any(|((m, v), (m0, v0))| m != m0 || v != v0))
+    }
+
     /// Brings `assignments` up to date with the master (which sends only what changed since
-    /// the sets the shard holds); returns the master's log index they were read at.
-    async fn assignment(&mut self) -> Result<u64, AssignmentError> {
+    /// the sets the shard holds); returns the master's log index they were read at. With
+    /// `wait_ms`, the master may hold the answer until the assignment changes.
+    async fn assignment(&mut self, wait_ms: u32) -> Result<u64, AssignmentError> {
         let request = GetAssignmentRequest {
+            wait_ms,
             shard_index: self.config.shard_index,
             shard_count: self.config.shard_count,
             known: if self.config.send_held_sets {

@@ -35,6 +35,10 @@ struct FakeMasterState {
     refuse_forwards: bool,
     /// `known` of the last `GetAssignment`.
     last_known: Vec<KnownAssignment>,
+    /// `GetAssignment`s that asked to wait for a change.
+    waits: u64,
+    /// Notified (by a test) when `machines` changed, ending a waiting `GetAssignment`.
+    changed: Arc<tokio::sync::Notify>,
 }
 
 #[derive(Clone, Default)]
@@ -57,6 +61,26 @@ impl LinkService for FakeMaster {
     ) -> Result<Response<GetAssignmentResponse>, Status> {
         let request = request.into_inner();
         assert_eq!((request.shard_index, request.shard_count), (0, 1));
+        if request.wait_ms > 0 {
+            // Like the master: wait while the shard holds every machine at its version.
+            let (unchanged, changed) = {
+                let mut state = self.0.lock().unwrap();
+                state.waits += 1;
+                let held = |m: &MachineAssignment| {
+                    request
+                        .known
+                        .iter()
+                        .any(|k| k.machine == m.machine && k.version == m.version)
+                };
+                let unchanged =
+                    request.known.len() == state.machines.len() && state.machines.iter().all(held);
+                (unchanged, Arc::clone(&state.changed))
+            };
+            if unchanged {
+                let wait = Duration::from_millis(u64::from(request.wait_ms));
+                let _ = tokio::time::timeout(wait, changed.notified()).await;
+            }
+        }
         let mut state = self.0.lock().unwrap();
         state.assignment_calls += 1;
         state.last_known = request.known;
@@ -231,6 +255,12 @@ fn start_shard_with(
 ) -> (JoinHandle<()>, CancellationToken) {
     config.masters = vec![master.to_string()];
     config.poll_interval_ms = POLL_INTERVAL_MS;
+    spawn_shard(config)
+}
+
+/// Runs a shard with `config` (a 2 s poll timeout, named test-shard) until the token is
+/// cancelled.
+fn spawn_shard(mut config: LinkShardConfig) -> (JoinHandle<()>, CancellationToken) {
     config.poll_timeout_ms = 2_000;
     config.shard_id = "test-shard".into();
     let shutdown = CancellationToken::new();
@@ -279,24 +309,55 @@ fn diffs_of(master: &FakeMaster, machine: &str) -> Vec<MachineDiff> {
         .collect()
 }
 
-#[tokio::test]
-async fn an_unchanged_report_is_not_forwarded_and_a_change_is() {
-    let servers = CancellationToken::new();
+/// A fake borglet of machine m1 reporting `tasks`, and a fake master assigning m1 `desired`
+/// at `version`, both served until `servers` is cancelled; the master's address last.
+async fn one_machine(
+    servers: &CancellationToken,
+    tasks: Vec<TaskReport>,
+    desired: Vec<AssignedTask>,
+    version: u64,
+) -> (FakeBorglet, FakeMaster, SocketAddr) {
     let borglet = FakeBorglet::default();
     {
         let mut state = borglet.0.lock().unwrap();
         state.machine = "m1".into();
-        state.tasks = vec![running("web", 0, 1, 100)];
+        state.tasks = tasks;
     }
     let borglet_address = start_borglet(borglet.clone(), servers.clone()).await;
     let master = FakeMaster::default();
     master.0.lock().unwrap().machines = vec![MachineAssignment {
         machine: "m1".into(),
         address: borglet_address.to_string(),
-        desired: vec![assigned("web", 0, 1)],
+        desired,
+        version,
         ..MachineAssignment::default()
     }];
     let master_address = start_master(master.clone(), servers.clone()).await;
+    (borglet, master, master_address)
+}
+
+/// A shard whose idle rounds never come within a test's deadline: only early or busy
+/// rounds can do what the test waits for.
+fn start_idle_paced_shard(
+    master: SocketAddr,
+    busy_rounds_after_work: u32,
+) -> (JoinHandle<()>, CancellationToken) {
+    let mut config = LinkShardConfig::new(vec![master.to_string()], 0, 1);
+    config.poll_interval_ms = 10 * WAIT_DEADLINE_MS;
+    config.busy_rounds_after_work = busy_rounds_after_work;
+    spawn_shard(config)
+}
+
+#[tokio::test]
+async fn an_unchanged_report_is_not_forwarded_and_a_change_is() {
+    let servers = CancellationToken::new();
+    let (borglet, master, master_address) = one_machine(
+        &servers,
+        vec![running("web", 0, 1, 100)],
+        vec![assigned("web", 0, 1)],
+        0,
+    )
+    .await;
     let (shard, shutdown) = start_shard(master_address, 3);
 
     // The first report goes out in full, and the poll carried the desired set down.
@@ -601,6 +662,69 @@ async fn polls_carry_the_cluster_token() {
             .all(|a| a.as_deref() == Some("Bearer cluster-secret")),
         "{authorizations:?}"
     );
+    stop_shard(shard, shutdown).await;
+    servers.cancel();
+}
+
+#[tokio::test]
+async fn an_idle_shard_starts_a_round_as_soon_as_its_assignment_changes() {
+    let servers = CancellationToken::new();
+    let (borglet, master, master_address) = one_machine(&servers, vec![], vec![], 1).await;
+    let (shard, shutdown) = start_idle_paced_shard(master_address, 0);
+
+    wait_for("the shard to wait for changes", || {
+        master.0.lock().unwrap().waits > 0
+    })
+    .await;
+    let polls = borglet.poll_count();
+    {
+        let mut state = master.0.lock().unwrap();
+        state.machines[0].version = 2;
+        state.machines[0].desired = vec![assigned("web", 0, 1)];
+        state.changed.notify_one();
+    }
+    wait_for("a poll with the new task", || {
+        let state = borglet.0.lock().unwrap();
+        state.polls[polls..].iter().any(|p| {
+            p.desired.contains(&assigned("web", 0, 1))
+                || p.desired_keys.iter().any(|k| k.job == "web")
+        })
+    })
+    .await;
+
+    stop_shard(shard, shutdown).await;
+    servers.cancel();
+}
+
+#[tokio::test]
+async fn rounds_keep_the_busy_pace_for_a_while_after_work() {
+    let servers = CancellationToken::new();
+    let (borglet, master, master_address) = one_machine(
+        &servers,
+        vec![running("batch", 0, 1, 100)],
+        vec![assigned("batch", 0, 1)],
+        1,
+    )
+    .await;
+    // Busy rounds linger for about the test's deadline (20 ms apart).
+    let linger = u32::try_from(WAIT_DEADLINE_MS / 20).unwrap();
+    let (shard, shutdown) = start_idle_paced_shard(master_address, linger);
+
+    wait_for("the running task to be forwarded", || {
+        !forwards(&master).is_empty()
+    })
+    .await;
+    let mut ended = running("batch", 0, 1, 100);
+    ended.state = TaskState::Succeeded as i32;
+    ended.exit_code = Some(0);
+    borglet.0.lock().unwrap().tasks = vec![ended.clone()];
+    wait_for("the end to be forwarded", || {
+        diffs_of(&master, "m1")
+            .iter()
+            .any(|d| d.changed.contains(&ended))
+    })
+    .await;
+
     stop_shard(shard, shutdown).await;
     servers.cancel();
 }

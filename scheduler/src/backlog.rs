@@ -1,42 +1,87 @@
 //! The backlog: pending tasks a round found no machine for. They stay out of later rounds
-//! until the cell changes in a way that may make room for them (`view_sync::room_freed`),
-//! and are then retried a bounded slice per round, highest priority first. Without it every
-//! round re-examined the whole backlog: in the loaded Google 2011 cell (49k tasks that fit
-//! nowhere) a round cost hundreds of ms, and a backlog larger than
-//! `PlacementConfig::tasks_max` kept the same unplaceable tasks at the head of every round,
-//! starving the tasks of lower priority behind them. Settled tasks are skipped without
-//! building their `PendingTask`, so a round's cost follows its new and retried tasks, not
-//! the backlog.
+//! until the cell changes in a way that may make room for them, and are then retried a
+//! bounded slice per round, highest priority first. Without it every round re-examined the
+//! whole backlog: in the loaded Google 2011 cell (49k tasks that fit nowhere) a round cost
+//! hundreds of ms, and a backlog larger than `PlacementConfig::tasks_max` kept the same
+//! unplaceable tasks at the head of every round, starving the tasks of lower priority
+//! behind them.
+//!
+//! Three things keep a round's cost with its new and retried tasks rather than the cell:
+//! a job the view did not change since its tasks were all found waiting is skipped without
+//! a look at its tasks (`CellView::job_generation`); room freed on a few machines
+//! (`room::RoomFreed::On`) marks for retry only the tasks whose class fits on one of them
+//! now (`room_freed_on`); and a retried task that still fits nowhere settles the job's
+//! other tasks of the same shape with it (`unplaced`), as a round's equivalence class does.
 
+use crate::class::Classes;
+use crate::feasibility;
 use crate::view::{CellView, PendingTask};
-use borg_model::{Priority, TaskId, TaskState};
-use std::collections::HashMap;
+use crate::work::MachineWork;
+use borg_model::{Priority, Resources, TaskId, TaskState};
+use std::collections::{HashMap, HashSet};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Entry {
     incarnation: u64,
-    priority: Priority,
     /// Room may have appeared since the task was last tried: retry it.
     stale: bool,
-    /// The last scan that found the task pending (entries not found are dropped).
+}
+
+/// The backlog tasks of one job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct JobEntries {
+    priority: Priority,
+    /// Task index → entry.
+    tasks: HashMap<u32, Entry>,
+    /// Entries with `stale` set.
+    stale: usize,
+    /// The job generation at which `tasks` held exactly the job's pending tasks (0: the
+    /// job had pending tasks outside the backlog at the last look). While the view's
+    /// generation of the job stays this, a round skips the job without a look at its tasks.
+    complete_at: u64,
+    /// The last scan that found the job with pending tasks (others are dropped).
     seen_scan: u64,
+}
+
+impl JobEntries {
+    fn new(priority: Priority, scan: u64) -> Self {
+        JobEntries {
+            priority,
+            tasks: HashMap::new(),
+            stale: 0,
+            complete_at: 0,
+            seen_scan: scan,
+        }
+    }
+
+    fn mark_all_stale(&mut self) -> usize {
+        let marked = self.tasks.len() - self.stale;
+        for entry in self.tasks.values_mut() {
+            entry.stale = true;
+        }
+        self.stale = self.tasks.len();
+        marked
+    }
 }
 
 #[derive(Debug, Default)]
 pub struct Backlog {
-    /// Job name → task index → entry (looked up without building a `TaskId`).
-    jobs: HashMap<String, HashMap<u32, Entry>>,
+    /// Job name → its backlog tasks.
+    jobs: HashMap<String, JobEntries>,
     scan: u64,
-    /// The last round left stale tasks out for new ones.
-    retries_waited: bool,
 }
 
-/// A round's tasks, from `Backlog::collect`.
+/// A round's candidates, from `Backlog::collect`.
 #[derive(Debug, Default)]
 pub struct Collected {
-    pub tasks: Vec<PendingTask>,
+    /// Pending tasks not in the backlog: new, or back from a plan that did not commit.
+    pub new: Vec<PendingTask>,
+    /// Backlog tasks to retry: at most the `retries_max` asked for, highest priority first.
+    pub retries: Vec<PendingTask>,
     /// Every pending task of the view, backlog included.
     pub pending: usize,
+    /// Backlog tasks waiting for a retry, chosen in `retries` or not.
+    pub stale: usize,
 }
 
 impl Backlog {
@@ -45,7 +90,7 @@ impl Backlog {
     }
 
     pub fn len(&self) -> usize {
-        self.jobs.values().map(HashMap::len).sum()
+        self.jobs.values().map(|j| j.tasks.len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -54,105 +99,224 @@ impl Backlog {
 
     /// Tasks waiting to be retried.
     pub fn stale_len(&self) -> usize {
-        self.entries().filter(|e| e.stale).count()
+        self.jobs.values().map(|j| j.stale).sum()
     }
 
-    fn entries(&self) -> impl Iterator<Item = &Entry> {
-        self.jobs.values().flat_map(HashMap::values)
-    }
-
-    /// Forgets every task (after a reconnect, when the view is rebuilt).
+    /// Forgets every task.
     pub fn clear(&mut self) {
         self.jobs.clear();
     }
 
-    /// Room may have appeared: every task is to be retried.
-    pub fn room_freed(&mut self) {
-        for job in self.jobs.values_mut() {
-            for entry in job.values_mut() {
-                entry.stale = true;
-            }
-        }
+    /// Room may have appeared anywhere: every task is to be retried. Returns how many
+    /// tasks were not already.
+    pub fn room_freed(&mut self) -> usize {
+        self.jobs.values_mut().map(JobEntries::mark_all_stale).sum()
     }
 
-    /// The tasks of this round: every pending task of active jobs that `skip` does not
-    /// exclude (plans being committed) and that is not in the backlog, and at most
-    /// `retry_max` stale backlog tasks (highest priority first, then task id), unless the
-    /// new tasks have a round of their own (never two in a row). Entries of
-    /// tasks no longer pending, or pending in a new incarnation, are dropped.
+    /// Room may have appeared on `machines` (and nowhere else): marks for retry the tasks
+    /// whose class fits on one of them in `view` now (feasibility as a round judges it,
+    /// preemption included). Tasks of jobs in alloc sets are marked whatever the machines:
+    /// their room is their alloc's. Returns how many tasks were marked.
+    pub fn room_freed_on<'a>(
+        &mut self,
+        view: &CellView,
+        machines: impl IntoIterator<Item = &'a str>,
+    ) -> usize {
+        let works: Vec<MachineWork<'_>> = machines
+            .into_iter()
+            .filter_map(|name| view.machine(name))
+            .map(|machine| MachineWork::new(view, machine))
+            .collect();
+        let mut classes = Classes::new(true);
+        // Class → fits on one of the machines.
+        let mut fits: HashMap<usize, bool> = HashMap::new();
+        let mut marked = 0;
+        for (name, entries) in &mut self.jobs {
+            if entries.stale == entries.tasks.len() {
+                continue;
+            }
+            let Some(job) = view.job(name) else { continue };
+            if job.alloc_set.is_some() {
+                marked += entries.mark_all_stale();
+                continue;
+            }
+            let package = view.package_of(name);
+            // Shapes of the job's tasks (limits, ports) and whether they fit.
+            let mut shapes: Vec<(Resources, u32, bool)> = Vec::new();
+            let mut newly_stale = 0;
+            for (index, entry) in entries.tasks.iter_mut().filter(|(_, e)| !e.stale) {
+                let (limits, ports) = (job.limits_of(*index), job.ports_of(*index));
+                let fit = match shapes.iter().find(|s| s.0 == limits && s.1 == ports) {
+                    Some(shape) => shape.2,
+                    None => {
+                        let Some(task) = job.tasks.get(index) else {
+                            continue;
+                        };
+                        let class = classes.class_of(&job.pending_task(*index, task), &package);
+                        let fit = *fits.entry(class).or_insert_with(|| {
+                            works
+                                .iter()
+                                .any(|w| feasibility::check(w, classes.get(class)).is_ok())
+                        });
+                        shapes.push((limits, ports, fit));
+                        fit
+                    }
+                };
+                if fit {
+                    entry.stale = true;
+                    newly_stale += 1;
+                }
+            }
+            entries.stale += newly_stale;
+            marked += newly_stale;
+        }
+        marked
+    }
+
+    /// The candidates of a round: every pending task of active jobs that is not in the
+    /// backlog and that `skip` does not exclude (plans being committed), and at most
+    /// `retries_max` stale backlog tasks (highest priority first, then task id; none when
+    /// 0). Entries of tasks no longer pending, or pending in a new incarnation, are dropped.
     pub fn collect(
         &mut self,
         view: &CellView,
         skip: impl Fn(&TaskId) -> bool,
-        retry_max: usize,
+        retries_max: usize,
     ) -> Collected {
         self.scan = self.scan.wrapping_add(1);
         let scan = self.scan;
         let mut out = Collected::default();
-        let mut stale = Vec::new();
         for job in view.jobs_with_pending() {
-            let mut entries = self.jobs.get_mut(job.name.as_str());
+            let generation = view.job_generation(&job.name);
+            if let Some(entries) = self.jobs.get_mut(job.name.as_str()) {
+                if entries.complete_at == generation && generation != 0 {
+                    entries.seen_scan = scan;
+                    out.pending += entries.tasks.len();
+                    out.stale += entries.stale;
+                    continue;
+                }
+            }
+            // The job changed (or has tasks outside the backlog): look at every task.
+            let mut old = self.jobs.remove(job.name.as_str());
+            let mut entries = JobEntries::new(job.priority, scan);
+            let mut complete = true;
             for (index, task) in &job.tasks {
                 if task.state != TaskState::Pending {
                     continue;
                 }
                 out.pending += 1;
-                let entry = entries
+                let kept = old
                     .as_mut()
-                    .and_then(|e| e.get_mut(index))
+                    .and_then(|o| o.tasks.remove(index))
                     .filter(|e| e.incarnation == task.incarnation);
-                let in_backlog = match entry {
-                    Some(entry) => {
-                        entry.seen_scan = scan;
-                        if !entry.stale {
-                            continue;
-                        }
-                        true
-                    }
-                    None => false,
-                };
-                let pending = job.pending_task(*index, task);
-                if skip(&pending.id) {
+                if let Some(entry) = kept {
+                    entries.stale += usize::from(entry.stale);
+                    entries.tasks.insert(*index, entry);
                     continue;
                 }
-                if in_backlog {
-                    stale.push(pending);
-                } else {
-                    out.tasks.push(pending);
+                complete = false;
+                let pending = job.pending_task(*index, task);
+                if !skip(&pending.id) {
+                    out.new.push(pending);
                 }
             }
+            if complete {
+                entries.complete_at = generation;
+            }
+            out.stale += entries.stale;
+            if !entries.tasks.is_empty() {
+                self.jobs.insert(job.name.clone(), entries);
+            }
         }
-        for job in self.jobs.values_mut() {
-            job.retain(|_, e| e.seen_scan == scan);
+        self.jobs.retain(|_, entries| entries.seen_scan == scan);
+        if retries_max > 0 && out.stale > 0 {
+            out.retries = self.retries(view, &skip, retries_max);
         }
-        self.jobs.retain(|_, job| !job.is_empty());
-        // New tasks go first, alone: a new job's round costs its own tasks, not retries.
-        // Only one round in a row, so a steady stream of new tasks cannot starve retries.
-        if !out.tasks.is_empty() && !stale.is_empty() && !self.retries_waited {
-            self.retries_waited = true;
-            return out;
-        }
-        self.retries_waited = false;
-        if stale.len() > retry_max {
-            stale.sort_by(|a, b| b.priority.cmp(&a.priority).then_with(|| a.id.cmp(&b.id)));
-            stale.truncate(retry_max);
-        }
-        out.tasks.extend(stale);
         out
     }
 
-    /// The round left these tasks unplaced: they wait for room.
-    pub fn unplaced<'a>(&mut self, tasks: impl IntoIterator<Item = &'a PendingTask>) {
+    /// Up to `max` stale tasks, highest priority first, then task id.
+    fn retries(
+        &self,
+        view: &CellView,
+        skip: &impl Fn(&TaskId) -> bool,
+        max: usize,
+    ) -> Vec<PendingTask> {
+        let mut jobs: Vec<(&str, &JobEntries)> = self
+            .jobs
+            .iter()
+            .filter(|(_, e)| e.stale > 0)
+            .map(|(name, e)| (name.as_str(), e))
+            .collect();
+        jobs.sort_by(|a, b| b.1.priority.cmp(&a.1.priority).then_with(|| a.0.cmp(b.0)));
+        let mut out = Vec::new();
+        for (name, entries) in jobs {
+            let Some(job) = view.job(name) else { continue };
+            for (index, task) in &job.tasks {
+                if out.len() >= max {
+                    return out;
+                }
+                let stale = entries
+                    .tasks
+                    .get(index)
+                    .is_some_and(|e| e.stale && e.incarnation == task.incarnation);
+                if !stale || task.state != TaskState::Pending {
+                    continue;
+                }
+                let pending = job.pending_task(*index, task);
+                if !skip(&pending.id) {
+                    out.push(pending);
+                }
+            }
+        }
+        out
+    }
+
+    /// The round left these tasks unplaced: they wait for room. So do the job's other
+    /// backlog tasks of the same shape (limits and ports; the job gives the rest of the
+    /// class), which the round would have found to fit nowhere too. Not for jobs in alloc
+    /// sets: each of their tasks has its own alloc.
+    pub fn unplaced<'a>(
+        &mut self,
+        view: &CellView,
+        tasks: impl IntoIterator<Item = &'a PendingTask>,
+    ) {
+        let mut shapes: HashSet<(&str, Resources, u32)> = HashSet::new();
         for task in tasks {
-            self.jobs.entry(task.id.job.clone()).or_default().insert(
-                task.id.index,
-                Entry {
-                    incarnation: task.incarnation,
-                    priority: task.priority,
-                    stale: false,
-                    seen_scan: self.scan,
-                },
-            );
+            let entries = self
+                .jobs
+                .entry(task.id.job.clone())
+                .or_insert_with(|| JobEntries::new(task.priority, self.scan));
+            let entry = Entry {
+                incarnation: task.incarnation,
+                stale: false,
+            };
+            if entries
+                .tasks
+                .insert(task.id.index, entry)
+                .is_some_and(|old| old.stale)
+            {
+                entries.stale -= 1;
+            }
+            if entries.stale > 0 {
+                shapes.insert((task.id.job.as_str(), task.limits, task.ports));
+            }
+        }
+        for (name, limits, ports) in shapes {
+            let (Some(entries), Some(job)) = (self.jobs.get_mut(name), view.job(name)) else {
+                continue;
+            };
+            if job.alloc_set.is_some() {
+                continue;
+            }
+            let mut settled = 0;
+            for (index, entry) in entries.tasks.iter_mut() {
+                if entry.stale && job.limits_of(*index) == limits && job.ports_of(*index) == ports {
+                    entry.stale = false;
+                    settled += 1;
+                }
+            }
+            entries.stale -= settled;
         }
     }
 }
@@ -160,98 +324,104 @@ impl Backlog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::view::{JobView, TaskView};
-    use borg_model::Resources;
+    use crate::view::{JobView, MachineView, TaskView};
+    use borg_model::{MachineInfo, MachineState};
     use std::collections::BTreeMap;
     use std::sync::Arc;
+
+    /// A job of `tasks` pending tasks of 100m cpu each (in `incarnation`).
+    fn job(name: &str, priority: Priority, tasks: u32, incarnation: u64) -> JobView {
+        JobView {
+            name: name.into(),
+            owner: "u".into(),
+            priority,
+            limits: Resources::new(100, 1 << 20),
+            limits_by_task: BTreeMap::new(),
+            ports_by_task: BTreeMap::new(),
+            alloc_set: None,
+            constraints: Arc::from(Vec::new()),
+            package: Arc::from("/bin/true"),
+            ports: 0,
+            active: true,
+            tasks: (0..tasks)
+                .map(|i| {
+                    let task = TaskView {
+                        state: TaskState::Pending,
+                        machine: String::new(),
+                        incarnation,
+                    };
+                    (i, task)
+                })
+                .collect(),
+        }
+    }
 
     fn view(jobs: &[(&str, Priority, u64)]) -> CellView {
         let mut view = CellView::new();
         for (name, priority, incarnation) in jobs {
-            view.upsert_job(JobView {
-                name: (*name).into(),
-                owner: "u".into(),
-                priority: *priority,
-                limits: Resources::new(100, 1 << 20),
-                limits_by_task: BTreeMap::new(),
-                ports_by_task: BTreeMap::new(),
-                alloc_set: None,
-                constraints: Arc::from(Vec::new()),
-                package: Arc::from("/bin/true"),
-                ports: 0,
-                active: true,
-                tasks: BTreeMap::from([(
-                    0,
-                    TaskView {
-                        state: TaskState::Pending,
-                        machine: String::new(),
-                        incarnation: *incarnation,
-                    },
-                )]),
-            });
+            view.upsert_job(job(name, *priority, 1, *incarnation));
         }
         view
     }
 
-    fn ids(tasks: &[PendingTask]) -> Vec<&str> {
-        tasks.iter().map(|t| t.id.job.as_str()).collect()
+    fn ids(tasks: &[PendingTask]) -> Vec<String> {
+        tasks.iter().map(|t| t.id.to_string()).collect()
     }
 
-    fn collect(backlog: &mut Backlog, view: &CellView, retry_max: usize) -> Vec<PendingTask> {
-        backlog.collect(view, |_| false, retry_max).tasks
+    /// A round: new tasks and up to `retries_max` retries, all left unplaced.
+    fn round_unplaced(backlog: &mut Backlog, view: &CellView, retries_max: usize) -> Vec<String> {
+        let collected = backlog.collect(view, |_| false, retries_max);
+        let tasks: Vec<PendingTask> = collected.new.into_iter().chain(collected.retries).collect();
+        backlog.unplaced(view, &tasks);
+        ids(&tasks)
     }
 
     #[test]
     fn unplaced_tasks_wait_until_room_may_have_appeared() {
         let mut backlog = Backlog::new();
-        let cell = view(&[("big", 100, 1)]);
-        let round = collect(&mut backlog, &cell, 10);
-        backlog.unplaced(&round);
-        let cell = view(&[("big", 100, 1), ("new", 100, 1)]);
+        let mut cell = view(&[("big", 100, 1)]);
+        assert_eq!(round_unplaced(&mut backlog, &cell, 10), ["big/0"]);
+        cell.upsert_job(job("new", 100, 1, 1));
         let collected = backlog.collect(&cell, |_| false, 10);
-        assert_eq!(ids(&collected.tasks), ["new"]);
-        assert_eq!(collected.pending, 2);
+        assert_eq!(ids(&collected.new), ["new/0"]);
+        assert!(collected.retries.is_empty());
+        assert_eq!((collected.pending, collected.stale), (2, 0));
         assert_eq!(backlog.len(), 1);
 
-        backlog.room_freed();
+        assert_eq!(backlog.room_freed(), 1);
         assert_eq!(backlog.stale_len(), 1);
-        let cell = view(&[("big", 100, 1)]);
-        let round = collect(&mut backlog, &cell, 10);
-        assert_eq!(ids(&round), ["big"]);
+        cell.remove_job("new");
+        let collected = backlog.collect(&cell, |_| false, 0);
+        assert!(collected.retries.is_empty(), "no retries unless asked");
+        assert_eq!(collected.stale, 1);
+        assert_eq!(round_unplaced(&mut backlog, &cell, 10), ["big/0"]);
         // Tried again and still unplaced: it waits again.
-        backlog.unplaced(&round);
-        assert!(collect(&mut backlog, &cell, 10).is_empty());
+        assert!(round_unplaced(&mut backlog, &cell, 10).is_empty());
+        assert_eq!(backlog.stale_len(), 0);
     }
 
     #[test]
     fn retries_are_bounded_per_round_highest_priority_first() {
         let mut backlog = Backlog::new();
         let cell = view(&[("a", 100, 1), ("b", 200, 1), ("c", 150, 1)]);
-        let all = collect(&mut backlog, &cell, 10);
-        backlog.unplaced(&all);
+        round_unplaced(&mut backlog, &cell, 10);
         backlog.room_freed();
-        let round = collect(&mut backlog, &cell, 2);
-        assert_eq!(ids(&round), ["b", "c"]);
-        backlog.unplaced(&round);
-        assert_eq!(ids(&collect(&mut backlog, &cell, 2)), ["a"]);
+        assert_eq!(round_unplaced(&mut backlog, &cell, 2), ["b/0", "c/0"]);
+        assert_eq!(round_unplaced(&mut backlog, &cell, 2), ["a/0"]);
     }
 
     #[test]
-    fn new_tasks_are_planned_before_retries() {
+    fn a_retry_that_fits_nowhere_settles_its_jobs_tasks_of_the_same_shape() {
         let mut backlog = Backlog::new();
-        let cell = view(&[("old", 200, 1)]);
-        let all = collect(&mut backlog, &cell, 10);
-        backlog.unplaced(&all);
+        let mut cell = CellView::new();
+        cell.upsert_job(job("many", 200, 5, 1));
+        cell.upsert_job(job("other", 100, 1, 1));
+        round_unplaced(&mut backlog, &cell, 10);
         backlog.room_freed();
-        let cell = view(&[("old", 200, 1), ("new", 100, 1)]);
-        assert_eq!(ids(&collect(&mut backlog, &cell, 10)), ["new"]);
-        assert_eq!(backlog.stale_len(), 1, "the retry waits for the next round");
-        // Not twice in a row: new tasks then share the round with the retries.
-        let cell = view(&[("old", 200, 1), ("new", 100, 1), ("newer", 100, 1)]);
-        assert_eq!(
-            ids(&collect(&mut backlog, &cell, 10)),
-            ["new", "newer", "old"]
-        );
+        assert_eq!(backlog.stale_len(), 6);
+        assert_eq!(round_unplaced(&mut backlog, &cell, 1), ["many/0"]);
+        assert_eq!(backlog.stale_len(), 1, "the other four of many settle too");
+        assert_eq!(round_unplaced(&mut backlog, &cell, 1), ["other/0"]);
     }
 
     #[test]
@@ -259,18 +429,48 @@ mod tests {
         let mut backlog = Backlog::new();
         let cell = view(&[("a", 100, 1), ("b", 100, 1)]);
         let collected = backlog.collect(&cell, |id| id.job == "a", 10);
-        assert_eq!(ids(&collected.tasks), ["b"]);
+        assert_eq!(ids(&collected.new), ["b/0"]);
     }
 
     #[test]
     fn tasks_no_longer_pending_or_in_a_new_incarnation_leave_the_backlog() {
         let mut backlog = Backlog::new();
-        let cell = view(&[("a", 100, 1), ("b", 100, 1)]);
-        let all = collect(&mut backlog, &cell, 10);
-        backlog.unplaced(&all);
+        let mut cell = view(&[("a", 100, 1), ("b", 100, 1)]);
+        round_unplaced(&mut backlog, &cell, 10);
         assert_eq!(backlog.len(), 2);
-        let cell = view(&[("b", 100, 2)]);
-        assert_eq!(ids(&collect(&mut backlog, &cell, 10)), ["b"]);
+        cell.remove_job("a");
+        cell.upsert_job(job("b", 100, 1, 2));
+        let collected = backlog.collect(&cell, |_| false, 10);
+        assert_eq!(ids(&collected.new), ["b/0"]);
         assert!(backlog.is_empty());
+    }
+
+    #[test]
+    fn room_on_some_machines_retries_only_the_tasks_that_fit_there() {
+        let mut cell = CellView::new();
+        for (name, cpu) in [("small", 150), ("large", 10_000)] {
+            let info = MachineInfo {
+                name: name.into(),
+                address: "127.0.0.1:1".into(),
+                capacity: Resources::new(cpu, 1 << 30),
+                ..MachineInfo::default()
+            };
+            cell.upsert_machine(MachineView::new(info, MachineState::Up, 1));
+        }
+        let mut big = job("big", 100, 2, 1);
+        big.limits = Resources::new(1_000, 1 << 20);
+        cell.upsert_job(big);
+        cell.upsert_job(job("tiny", 100, 3, 1));
+        let mut backlog = Backlog::new();
+        round_unplaced(&mut backlog, &cell, 10);
+
+        assert_eq!(backlog.room_freed_on(&cell, ["small"]), 3, "only tiny fits");
+        assert_eq!(
+            ids(&backlog.collect(&cell, |_| false, 10).retries),
+            ["tiny/0", "tiny/1", "tiny/2"]
+        );
+        assert_eq!(backlog.room_freed_on(&cell, ["large"]), 2, "big fits there");
+        assert_eq!(backlog.room_freed_on(&cell, ["gone"]), 0);
+        assert_eq!(backlog.stale_len(), 5);
     }
 }

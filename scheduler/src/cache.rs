@@ -4,6 +4,7 @@
 
 use crate::class::ClassKey;
 use crate::feasibility::{Fit, Infeasible};
+use crate::schedule::Summary;
 use crate::scoring::{FitPolicy, Score};
 use crate::work::MachineWork;
 use std::collections::HashMap;
@@ -55,6 +56,9 @@ pub struct ScoreCache {
     slots: Vec<ByPosition>,
     machine_set: Option<u64>,
     by_key: HashMap<ClassKey, usize>,
+    /// Per machine position: its summary (`schedule::Summary`) at a view generation, so a
+    /// later call rejects a machine too full for a class without building its work.
+    summaries: HashMap<u32, (u64, Summary), BuildHasherDefault<PositionHasher>>,
     entries: usize,
     entries_max: usize,
     call: u64,
@@ -68,6 +72,7 @@ impl ScoreCache {
         ScoreCache {
             slots: Vec::new(),
             by_key: HashMap::new(),
+            summaries: HashMap::default(),
             entries: 0,
             entries_max,
             call: 0,
@@ -92,6 +97,7 @@ impl ScoreCache {
     pub fn clear(&mut self) {
         self.slots.clear();
         self.by_key.clear();
+        self.summaries.clear();
         self.entries = 0;
     }
 
@@ -137,6 +143,42 @@ impl ScoreCache {
                 None
             }
         }
+    }
+
+    /// The cached verdict of the class in `slot` on a machine this call has not changed,
+    /// at view generation `view_generation` (no `MachineWork` needed to ask).
+    pub fn get_unchanged(
+        &mut self,
+        slot: usize,
+        machine: u32,
+        view_generation: u64,
+    ) -> Option<&Verdict> {
+        let entry = self
+            .slots
+            .get(slot)
+            .and_then(|m| m.get(&machine))
+            .filter(|e| e.view_generation == view_generation && e.plan_changes == 0);
+        match entry {
+            Some(entry) => {
+                self.hits += 1;
+                Some(&entry.verdict)
+            }
+            None => None,
+        }
+    }
+
+    /// The machine's summary at `view_generation`, if cached.
+    pub(crate) fn summary(&self, machine: u32, view_generation: u64) -> Option<Summary> {
+        self.summaries
+            .get(&machine)
+            .filter(|(generation, _)| *generation == view_generation)
+            .map(|(_, summary)| *summary)
+    }
+
+    /// Caches the summary of a machine as the view has it (no plan changes).
+    pub(crate) fn put_summary(&mut self, machine: u32, view_generation: u64, summary: Summary) {
+        // Bounded by the machine count: one entry per position.
+        self.summaries.insert(machine, (view_generation, summary));
     }
 
     pub fn put(&mut self, slot: usize, machine: u32, work: &MachineWork<'_>, verdict: Verdict) {

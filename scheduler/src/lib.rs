@@ -19,6 +19,7 @@ pub mod in_flight;
 pub mod metrics;
 pub mod order;
 pub mod plan;
+pub mod room;
 pub mod schedule;
 pub mod scoring;
 pub mod service;

@@ -22,6 +22,14 @@ pub struct SchedulerMetrics {
     /// Malformed machines/jobs in the stream that were skipped.
     pub view_items_skipped: IntCounter,
     pub commit_failures: IntCounter,
+    /// Time applying one update of the cell stream to the view.
+    pub update_apply_seconds: Histogram,
+    /// Time from the arrival of the first update a round plans from to the round's start,
+    /// for rounds with new tasks: what a new job waits for (rounds, commits in flight).
+    pub round_wait_seconds: Histogram,
+    /// Time gathering a round's tasks from the view and the backlog.
+    pub collect_seconds: Histogram,
+    pub backlog_retry_rounds: IntCounter,
 }
 
 fn counter(
@@ -87,7 +95,30 @@ impl SchedulerMetrics {
                 &registry,
                 "borg_scheduler_schedule_seconds",
                 "Time spent computing one plan",
+                latency_buckets.clone(),
+            )?,
+            update_apply_seconds: histogram(
+                &registry,
+                "borg_scheduler_update_apply_seconds",
+                "Time applying one update of the cell stream to the view",
+                latency_buckets.clone(),
+            )?,
+            round_wait_seconds: histogram(
+                &registry,
+                "borg_scheduler_round_wait_seconds",
+                "Time from the first update a round with new tasks plans from to the round's start",
+                latency_buckets.clone(),
+            )?,
+            collect_seconds: histogram(
+                &registry,
+                "borg_scheduler_collect_seconds",
+                "Time gathering a round's tasks from the view and the backlog",
                 latency_buckets,
+            )?,
+            backlog_retry_rounds: counter(
+                &registry,
+                "borg_scheduler_backlog_retry_rounds_total",
+                "Rounds that retried backlog tasks",
             )?,
             pending_tasks: gauge(
                 &registry,

@@ -214,6 +214,29 @@ pub fn schedule_with_cache(
                 continue;
             }
             examined += 1;
+            // A machine this call has not touched, at the view generation an earlier call
+            // saw: its summary and this class's verdict there may be cached, and need no
+            // `MachineWork` (the reasons below build it when they count it).
+            let unchanged_generation = (config.score_cache && works[p].is_none())
+                .then(|| view.machine_generation(&machines[m].name));
+            if let (Some(generation), None) = (unchanged_generation, summaries[p]) {
+                summaries[p] = cache.summary(u32::try_from(m).unwrap_or(u32::MAX), generation);
+            }
+            if let (Some(generation), Some(s)) = (unchanged_generation, slot) {
+                let position = u32::try_from(m).unwrap_or(u32::MAX);
+                if let Some(Err(infeasible)) = cache.get_unchanged(s, position, generation) {
+                    if let Some(known) = skip.as_mut() {
+                        known.insert(p);
+                    }
+                    count_infeasible(
+                        infeasible,
+                        &mut reason,
+                        &mut constraint_counts,
+                        &mut shortfalls,
+                    );
+                    continue;
+                }
+            }
             if prefilter {
                 if let Some(short) = summaries[p].and_then(|s| s.short_of(class)) {
                     for (i, count) in shortfalls.iter_mut().enumerate() {
@@ -232,7 +255,15 @@ pub fn schedule_with_cache(
             });
             // Kept current by `place` below; computed once per machine and call.
             if summaries[p].is_none() {
-                summaries[p] = Some(Summary::of(work));
+                let summary = Summary::of(work);
+                summaries[p] = Some(summary);
+                if config.score_cache && work.plan_changes == 0 {
+                    cache.put_summary(
+                        u32::try_from(m).unwrap_or(u32::MAX),
+                        work.view_generation,
+                        summary,
+                    );
+                }
             }
             let position = u32::try_from(m).unwrap_or(u32::MAX);
             // A verdict is worth caching only where computing it costs more than a lookup:
@@ -280,7 +311,13 @@ pub fn schedule_with_cache(
         if best.is_none() {
             // Why the skipped machines do not fit, for the reason (rare: once per class).
             for &p in &skipped {
-                if let Some(work) = works[p].as_ref() {
+                let m = machine_order[p];
+                let work = works[p].get_or_insert_with(|| {
+                    let mut work = MachineWork::new(view, machines[m]);
+                    work.domains = spread.domains_of(machines[m]);
+                    work
+                });
+                {
                     if let Err(infeasible) = evaluate(view, work, class, config.fit_policy) {
                         count_infeasible(
                             &infeasible,
@@ -452,7 +489,7 @@ fn count_infeasible(
 /// A compact copy of what decides that a machine is too full, scanned before the machine's
 /// `MachineWork` so that a full cell is rejected from a small, cache-friendly array.
 #[derive(Debug, Clone, Copy)]
-struct Summary {
+pub(crate) struct Summary {
     up: bool,
     free_prod: Resources,
     free_non_prod: Resources,

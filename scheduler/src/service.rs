@@ -9,6 +9,7 @@ use crate::config::SchedulerConfig;
 use crate::error::SchedulerError;
 use crate::in_flight::InFlight;
 use crate::metrics::SchedulerMetrics;
+use crate::room::RoomFreed;
 use crate::schedule::schedule_with_cache;
 use crate::view_sync::ViewSync;
 use borg_common::{now_ms, MasterClient, MasterClientConfig};
@@ -22,6 +23,14 @@ use tonic::Status;
 
 /// Unplaced tasks logged per round (the rest are counted in a metric).
 const UNPLACED_LOGGED_MAX: usize = 5;
+/// Jobs of a round's new tasks named in its debug log.
+const JOBS_LOGGED_MAX: usize = 3;
+/// Room freed on at most this many machines is checked against the backlog's classes
+/// machine by machine (`Backlog::room_freed_on`); on more, every backlog task is retried.
+const ROOM_FREED_MACHINES_CHECKED_MAX: usize = 256;
+/// Due backlog retries give way to rounds of new tasks at most this long; then they join
+/// one, so that a steady stream of new tasks cannot starve them.
+const RETRIES_GIVE_WAY_MAX_MS: u64 = 1_000;
 
 /// Runs the scheduler until `shutdown` is cancelled.
 pub async fn run(
@@ -53,6 +62,8 @@ enum Event {
     Update(Result<Option<v1::CellUpdate>, Status>),
     Committed(Option<(CommitOutcome, Duration)>),
     Tick,
+    /// Backlog retries may run again (`backlog_round_interval_ms` passed).
+    RetriesDue,
     /// A round left work for the next one (deferred or backlog retries) and no commit is
     /// being awaited: plan again once the stream's ready updates are applied.
     Replan,
@@ -68,6 +79,18 @@ struct Scheduler {
     backlog: Backlog,
     /// When the whole backlog was last marked for retry.
     backlog_retried: Instant,
+    /// Backlog retries may not start a round before this (pacing).
+    retries_due_at: Instant,
+    /// Since when due retries have given way to rounds of new tasks.
+    retries_gave_way_since: Option<Instant>,
+    /// Wake up to retry when retries wait only for `retries_due_at`.
+    retries_wakeup: Option<tokio::time::Instant>,
+    /// When the first update not yet planned from arrived, and time spent applying updates
+    /// since the last round (a round's wait, for the debug log and metrics).
+    unplanned_since: Option<Instant>,
+    applied_for: Duration,
+    /// The round whose plan is being committed.
+    commit_round: u64,
     commit: Option<JoinHandle<(CommitOutcome, Duration)>>,
     /// The view changed (or tasks were released) since the last round.
     dirty: bool,
@@ -91,6 +114,12 @@ impl Scheduler {
             in_flight: InFlight::new(),
             backlog: Backlog::new(),
             backlog_retried: Instant::now(),
+            retries_due_at: Instant::now(),
+            retries_gave_way_since: None,
+            retries_wakeup: None,
+            unplanned_since: None,
+            applied_for: Duration::ZERO,
+            commit_round: 0,
             commit: None,
             dirty: false,
             retry_on_tick: false,
@@ -120,8 +149,9 @@ impl Scheduler {
                 break;
             }
             self.metrics.watch_restarts.inc();
+            // The backlog is kept: its entries name task incarnations, and the snapshot that
+            // follows marks them all for retry (room anywhere), behind new tasks.
             self.sync.reset();
-            self.backlog.clear();
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep(Duration::from_millis(backoff_ms)) => {}
@@ -168,16 +198,26 @@ impl Scheduler {
         let mut tick = tokio::time::interval(Duration::from_millis(self.config.retry_interval_ms));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let wakeup = self.retries_wakeup;
+            // Biased: updates (new work) are taken before a round is planned, so a job whose
+            // update arrives while a round runs is planned in the next one.
             let event = tokio::select! {
+                biased;
                 _ = shutdown.cancelled() => Event::Shutdown,
-                update = stream.message() => Event::Update(update),
+                _ = tick.tick() => Event::Tick,
                 done = async {
                     match self.commit.as_mut() {
                         Some(handle) => handle.await.ok(),
                         None => std::future::pending().await,
                     }
                 }, if self.commit.is_some() => Event::Committed(done),
-                _ = tick.tick() => Event::Tick,
+                update = stream.message() => Event::Update(update),
+                _ = async {
+                    match wakeup {
+                        Some(at) => tokio::time::sleep_until(at).await,
+                        None => std::future::pending().await,
+                    }
+                }, if wakeup.is_some() => Event::RetriesDue,
                 _ = std::future::ready(()), if self.dirty && self.commit.is_none() && self.sync.has_snapshot() => Event::Replan,
             };
             match event {
@@ -220,6 +260,10 @@ impl Scheduler {
                     self.on_committed(done);
                 }
                 Event::Replan => {}
+                Event::RetriesDue => {
+                    self.retries_wakeup = None;
+                    self.dirty = true;
+                }
                 Event::Tick => {
                     let leader = self.client.current_endpoint();
                     if leader != watched {
@@ -254,7 +298,15 @@ impl Scheduler {
 
     /// Applies one update; false when the stream must be restarted.
     fn apply(&mut self, update: v1::CellUpdate) -> bool {
-        match self.sync.apply(update) {
+        let started = Instant::now();
+        self.unplanned_since.get_or_insert(started);
+        let applied = self.sync.apply(update);
+        let elapsed = started.elapsed();
+        self.applied_for += elapsed;
+        self.metrics
+            .update_apply_seconds
+            .observe(elapsed.as_secs_f64());
+        match applied {
             Ok(skipped) => {
                 for error in &skipped {
                     tracing::warn!(%error, "skipping malformed item of the cell-state stream");
@@ -305,9 +357,11 @@ impl Scheduler {
             tracing::warn!(error = %status.message(), tasks = outcome.unanswered.len(), "plan commit failed");
         }
         tracing::debug!(
+            round = self.commit_round,
             accepted = outcome.accepted.len(),
             rejected = outcome.rejected.len(),
             index = outcome.index,
+            commit_ms = elapsed.as_secs_f64() * 1e3,
             "plan committed"
         );
         if !outcome.rejected.is_empty() || outcome.error.is_some() {
@@ -324,30 +378,98 @@ impl Scheduler {
         // Tasks released now wait for the next view change or tick.
     }
 
+    /// Marks for retry the backlog tasks that room freed since the last round may fit.
+    fn note_room_freed(&mut self) {
+        let started = Instant::now();
+        let (machines, marked) = match self.sync.take_room_freed() {
+            RoomFreed::Nowhere => return,
+            RoomFreed::On(machines) if machines.len() <= ROOM_FREED_MACHINES_CHECKED_MAX => {
+                let view = self.sync.view();
+                let marked = self
+                    .backlog
+                    .room_freed_on(view, machines.iter().map(String::as_str));
+                (machines.len(), marked)
+            }
+            RoomFreed::On(_) | RoomFreed::Everywhere => (usize::MAX, self.backlog.room_freed()),
+        };
+        tracing::debug!(
+            machines = (machines != usize::MAX).then_some(machines),
+            marked,
+            ms = started.elapsed().as_secs_f64() * 1e3,
+            "room freed: backlog tasks marked for retry"
+        );
+    }
+
     fn maybe_schedule(&mut self) {
         if !self.dirty || self.commit.is_some() || !self.sync.has_snapshot() {
             return;
         }
         self.dirty = false;
-        if self.sync.take_room_freed() {
-            self.backlog.room_freed();
-        }
+        self.note_room_freed();
         let collect_started = Instant::now();
+        let retries_due = collect_started >= self.retries_due_at;
         let view = self.sync.view();
         let in_flight = &self.in_flight;
         let collected = self.backlog.collect(
             view,
             |id| in_flight.contains(id),
-            self.config.backlog_retries_per_round_max,
+            if retries_due {
+                self.config.backlog_retries_per_round_max
+            } else {
+                0
+            },
         );
         self.metrics.pending_tasks.set(collected.pending as i64);
-        let pending = collected.tasks;
+        self.metrics.unplaced_tasks.set(self.backlog.len() as i64);
+        // New tasks go first, alone: a new job's round costs its own tasks, not retries.
+        // Retries have rounds of their own, at most one per `backlog_round_interval_ms`,
+        // and join a round of new tasks only once they gave way for
+        // `RETRIES_GIVE_WAY_MAX_MS`.
+        let new = collected.new.len();
+        let has_retries = !collected.retries.is_empty();
+        let starved = self.retries_gave_way_since.is_some_and(|since| {
+            collect_started - since >= Duration::from_millis(RETRIES_GIVE_WAY_MAX_MS)
+        });
+        let with_retries = has_retries && (new == 0 || starved);
+        self.retries_gave_way_since = if has_retries && !with_retries {
+            self.retries_gave_way_since.or(Some(collect_started))
+        } else {
+            None
+        };
+        let mut pending = collected.new;
+        let mut retries = 0;
+        if with_retries {
+            retries = collected.retries.len();
+            pending.extend(collected.retries);
+            self.retries_due_at =
+                collect_started + Duration::from_millis(self.config.backlog_round_interval_ms);
+            self.metrics.backlog_retry_rounds.inc();
+        }
+        if has_retries && !with_retries {
+            // Plan them once this round's commit is answered.
+            self.dirty = true;
+        } else if collected.stale > retries {
+            self.retries_wakeup = Some(tokio::time::Instant::from_std(
+                self.retries_due_at.max(collect_started),
+            ));
+        }
+        let waited = self.unplanned_since.take().map(|at| collect_started - at);
+        let applied_for = std::mem::take(&mut self.applied_for);
         if pending.is_empty() {
-            self.metrics.unplaced_tasks.set(self.backlog.len() as i64);
             return;
+        }
+        if new > 0 {
+            if let Some(waited) = waited {
+                self.metrics
+                    .round_wait_seconds
+                    .observe(waited.as_secs_f64());
+            }
         }
         self.round = self.round.wrapping_add(1);
         let collect_elapsed = collect_started.elapsed();
+        self.metrics
+            .collect_seconds
+            .observe(collect_elapsed.as_secs_f64());
         let started = Instant::now();
         let plan = schedule_with_cache(
             view,
@@ -365,27 +487,36 @@ impl Scheduler {
         let unplaced: std::collections::HashSet<&borg_model::TaskId> =
             plan.unplaced.iter().map(|(task, _)| task).collect();
         self.backlog
-            .unplaced(pending.iter().filter(|t| unplaced.contains(&t.id)));
+            .unplaced(view, pending.iter().filter(|t| unplaced.contains(&t.id)));
         self.metrics.unplaced_tasks.set(self.backlog.len() as i64);
-        tracing::debug!(
-            round = self.round,
-            view_index = view.index(),
-            placements = plan.placements.len(),
-            unplaced = plan.unplaced.len(),
-            deferred = plan.deferred,
-            tasks = pending.len(),
-            collect_ms = collect_elapsed.as_secs_f64() * 1e3,
-            schedule_ms = started.elapsed().as_secs_f64() * 1e3,
-            "planned"
-        );
-        if plan.deferred > 0 || self.backlog.stale_len() > 0 {
-            // More pending or to retry than one round takes: plan again once this commit
-            // is answered.
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let mut jobs: Vec<&str> = pending[..new].iter().map(|t| t.id.job.as_str()).collect();
+            jobs.dedup();
+            jobs.truncate(JOBS_LOGGED_MAX);
+            tracing::debug!(
+                round = self.round,
+                view_index = view.index(),
+                new,
+                retries,
+                placements = plan.placements.len(),
+                unplaced = plan.unplaced.len(),
+                deferred = plan.deferred,
+                waited_ms = waited.map(|w| w.as_secs_f64() * 1e3),
+                apply_ms = applied_for.as_secs_f64() * 1e3,
+                collect_ms = collect_elapsed.as_secs_f64() * 1e3,
+                schedule_ms = started.elapsed().as_secs_f64() * 1e3,
+                jobs = ?jobs,
+                "planned"
+            );
+        }
+        if plan.deferred > 0 {
+            // More pending than one round takes: plan again once this commit is answered.
             self.dirty = true;
         }
         if plan.placements.is_empty() {
             return;
         }
+        self.commit_round = self.round;
         self.in_flight
             .start(plan.placements.iter().map(|p| &p.task), now_ms());
         let client = Arc::clone(&self.client);

@@ -140,6 +140,22 @@ impl JobView {
         }
     }
 
+    /// Whether `other` asks the same of every task (all but the tasks themselves equal):
+    /// then a task that did not change holds the same on its machine.
+    pub fn same_shape(&self, other: &JobView) -> bool {
+        self.name == other.name
+            && self.owner == other.owner
+            && self.priority == other.priority
+            && self.limits == other.limits
+            && self.limits_by_task == other.limits_by_task
+            && self.ports_by_task == other.ports_by_task
+            && self.alloc_set == other.alloc_set
+            && self.constraints == other.constraints
+            && self.package == other.package
+            && self.ports == other.ports
+            && self.active == other.active
+    }
+
     /// Ports task `index` holds: its override's, else the job's.
     pub fn ports_of(&self, index: u32) -> u32 {
         self.ports_by_task
@@ -209,6 +225,10 @@ pub struct CellView {
     changed_at: HashMap<String, u64>,
     generation: u64,
     machine_set_generation: u64,
+    /// Per job, the job generation at which it was last upserted: the scheduler's backlog
+    /// skips a job that did not change without looking at its tasks.
+    job_changed_at: HashMap<String, u64>,
+    jobs_generation: u64,
 }
 
 impl CellView {
@@ -230,9 +250,17 @@ impl CellView {
         // Generations keep counting so that score caches never mistake a new machine state
         // for an old one.
         let generation = self.generation + 1;
+        let jobs_generation = self.jobs_generation;
         *self = CellView::default();
         self.generation = generation;
         self.machine_set_generation = generation;
+        self.jobs_generation = jobs_generation;
+    }
+
+    /// Generation at which the job was last upserted (0: not in the view). Never reused,
+    /// not even across `clear`.
+    pub fn job_generation(&self, name: &str) -> u64 {
+        self.job_changed_at.get(name).copied().unwrap_or(0)
     }
 
     pub fn upsert_machine(&mut self, machine: MachineView) {
@@ -296,47 +324,44 @@ impl CellView {
         let Some(placed) = on_machine.tasks.get_mut(task) else {
             return false;
         };
-        placed.reservation = reservation;
-        on_machine.recompute_allocated();
-        self.touch(machine);
+        if placed.reservation != reservation {
+            placed.reservation = reservation;
+            on_machine.recompute_allocated();
+            self.touch(machine);
+        }
         true
     }
 
-    /// Replaces a job and re-indexes its placed tasks by machine.
+    /// Replaces a job and re-indexes its placed tasks by machine. When the job's
+    /// requirements are unchanged (`JobView::same_shape`) only the tasks that changed move
+    /// in the indexes: an update of one task of a large job costs that task.
     pub fn upsert_job(&mut self, job: JobView) {
-        self.unindex_job(&job.name);
+        self.jobs_generation += 1;
+        self.job_changed_at
+            .insert(job.name.clone(), self.jobs_generation);
         let mut resum = BTreeSet::new();
-        for (index, task) in &job.tasks {
-            if task.machine.is_empty() {
-                continue;
+        match self.jobs.remove(&job.name) {
+            Some(old) if old.same_shape(&job) => {
+                for (index, before) in &old.tasks {
+                    if job.tasks.get(index) != Some(before) {
+                        self.unindex_task(&old, *index, before, &mut resum);
+                    }
+                }
+                for (index, now) in &job.tasks {
+                    if old.tasks.get(index) != Some(now) {
+                        self.index_task(&job, *index, now, &mut resum);
+                    }
+                }
             }
-            *self
-                .packages
-                .entry(task.machine.clone())
-                .or_default()
-                .entry(Arc::clone(&job.package))
-                .or_insert(0) += 1;
-            self.touch(&task.machine);
-            // A task in an alloc holds the alloc's room, not the machine's.
-            if !task.state.is_placed() || job.alloc_set.is_some() {
-                continue;
-            }
-            let id = TaskId::new(job.name.clone(), *index);
-            let on_machine = self.placed.entry(task.machine.clone()).or_default();
-            on_machine.tasks.insert(
-                id.clone(),
-                PlacedTask {
-                    id,
-                    incarnation: task.incarnation,
-                    priority: job.priority,
-                    limits: job.limits_of(*index),
-                    reservation: job.limits_of(*index),
-                    package: Arc::clone(&job.package),
-                    ports: job.ports_of(*index),
-                },
-            );
-            if !resum.contains(task.machine.as_str()) {
-                resum.insert(task.machine.clone());
+            old => {
+                if let Some(old) = &old {
+                    for (index, task) in &old.tasks {
+                        self.unindex_task(old, *index, task, &mut resum);
+                    }
+                }
+                for (index, task) in &job.tasks {
+                    self.index_task(&job, *index, task, &mut resum);
+                }
             }
         }
         self.recompute_allocated_on(resum);
@@ -346,6 +371,83 @@ impl CellView {
             self.pending_jobs.remove(&job.name);
         }
         self.jobs.insert(job.name.clone(), job);
+    }
+
+    /// Adds task `index` (`task`) of `job` to the machine indexes; machines whose sums
+    /// changed are added to `resum`.
+    fn index_task(
+        &mut self,
+        job: &JobView,
+        index: u32,
+        task: &TaskView,
+        resum: &mut BTreeSet<String>,
+    ) {
+        if task.machine.is_empty() {
+            return;
+        }
+        *self
+            .packages
+            .entry(task.machine.clone())
+            .or_default()
+            .entry(Arc::clone(&job.package))
+            .or_insert(0) += 1;
+        self.touch(&task.machine);
+        // A task in an alloc holds the alloc's room, not the machine's.
+        if !task.state.is_placed() || job.alloc_set.is_some() {
+            return;
+        }
+        let id = TaskId::new(job.name.clone(), index);
+        let on_machine = self.placed.entry(task.machine.clone()).or_default();
+        on_machine.tasks.insert(
+            id.clone(),
+            PlacedTask {
+                id,
+                incarnation: task.incarnation,
+                priority: job.priority,
+                limits: job.limits_of(index),
+                reservation: job.limits_of(index),
+                package: Arc::clone(&job.package),
+                ports: job.ports_of(index),
+            },
+        );
+        if !resum.contains(task.machine.as_str()) {
+            resum.insert(task.machine.clone());
+        }
+    }
+
+    /// Removes task `index` (`task`) of `job` from the machine indexes.
+    fn unindex_task(
+        &mut self,
+        job: &JobView,
+        index: u32,
+        task: &TaskView,
+        resum: &mut BTreeSet<String>,
+    ) {
+        if task.machine.is_empty() {
+            return;
+        }
+        self.touch(&task.machine);
+        if let Some(packages) = self.packages.get_mut(&task.machine) {
+            if let Some(count) = packages.get_mut(&job.package) {
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    packages.remove(&job.package);
+                }
+            }
+            if packages.is_empty() {
+                self.packages.remove(&task.machine);
+            }
+        }
+        if let Some(on_machine) = self.placed.get_mut(&task.machine) {
+            if on_machine
+                .tasks
+                .remove(&TaskId::new(job.name.clone(), index))
+                .is_some()
+                && !resum.contains(task.machine.as_str())
+            {
+                resum.insert(task.machine.clone());
+            }
+        }
     }
 
     /// Re-sums the machines a job update touched, once each: per task it would cost the
@@ -362,46 +464,15 @@ impl CellView {
     }
 
     pub fn remove_job(&mut self, name: &str) {
-        self.unindex_job(name);
-        self.pending_jobs.remove(name);
-        self.jobs.remove(name);
-    }
-
-    fn unindex_job(&mut self, name: &str) {
-        let Some(old) = self.jobs.get(name) else {
-            return;
-        };
         let mut resum = BTreeSet::new();
-        for (index, task) in &old.tasks {
-            if task.machine.is_empty() {
-                continue;
-            }
-            self.generation += 1;
-            self.changed_at
-                .insert(task.machine.clone(), self.generation);
-            if let Some(packages) = self.packages.get_mut(&task.machine) {
-                if let Some(count) = packages.get_mut(&old.package) {
-                    *count = count.saturating_sub(1);
-                    if *count == 0 {
-                        packages.remove(&old.package);
-                    }
-                }
-                if packages.is_empty() {
-                    self.packages.remove(&task.machine);
-                }
-            }
-            if let Some(on_machine) = self.placed.get_mut(&task.machine) {
-                if on_machine
-                    .tasks
-                    .remove(&TaskId::new(name.to_owned(), *index))
-                    .is_some()
-                    && !resum.contains(task.machine.as_str())
-                {
-                    resum.insert(task.machine.clone());
-                }
+        if let Some(old) = self.jobs.remove(name) {
+            for (index, task) in &old.tasks {
+                self.unindex_task(&old, *index, task, &mut resum);
             }
         }
         self.recompute_allocated_on(resum);
+        self.pending_jobs.remove(name);
+        self.job_changed_at.remove(name);
     }
 
     /// Machines in name order.
@@ -447,6 +518,11 @@ impl CellView {
             .get(machine)
             .into_iter()
             .flat_map(|m| m.tasks.values())
+    }
+
+    /// Task `task` as placed on `machine`, if the view holds it there.
+    pub fn placed_task(&self, machine: &str, task: &TaskId) -> Option<&PlacedTask> {
+        self.placed.get(machine).and_then(|m| m.tasks.get(task))
     }
 
     /// What is allocated on the machine: per dimension the larger of the master's figure and
@@ -568,6 +644,81 @@ mod tests {
         view.remove_job("a");
         assert_eq!(view.placed_on("m1").count(), 0);
         assert_eq!(view.allocated(&m1), Resources::ZERO);
+    }
+
+    /// What placement reads of a view, per machine and for the pending tasks.
+    fn picture(view: &CellView, machines: &[&str]) -> Vec<String> {
+        let mut out: Vec<String> = machines
+            .iter()
+            .map(|name| {
+                let placed: Vec<&PlacedTask> = view.placed_on(name).collect();
+                let machine = view.machine(name).unwrap();
+                format!(
+                    "{name}: {placed:?} {} {} {} {}",
+                    view.allocated(machine),
+                    view.reserved(machine),
+                    view.ports_used(name),
+                    view.has_package(name, "/bin/true")
+                )
+            })
+            .collect();
+        out.push(format!("{:?}", view.pending_tasks()));
+        out
+    }
+
+    #[test]
+    fn an_update_of_some_tasks_leaves_the_view_a_full_rebuild_gives() {
+        let machine = |name: &str| {
+            let info = MachineInfo {
+                name: name.into(),
+                capacity: Resources::new(1000, 1000),
+                ..Default::default()
+            };
+            MachineView::new(info, MachineState::Up, 1)
+        };
+        let before = job(
+            "a",
+            vec![
+                (TaskState::Running, "m1"),
+                (TaskState::Running, "m2"),
+                (TaskState::Pending, ""),
+                (TaskState::Running, "m1"),
+            ],
+        );
+        let mut after = job(
+            "a",
+            vec![
+                (TaskState::Running, "m1"),
+                (TaskState::Pending, ""),
+                (TaskState::Scheduled, "m2"),
+            ],
+        );
+        after.tasks.get_mut(&1).unwrap().incarnation = 2;
+        let mut updated = CellView::new();
+        let mut rebuilt = CellView::new();
+        for view in [&mut updated, &mut rebuilt] {
+            view.upsert_machine(machine("m1"));
+            view.upsert_machine(machine("m2"));
+            view.upsert_job(job("b", vec![(TaskState::Running, "m2")]));
+        }
+        updated.upsert_job(before);
+        let generation = updated.machine_generation("m1");
+        updated.upsert_job(after.clone());
+        rebuilt.upsert_job(after);
+        assert_eq!(
+            picture(&updated, &["m1", "m2"]),
+            picture(&rebuilt, &["m1", "m2"])
+        );
+        assert_ne!(
+            updated.machine_generation("m1"),
+            generation,
+            "task 3 left m1"
+        );
+        // The same job again: no machine changes.
+        let generation = updated.machine_generation("m2");
+        let same = updated.job("a").unwrap().clone();
+        updated.upsert_job(same);
+        assert_eq!(updated.machine_generation("m2"), generation);
     }
 
     #[test]

@@ -2,11 +2,12 @@
 //! `CellView`. Malformed items are skipped and reported, never a panic: one bad job must not
 //! stop the scheduler from placing every other.
 
+use crate::room::{RoomFreed, RoomNotes};
 use crate::view::{CellView, JobView, MachineView, TaskView};
-use borg_model::{MachineState, Resources, TaskId, MACHINE_PORT_CAPACITY_DEFAULT};
+use borg_model::{Resources, TaskId};
 use borg_proto::convert::{self, ConvertError};
 use borg_proto::v1;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ViewSyncError {
@@ -33,8 +34,8 @@ pub enum ViewSyncError {
 pub struct ViewSync {
     view: CellView,
     has_snapshot: bool,
-    /// Updates since the last `take_room_freed` may have made room (see `room_freed`).
-    room_freed: bool,
+    /// Where the updates since the last `take_room_freed` may have made room.
+    room_freed: RoomFreed,
 }
 
 impl ViewSync {
@@ -56,9 +57,9 @@ impl ViewSync {
         self.has_snapshot = false;
     }
 
-    /// Whether the updates applied since the last call may have made room for a task that
-    /// fit nowhere before.
-    pub fn take_room_freed(&mut self) -> bool {
+    /// Where the updates applied since the last call may have made room for a task that
+    /// fit nowhere before (see `room`).
+    pub fn take_room_freed(&mut self) -> RoomFreed {
         std::mem::take(&mut self.room_freed)
     }
 
@@ -69,15 +70,17 @@ impl ViewSync {
         match update.update {
             Some(v1::cell_update::Update::Snapshot(snapshot)) => {
                 self.has_snapshot = true;
-                self.room_freed = true;
+                self.room_freed = RoomFreed::Everywhere;
                 Ok(apply_snapshot(&mut self.view, index, snapshot))
             }
             Some(v1::cell_update::Update::Change(change)) => {
                 if !self.has_snapshot {
                     return Err(ViewSyncError::ChangeBeforeSnapshot { index });
                 }
-                self.room_freed |= room_freed(&self.view, &change);
-                Ok(apply_change(&mut self.view, index, change))
+                let mut notes = RoomNotes::new();
+                let skipped = apply_change_noting(&mut self.view, index, change, Some(&mut notes));
+                self.room_freed.merge(notes.finish());
+                Ok(skipped)
             }
             None => Err(ViewSyncError::EmptyUpdate { index }),
         }
@@ -106,18 +109,31 @@ pub fn apply_snapshot(
 /// Applies a change at `index`. A malformed job is removed from the view (its old picture
 /// would be wrong) and reported.
 pub fn apply_change(view: &mut CellView, index: u64, change: v1::CellChange) -> Vec<ViewSyncError> {
+    apply_change_noting(view, index, change, None)
+}
+
+/// `apply_change`, noting in `notes` where the change may have made room.
+fn apply_change_noting(
+    view: &mut CellView,
+    index: u64,
+    change: v1::CellChange,
+    mut notes: Option<&mut RoomNotes>,
+) -> Vec<ViewSyncError> {
     let mut skipped = Vec::new();
     for name in &change.machines_removed {
         view.remove_machine(name);
     }
     for machine in change.machines_upserted {
+        if let Some(notes) = notes.as_deref_mut() {
+            notes.machine_upserted(view, &machine);
+        }
         match machine_from_wire(machine) {
             Ok(machine) => view.upsert_machine(machine),
             Err(error) => skipped.push(error),
         }
     }
     for name in &change.jobs_removed {
-        view.remove_job(name);
+        remove_job_noting(view, name, notes.as_deref_mut());
     }
     for job in change.jobs_upserted {
         let name = job
@@ -125,8 +141,8 @@ pub fn apply_change(view: &mut CellView, index: u64, change: v1::CellChange) -> 
             .as_ref()
             .map(|s| s.name.clone())
             .unwrap_or_default();
-        if let Err(error) = upsert_job_from_wire(view, job) {
-            view.remove_job(&name);
+        if let Err(error) = upsert_job_noting(view, job, notes.as_deref_mut()) {
+            remove_job_noting(view, &name, notes.as_deref_mut());
             skipped.push(error);
         }
     }
@@ -134,85 +150,106 @@ pub fn apply_change(view: &mut CellView, index: u64, change: v1::CellChange) -> 
     skipped
 }
 
-/// Whether `change` may make room on `view` for a task that fit nowhere: a placed task
-/// leaves its machine, is replaced or holds less, or a machine appears, comes up, grows or
-/// changes its attributes. Judged before the change is applied; a malformed item counts.
-/// New placements make no room, not even for tasks that may preempt them: what a
-/// preemptor can have on a machine (free room plus what it may evict) is the same before
-/// and after a preemptible task lands there.
-pub fn room_freed(view: &CellView, change: &v1::CellChange) -> bool {
-    change
-        .machines_upserted
-        .iter()
-        .any(|m| machine_may_free(view, m))
-        || change.jobs_removed.iter().any(|name| {
-            view.job(name)
-                .is_some_and(|job| job.tasks.values().any(|t| !t.machine.is_empty()))
-        })
-        || change
-            .jobs_upserted
-            .iter()
-            .any(|job| job_may_free(view, job))
-}
-
-fn machine_may_free(view: &CellView, machine: &v1::Machine) -> bool {
-    let Some(info) = &machine.info else {
-        return true;
+fn remove_job_noting(view: &mut CellView, name: &str, notes: Option<&mut RoomNotes>) {
+    let Some(notes) = notes.filter(|n| !n.is_everywhere()) else {
+        view.remove_job(name);
+        return;
     };
-    let Some(old) = view.machine(&info.name) else {
-        return true;
-    };
-    let up = v1::MachineState::try_from(machine.state) == Ok(v1::MachineState::Up);
-    let capacity = convert::resources_or_zero(info.capacity);
-    (up && old.state != MachineState::Up)
-        || !capacity.fits_in(&old.capacity)
-        || info.port_capacity.unwrap_or(MACHINE_PORT_CAPACITY_DEFAULT) > old.port_capacity
-        || info.attributes.len() != old.attributes.len()
-        || info
-            .attributes
-            .iter()
-            .any(|(k, v)| old.attributes.get(k) != Some(v))
-}
-
-/// A job's placed tasks left, were replaced (a new incarnation) or hold less.
-fn job_may_free(view: &CellView, job: &v1::Job) -> bool {
-    let Some(spec) = &job.spec else {
-        return true;
-    };
-    let Some(old) = view.job(&spec.name) else {
-        return false;
-    };
-    let active = matches!(
-        v1::JobState::try_from(job.state),
-        Ok(v1::JobState::Active) | Ok(v1::JobState::Unspecified)
-    );
-    let now_by_index: BTreeMap<u32, &v1::Task> = job.tasks.iter().map(|t| (t.index, t)).collect();
-    old.tasks
-        .iter()
-        .filter(|(_, before)| !before.machine.is_empty())
-        .any(|(index, before)| {
-            let Some(now) = now_by_index.get(index).filter(|now| {
-                active && now.machine == before.machine && now.incarnation == before.incarnation
-            }) else {
-                return true;
-            };
-            // Still placed here: room appears if its reservation went down.
-            let Some(reservation) = now.reservation.map(Resources::from) else {
-                return false;
-            };
-            view.placed_on(&now.machine)
-                .find(|p| p.id.job == spec.name && p.id.index == *index)
-                .is_some_and(|held| !held.reservation.fits_in(&reservation))
-        })
+    if view.job(name).is_some_and(|j| j.alloc_set.is_some()) {
+        notes.everywhere();
+        view.remove_job(name);
+        return;
+    }
+    let before = RoomNotes::holds(view, name, None);
+    view.remove_job(name);
+    notes.holds_changed(before, Default::default());
 }
 
 /// Replaces a job in the view with its wire form, placed tasks reserving what the master
 /// computed for them (`Task.reservation`; their limits where it is unset).
 pub fn upsert_job_from_wire(view: &mut CellView, job: v1::Job) -> Result<(), ViewSyncError> {
-    let reservations = reservations_from_wire(&job);
-    view.upsert_job(job_from_wire(job)?);
-    for (machine, task, reservation) in reservations {
-        view.set_reservation(&machine, &task, reservation);
+    upsert_job_noting(view, job, None)
+}
+
+/// `upsert_job_from_wire`, noting the holds of the tasks that changed in `notes`.
+fn upsert_job_noting(
+    view: &mut CellView,
+    job: v1::Job,
+    notes: Option<&mut RoomNotes>,
+) -> Result<(), ViewSyncError> {
+    let in_alloc = job
+        .spec
+        .as_ref()
+        .is_some_and(|s| !s.alloc_set.is_empty() || s.is_alloc_set);
+    let wire_reservations = reservations_from_wire(&job);
+    let job = job_from_wire(job)?;
+    // Every placed task's reservation: the master's, else its limits.
+    let mut reservations: HashMap<&TaskId, Resources> = HashMap::new();
+    for (_, task, reservation) in &wire_reservations {
+        reservations.insert(task, *reservation);
+    }
+    let ids: Vec<(String, TaskId, Resources)> = job
+        .tasks
+        .iter()
+        .filter(|(_, t)| !t.machine.is_empty() && t.state.is_placed())
+        .map(|(index, t)| {
+            let id = TaskId::new(job.name.clone(), *index);
+            let reservation = reservations
+                .get(&id)
+                .copied()
+                .unwrap_or_else(|| job.limits_of(*index));
+            (t.machine.clone(), id, reservation)
+        })
+        .collect();
+    drop(reservations);
+    let name = job.name.clone();
+    let noted = match notes.filter(|n| !n.is_everywhere()) {
+        None => None,
+        Some(notes) => {
+            let old = view.job(&name);
+            if in_alloc || old.is_some_and(|o| o.alloc_set.is_some()) {
+                notes.everywhere();
+                None
+            } else {
+                // Of a known job, the tasks that changed (all if its requirements did); a
+                // new job's placed tasks only arrive (and may offset others that left).
+                let indices = old.and_then(|old| {
+                    old.same_shape(&job).then(|| {
+                        let mut changed: Vec<u32> = old
+                            .tasks
+                            .iter()
+                            .filter(|(i, t)| job.tasks.get(i) != Some(t))
+                            .map(|(i, _)| *i)
+                            .chain(
+                                job.tasks
+                                    .keys()
+                                    .filter(|i| !old.tasks.contains_key(i))
+                                    .copied(),
+                            )
+                            .collect();
+                        changed.extend(
+                            ids.iter()
+                                .filter(|(machine, id, reservation)| {
+                                    view.placed_task(machine, id)
+                                        .is_some_and(|p| p.reservation != *reservation)
+                                })
+                                .map(|(_, id, _)| id.index),
+                        );
+                        changed
+                    })
+                });
+                let before = RoomNotes::holds(view, &name, indices.as_deref());
+                Some((notes, indices, before))
+            }
+        }
+    };
+    view.upsert_job(job);
+    for (machine, task, reservation) in &ids {
+        view.set_reservation(machine, task, *reservation);
+    }
+    if let Some((notes, indices, before)) = noted {
+        let after = RoomNotes::holds(view, &name, indices.as_deref());
+        notes.holds_changed(before, after);
     }
     Ok(())
 }
@@ -483,8 +520,12 @@ pub(crate) mod tests {
         }
     }
 
+    fn on(machines: &[&str]) -> RoomFreed {
+        RoomFreed::On(machines.iter().map(|m| (*m).to_owned()).collect())
+    }
+
     #[test]
-    fn changes_say_whether_they_may_make_room() {
+    fn changes_say_where_they_may_make_room() {
         let mut sync = ViewSync::new();
         sync.apply(v1::CellUpdate {
             index: 1,
@@ -494,21 +535,25 @@ pub(crate) mod tests {
             })),
         })
         .unwrap();
-        assert!(sync.take_room_freed(), "a snapshot replaces everything");
-        assert!(!sync.take_room_freed());
+        assert_eq!(
+            sync.take_room_freed(),
+            RoomFreed::Everywhere,
+            "a snapshot replaces everything"
+        );
+        assert_eq!(sync.take_room_freed(), RoomFreed::Nowhere);
 
         // A placement takes room.
         let placed = wire_job("a", vec![(v1::TaskState::Scheduled, "m1")]);
         sync.apply(change(2, vec![wire_machine("m1", 2)], vec![placed.clone()]))
             .unwrap();
-        assert!(!sync.take_room_freed());
+        assert_eq!(sync.take_room_freed(), RoomFreed::Nowhere);
         // The same task running where it was: nothing.
         let mut running = placed.clone();
         running.tasks[0].state = v1::TaskState::Running as i32;
         sync.apply(change(3, vec![], vec![running.clone()]))
             .unwrap();
-        assert!(!sync.take_room_freed());
-        // Its reservation decays: room.
+        assert_eq!(sync.take_room_freed(), RoomFreed::Nowhere);
+        // Its reservation decays: room there.
         running.tasks[0].reservation = Some(v1::Resources {
             cpu_millis: 10,
             ram_bytes: 1 << 20,
@@ -516,19 +561,65 @@ pub(crate) mod tests {
             gpus: 0,
         });
         sync.apply(change(4, vec![], vec![running])).unwrap();
-        assert!(sync.take_room_freed());
-        // It finishes and leaves the machine: room.
+        assert_eq!(sync.take_room_freed(), on(&["m1"]));
+        // It finishes and leaves the machine: room there.
         let done = wire_job("a", vec![(v1::TaskState::Succeeded, "")]);
         sync.apply(change(5, vec![], vec![done])).unwrap();
-        assert!(sync.take_room_freed());
-        // A new machine: room.
+        assert_eq!(sync.take_room_freed(), on(&["m1"]));
+        // A new machine: room on it.
         sync.apply(change(6, vec![wire_machine("m2", 1)], vec![]))
             .unwrap();
-        assert!(sync.take_room_freed());
+        assert_eq!(sync.take_room_freed(), on(&["m2"]));
         // A known machine with a new version only: nothing.
         sync.apply(change(7, vec![wire_machine("m2", 2)], vec![]))
             .unwrap();
-        assert!(!sync.take_room_freed());
+        assert_eq!(sync.take_room_freed(), RoomFreed::Nowhere);
+        // Changes accumulate until taken.
+        sync.apply(change(8, vec![wire_machine("m3", 1)], vec![]))
+            .unwrap();
+        sync.apply(change(9, vec![wire_machine("m4", 1)], vec![]))
+            .unwrap();
+        assert_eq!(sync.take_room_freed(), on(&["m3", "m4"]));
+    }
+
+    /// A preemption commit: the preemptor (higher priority, as large) takes the victim's
+    /// place, and the victim returns to pending. Nobody gained room; a smaller preemptor
+    /// leaves room on its machine for tasks that may not preempt the victim.
+    #[test]
+    fn a_preemption_frees_room_only_where_the_preemptor_is_smaller() {
+        let mut victim = wire_job("victim", vec![(v1::TaskState::Running, "m1")]);
+        victim.spec.as_mut().unwrap().priority = 100;
+        let synced = || {
+            let mut sync = ViewSync::new();
+            sync.apply(v1::CellUpdate {
+                index: 1,
+                update: Some(v1::cell_update::Update::Snapshot(v1::CellSnapshot {
+                    machines: vec![wire_machine("m1", 1)],
+                    jobs: vec![victim.clone()],
+                })),
+            })
+            .unwrap();
+            sync.take_room_freed();
+            sync
+        };
+        let mut preempted = victim.clone();
+        preempted.tasks[0].state = v1::TaskState::Pending as i32;
+        preempted.tasks[0].machine = String::new();
+        preempted.tasks[0].incarnation = 2;
+        let preemptor = |cpu_millis: u64| {
+            let mut job = wire_job("preemptor", vec![(v1::TaskState::Scheduled, "m1")]);
+            let spec = job.spec.as_mut().unwrap();
+            spec.priority = 200;
+            let resources = spec.task.as_mut().unwrap().resources.as_mut().unwrap();
+            resources.cpu_millis = cpu_millis;
+            job
+        };
+        for (cpu_millis, room) in [(100, RoomFreed::Nowhere), (50, on(&["m1"]))] {
+            let mut sync = synced();
+            let jobs = vec![preempted.clone(), preemptor(cpu_millis)];
+            sync.apply(change(2, vec![], jobs)).unwrap();
+            assert_eq!(sync.take_room_freed(), room, "preemptor of {cpu_millis}m");
+        }
     }
 
     #[test]

@@ -32,7 +32,7 @@ const TIER_STOP_TIMEOUT_MS: u64 = 15_000;
 pub struct DevArgs {
     /// Where the cell keeps its state (master data, task sandboxes); reusing it restarts the
     /// same cell with its jobs.
-    #[arg(long, default_value = "/tmp/borg-dev")]
+    #[arg(long, default_value = "/var/tmp/borg-dev")]
     pub data_dir: PathBuf,
     /// Master replicas: 3 or 5.
     #[arg(long, default_value_t = 3, value_parser = parse_replicas)]

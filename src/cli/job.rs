@@ -351,6 +351,7 @@ pub async fn get_job(
             let request = v1::GetJobRequest {
                 name: name.to_owned(),
                 consistent,
+                summary: false,
             };
             async move {
                 cell_client(channel)

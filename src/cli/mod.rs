@@ -55,7 +55,7 @@ pub struct GlobalArgs {
     #[arg(long, global = true, env = "BORG_LOG")]
     pub log: Option<String>,
     /// Token to authenticate with (else --token-file, ~/.config/borg/token, or a dev cell's
-    /// /tmp/borg-dev/admin.token).
+    /// /var/tmp/borg-dev/admin.token).
     #[arg(long, global = true, env = "BORG_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// File holding the token to authenticate with.

@@ -2,7 +2,7 @@
 //!
 //! The CLI sends `--token` (or `BORG_TOKEN`); else the token in `--token-file` (or
 //! `BORG_TOKEN_FILE`); else `~/.config/borg/token`; else the admin token of a dev cell in the
-//! default data directory (`/tmp/borg-dev/admin.token`), so that `borg dev` works as is.
+//! default data directory (`/var/tmp/borg-dev/admin.token`), so that `borg dev` works as is.
 
 use super::render::{format_age, table};
 use super::{master_client, GlobalArgs, OutputFormat};
@@ -15,7 +15,7 @@ use clap::Subcommand;
 use std::path::{Path, PathBuf};
 
 /// Admin token of a `borg dev` cell with the default `--data-dir`.
-pub const DEV_ADMIN_TOKEN_FILE: &str = "/tmp/borg-dev/admin.token";
+pub const DEV_ADMIN_TOKEN_FILE: &str = "/var/tmp/borg-dev/admin.token";
 /// Names of the token files a dev cell (and `borg master` by convention) keeps in its data dir.
 pub const ADMIN_TOKEN_FILE_NAME: &str = "admin.token";
 pub const CLUSTER_TOKEN_FILE_NAME: &str = "cluster.token";

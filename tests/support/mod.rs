@@ -105,6 +105,11 @@ impl Drop for Daemon {
 
 static CELL_COUNTER: AtomicU32 = AtomicU32::new(0);
 
+/// Where test cells keep their data. Not /tmp: a task's private /tmp hides anything under
+/// /tmp, so a keeper whose sandbox lies there must rebuild the sandbox's path inside the
+/// private /tmp for every task (four directories on disk per start).
+const CELL_DIR_PARENT: &str = "/var/tmp";
+
 /// A cell of real daemon processes on loopback.
 pub struct TestCell {
     pub dir: tempfile::TempDir,
@@ -121,6 +126,14 @@ pub struct TestCell {
 }
 
 impl TestCell {
+    /// Every master replica's gRPC address, in replica order.
+    pub fn master_addresses(&self) -> Vec<String> {
+        self.master_ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect()
+    }
+
     /// Master replicas only; add the rest with `start_control_plane` and `start_borglet`.
     pub fn with_masters(replicas: usize) -> TestCell {
         TestCell::with_masters_and_args(replicas, &[])
@@ -132,7 +145,7 @@ impl TestCell {
         let tag = format!("{}-{n}", std::process::id());
         let dir = tempfile::Builder::new()
             .prefix("borg-test-")
-            .tempdir()
+            .tempdir_in(CELL_DIR_PARENT)
             .expect("temp dir");
         let token = |name: &str| {
             borg_common::auth::load_or_create_token_file(&dir.path().join(name))
@@ -438,6 +451,25 @@ pub fn tiny_job(name: &str) -> borg_proto::v1::JobSpec {
         }),
         ..Default::default()
     }
+}
+
+/// Submits `request` through `client` (which follows the leader and retries with the same
+/// request id, as a real client does).
+pub async fn submit_job(
+    client: &borg_common::MasterClient,
+    request: &borg_proto::v1::SubmitJobRequest,
+) -> Result<borg_proto::v1::SubmitJobResponse, tonic::Status> {
+    client
+        .call(|channel| {
+            let request = request.clone();
+            async move {
+                borg_proto::v1::cell_service_client::CellServiceClient::new(channel)
+                    .submit_job(request)
+                    .await
+                    .map(|r| r.into_inner())
+            }
+        })
+        .await
 }
 
 /// Polls the async `check` until it yields a value, panicking with `what` after `timeout`

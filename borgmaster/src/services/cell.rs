@@ -125,12 +125,16 @@ impl CellService for CellApi {
         let name = wire::name("job name", &request.name)?;
         self.ctx.prepare_read(request.consistent).await?;
         let state = self.ctx.state()?;
-        let job = state
-            .job_view(&name)
-            .ok_or_else(|| Status::not_found(format!("job {name:?} does not exist")))?;
+        let (job, task_counts) = if request.summary {
+            state.job_summary_view(&name)
+        } else {
+            state.job_view(&name).map(|job| (job, Vec::new()))
+        }
+        .ok_or_else(|| Status::not_found(format!("job {name:?} does not exist")))?;
         Ok(Response::new(v1::GetJobResponse {
             job: Some(job),
             meta: Some(self.ctx.read_meta(&state)),
+            task_counts,
         }))
     }
 

@@ -10,11 +10,28 @@ use super::{shard_of, CellState, ChangeSet};
 use borg_model::{Resources, TaskId};
 use borg_proto::convert::{app_class_to_wire, group_task_keys, job_type_to_wire};
 use borg_proto::v1;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 impl CellState {
     pub fn job_view(&self, name: &str) -> Option<v1::Job> {
         self.jobs.get(name).map(job_to_wire)
+    }
+
+    /// The job without its tasks, and how many tasks it has in each state (in state order,
+    /// states with none left out): a large job's progress without building every task.
+    pub fn job_summary_view(&self, name: &str) -> Option<(v1::Job, Vec<v1::TaskStateCount>)> {
+        let job = self.jobs.get(name)?;
+        let mut counts: BTreeMap<i32, u32> = BTreeMap::new();
+        for task in job.tasks.values() {
+            *counts
+                .entry(v1::TaskState::from(task.state) as i32)
+                .or_default() += 1;
+        }
+        let counts = counts
+            .into_iter()
+            .map(|(state, count)| v1::TaskStateCount { state, count })
+            .collect();
+        Some((job_to_wire_without_tasks(job), counts))
     }
 
     /// Jobs in name order, of `owner` if given.
@@ -77,6 +94,32 @@ impl CellState {
             .filter(|m| shard_of(&m.info.name, shard_count) == shard_index)
             .map(|m| self.machine_assignment(m))
             .collect()
+    }
+
+    /// Whether `known` holds every machine of the shard at its current version and no other
+    /// machine: the shard's assignment has not changed since it was read.
+    pub fn assignment_is_known(
+        &self,
+        shard_index: u32,
+        shard_count: u32,
+        known: &[v1::KnownAssignment],
+    ) -> bool {
+        let known: HashMap<&str, u64> = known
+            .iter()
+            .map(|k| (k.machine.as_str(), k.version))
+            .collect();
+        let mut in_shard = 0;
+        for m in self
+            .machines
+            .values()
+            .filter(|m| shard_of(&m.info.name, shard_count) == shard_index)
+        {
+            if known.get(m.info.name.as_str()) != Some(&m.version) {
+                return false;
+            }
+            in_shard += 1;
+        }
+        in_shard == known.len()
     }
 
     /// `assignment_view` for a shard that already holds some machines' sets (`known`): such
@@ -230,6 +273,17 @@ impl CellState {
 }
 
 fn job_to_wire(job: &JobRecord) -> v1::Job {
+    v1::Job {
+        tasks: job
+            .tasks
+            .iter()
+            .map(|(index, t)| task_to_wire(&job.spec.name, *index, t))
+            .collect(),
+        ..job_to_wire_without_tasks(job)
+    }
+}
+
+fn job_to_wire_without_tasks(job: &JobRecord) -> v1::Job {
     let state = if job.status == JobStatus::Killed {
         v1::JobState::Killed
     } else if job.is_done() {
@@ -243,11 +297,7 @@ fn job_to_wire(job: &JobRecord) -> v1::Job {
         create_index: job.create_index,
         modify_index: job.modify_index,
         submitted_ms: job.submitted_ms,
-        tasks: job
-            .tasks
-            .iter()
-            .map(|(index, t)| task_to_wire(&job.spec.name, *index, t))
-            .collect(),
+        tasks: Vec::new(),
     }
 }
 
@@ -371,5 +421,65 @@ mod tests {
             ..Default::default()
         };
         assert!(!cell.state.assignment_delta_view(0, 1, &[other])[0].delta);
+    }
+
+    #[test]
+    fn an_assignment_is_known_until_a_machine_of_the_shard_changes() {
+        let mut cell = Cell::new();
+        cell.apply(Command::RegisterMachine {
+            info: machine("m1", 4000),
+        });
+        cell.apply(submit(spec("web", 2, 100, 500)));
+        let known = known_of(&cell.state.assignment_delta_view(0, 1, &[])[0]);
+        assert!(cell
+            .state
+            .assignment_is_known(0, 1, std::slice::from_ref(&known)));
+        assert!(!cell.state.assignment_is_known(0, 1, &[]));
+        let stranger = v1::KnownAssignment {
+            machine: "gone".into(),
+            ..Default::default()
+        };
+        assert!(!cell
+            .state
+            .assignment_is_known(0, 1, &[known.clone(), stranger]));
+
+        assert_eq!(
+            accepted(&cell.plan(vec![placement("web", 0, 0, "m1")])),
+            [true]
+        );
+        assert!(!cell
+            .state
+            .assignment_is_known(0, 1, std::slice::from_ref(&known)));
+    }
+
+    #[test]
+    fn a_job_summary_counts_its_tasks_by_state_without_listing_them() {
+        let mut cell = Cell::new();
+        cell.apply(Command::RegisterMachine {
+            info: machine("m1", 4000),
+        });
+        cell.apply(submit(spec("web", 3, 100, 500)));
+        assert_eq!(
+            accepted(&cell.plan(vec![placement("web", 1, 0, "m1")])),
+            [true]
+        );
+        let (job, counts) = cell.state.job_summary_view("web").expect("web exists");
+        assert!(job.tasks.is_empty());
+        assert_eq!(job.state, v1::JobState::Active as i32);
+        let full = cell.state.job_view("web").expect("web exists");
+        assert_eq!(
+            v1::Job {
+                tasks: Vec::new(),
+                ..full
+            },
+            job
+        );
+        let counts: Vec<(v1::TaskState, u32)> =
+            counts.iter().map(|c| (c.state(), c.count)).collect();
+        assert_eq!(
+            counts,
+            vec![(v1::TaskState::Pending, 2), (v1::TaskState::Scheduled, 1)]
+        );
+        assert!(cell.state.job_summary_view("nope").is_none());
     }
 }

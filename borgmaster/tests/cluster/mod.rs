@@ -288,6 +288,7 @@ pub async fn get_job(address: &str, name: &str) -> Option<v1::Job> {
         .get_job(v1::GetJobRequest {
             name: name.into(),
             consistent: false,
+            summary: false,
         })
         .await
         .ok()
