@@ -2,7 +2,7 @@
 
 use super::{accepted, unexpected};
 use crate::context::ReplicaContext;
-use crate::state::{Command, Outcome};
+use crate::state::{known_versions, Command, Outcome};
 use crate::wire;
 use borg_proto::v1;
 use borg_proto::v1::link_service_server::LinkService;
@@ -29,6 +29,7 @@ impl LinkApi {
         wait_ms: u64,
     ) -> Result<(), Status> {
         let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
+        let known = known_versions(known);
         let mut progress = self.ctx.progress.clone();
         loop {
             // Marked seen before the check, so a write applied in between wakes the wait.
@@ -36,7 +37,7 @@ impl LinkApi {
             if !self
                 .ctx
                 .state()?
-                .assignment_is_known(shard_index, shard_count, known)
+                .assignment_is_known(shard_index, shard_count, &known)
             {
                 return Ok(());
             }

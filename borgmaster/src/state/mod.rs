@@ -54,6 +54,7 @@ pub use reservations::{
     RESERVATION_GRACE_S, RESERVATION_MARGIN_FLOOR_PERCENT, RESERVATION_MARGIN_PERCENT,
 };
 pub use users::{token_id, Caller, TokenInfo, TOKENS_MAX, TOKEN_ID_LEN};
+pub use view::known_versions;
 
 use borg_model::{Band, Resources};
 use context::Ctx;

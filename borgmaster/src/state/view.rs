@@ -96,18 +96,15 @@ impl CellState {
             .collect()
     }
 
-    /// Whether `known` holds every machine of the shard at its current version and no other
-    /// machine: the shard's assignment has not changed since it was read.
+    /// Whether `known` (from `known_versions`) holds every machine of the shard at its
+    /// current version and no other machine: the shard's assignment has not changed since it
+    /// was read.
     pub fn assignment_is_known(
         &self,
         shard_index: u32,
         shard_count: u32,
-        known: &[v1::KnownAssignment],
+        known: &HashMap<&str, u64>,
     ) -> bool {
-        let known: HashMap<&str, u64> = known
-            .iter()
-            .map(|k| (k.machine.as_str(), k.version))
-            .collect();
         let mut in_shard = 0;
         for m in self
             .machines
@@ -272,6 +269,15 @@ impl CellState {
     }
 }
 
+/// A shard's known assignment as machine → version, built once for the checks of
+/// `CellState::assignment_is_known` (a waiting poll checks again after every applied batch).
+pub fn known_versions(known: &[v1::KnownAssignment]) -> HashMap<&str, u64> {
+    known
+        .iter()
+        .map(|k| (k.machine.as_str(), k.version))
+        .collect()
+}
+
 fn job_to_wire(job: &JobRecord) -> v1::Job {
     v1::Job {
         tasks: job
@@ -342,6 +348,7 @@ fn event_to_wire(e: &Event) -> v1::Event {
 mod tests {
     use super::super::tests::{accepted, machine, placement, spec, submit, Cell};
     use super::super::Command;
+    use super::known_versions;
     use borg_proto::v1;
 
     /// The known set a shard holds after taking `assignment` in full.
@@ -431,25 +438,29 @@ mod tests {
         });
         cell.apply(submit(spec("web", 2, 100, 500)));
         let known = known_of(&cell.state.assignment_delta_view(0, 1, &[])[0]);
-        assert!(cell
-            .state
-            .assignment_is_known(0, 1, std::slice::from_ref(&known)));
-        assert!(!cell.state.assignment_is_known(0, 1, &[]));
+        assert!(cell.state.assignment_is_known(
+            0,
+            1,
+            &known_versions(std::slice::from_ref(&known))
+        ));
+        assert!(!cell.state.assignment_is_known(0, 1, &known_versions(&[])));
         let stranger = v1::KnownAssignment {
             machine: "gone".into(),
             ..Default::default()
         };
         assert!(!cell
             .state
-            .assignment_is_known(0, 1, &[known.clone(), stranger]));
+            .assignment_is_known(0, 1, &known_versions(&[known.clone(), stranger])));
 
         assert_eq!(
             accepted(&cell.plan(vec![placement("web", 0, 0, "m1")])),
             [true]
         );
-        assert!(!cell
-            .state
-            .assignment_is_known(0, 1, std::slice::from_ref(&known)));
+        assert!(!cell.state.assignment_is_known(
+            0,
+            1,
+            &known_versions(std::slice::from_ref(&known))
+        ));
     }
 
     #[test]
