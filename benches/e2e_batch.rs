@@ -8,12 +8,17 @@
 //! build of RocksDB). `TASKS=200` changes the number of tasks; `STATUS_READ=full` watches
 //! progress by reading the whole job (every task) instead of its task counts.
 //!
+//! First, in process and without a cell, it prints what the scheduler's cell watch costs per
+//! task for this job, changed tasks only beside whole jobs (`WATCH_ONLY=1`: only that).
+//!
 //! Besides tasks per second it prints the CPU each process of the cell used during the run
 //! (from /proc: the borglet's line for its reaped children covers the keepers, namespace
 //! inits and tasks) and how busy the whole machine was, and the daemons' pids for profiles.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
+#[path = "e2e_batch/watch_cost.rs"]
+mod watch_cost;
 
 use borg_proto::v1;
 use borg_proto::v1::cell_service_client::CellServiceClient;
@@ -189,6 +194,10 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(1_000);
     let summary = std::env::var("STATUS_READ").map_or(true, |v| v != "full");
+    watch_cost::print(tasks);
+    if std::env::var_os("WATCH_ONLY").is_some() {
+        return;
+    }
     let plain = Instant::now();
     for _ in 0..tasks {
         std::process::Command::new("/bin/true")

@@ -161,6 +161,8 @@ async fn watch_cell(
     let request = v1::WatchCellRequest {
         scheduler_id: "online-bench".into(),
     };
+    // The jobs as the watch has them, to fold per-task changes into.
+    let mut whole_jobs: HashMap<String, v1::Job> = HashMap::new();
     loop {
         let stream = client
             .call(|channel| {
@@ -192,20 +194,36 @@ async fn watch_cell(
                 }
             };
             let at = Instant::now();
-            let jobs = match update.update {
+            let (jobs, changed_tasks) = match update.update {
                 Some(v1::cell_update::Update::Snapshot(s)) => {
                     let mut seen = seen.lock().expect("seen lock");
                     seen.placed_by_job.clear();
                     seen.placed_total = 0;
-                    s.jobs
+                    whole_jobs.clear();
+                    (s.jobs, Vec::new())
                 }
-                Some(v1::cell_update::Update::Change(c)) => c.jobs_upserted,
-                None => Vec::new(),
+                Some(v1::cell_update::Update::Change(c)) => {
+                    for name in &c.jobs_removed {
+                        whole_jobs.remove(name);
+                    }
+                    (c.jobs_upserted, c.jobs_tasks_changed)
+                }
+                None => (Vec::new(), Vec::new()),
             };
             let mut seen = seen.lock().expect("seen lock");
             seen.updates += 1;
-            for job in &jobs {
-                seen.apply(job, at);
+            for job in jobs {
+                seen.apply(&job, at);
+                if let Some(spec) = &job.spec {
+                    whole_jobs.insert(spec.name.clone(), job);
+                }
+            }
+            // A job whose spec did not change arrives as its changed tasks only.
+            for changed in changed_tasks {
+                if let Some(job) = whole_jobs.get_mut(&changed.job) {
+                    borg_proto::convert::apply_tasks_change(job, changed);
+                    seen.apply(job, at);
+                }
             }
             changed.send_modify(|n| *n += 1);
         }

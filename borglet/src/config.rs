@@ -113,6 +113,10 @@ pub struct BorgletConfig {
     pub cpu_busy_threshold_percent: u32,
     /// Time between rounds of memory reclamation and CPU capping.
     pub enforcement_interval_ms: u64,
+    /// Time between usage samples of a running task (taken in enforcement rounds, so at
+    /// least `enforcement_interval_ms` apart): a task's report, and the master's view of its
+    /// usage, changes at most this often.
+    pub usage_sample_interval_ms: u64,
     /// Users besides a task's owner allowed to run commands in it (borgssh), besides those
     /// the master vouches for as admins. The user name comes from the master, which
     /// authenticated it.
@@ -164,6 +168,7 @@ impl BorgletConfig {
             reclaim_free_memory_min_bytes: 256 << 20,
             cpu_busy_threshold_percent: 90,
             enforcement_interval_ms: 1_000,
+            usage_sample_interval_ms: 5_000,
             exec_admin_users: vec!["admin".to_owned()],
             exec_timeout_max_ms: 300_000,
             shell_idle_timeout_s: SHELL_IDLE_TIMEOUT_DEFAULT_S,

@@ -23,6 +23,7 @@ pub mod ports;
 pub mod pressure;
 pub mod pty;
 pub mod register;
+pub mod report_changes;
 pub mod restart;
 pub mod runner;
 pub mod sandbox;
@@ -280,6 +281,7 @@ impl Borglet {
             starts_in_flight_max: config.starts_in_flight_max,
             poll_start_wait_ms: config.poll_start_wait_ms,
             keeper_program: config.keeper_program.clone(),
+            usage_sample_interval_ms: config.usage_sample_interval_ms,
         };
         match &config.keeper_program {
             Some(program) => {

@@ -3,6 +3,7 @@
 use crate::assignment::TaskKey;
 use crate::log_reader::{stream_log, LogRead, LOG_STREAM_QUEUE_MAX};
 use crate::metrics::BorgletMetrics;
+use crate::report_changes::ReportCursor;
 use crate::supervisor::{ExecError, PollError, Supervisor};
 use borg_common::now_ms;
 use borg_model::MachineInfo;
@@ -319,10 +320,20 @@ impl BorgletService for BorgletRpc {
         let keys = request
             .keyed
             .then(|| task_keys_from_wire(request.desired_keys));
+        let since = ReportCursor {
+            epoch: request.report_epoch,
+            seq: request.reports_since,
+        };
         let (report, unknown) = self
             .supervisor
-            .poll_keyed(&request.machine, request.desired, keys)
+            .poll_keyed(&request.machine, request.desired, keys, since)
             .await?;
+        let forgotten = group_task_keys(
+            report
+                .forgotten
+                .iter()
+                .map(|k| (k.job.as_str(), k.index, k.incarnation)),
+        );
         Ok(Response::new(v1::PollResponse {
             machine: self.info.name.clone(),
             info: Some(self.info.clone().into()),
@@ -335,6 +346,10 @@ impl BorgletService for BorgletRpc {
                     .iter()
                     .map(|k| (k.job.as_str(), k.index, k.incarnation)),
             ),
+            report_epoch: report.cursor.epoch,
+            report_seq: report.cursor.seq,
+            incremental: report.incremental,
+            forgotten,
         }))
     }
 }

@@ -13,9 +13,10 @@ use crate::enforce::{cpu_capped, reclamation_victims, RunningTask};
 use crate::metrics::{BorgletMetrics, ExitReason};
 use crate::ports::{env_name, PortAllocator, PortError};
 use crate::pressure::MachinePressure;
+use crate::report_changes::{ReportChanges, ReportCursor, ReportedView};
 use crate::restart::{AfterExit, RestartTracker};
 use crate::runner::{self, LaunchSpec, SpawnError, TaskExit, TaskProcess};
-use crate::sandbox::{delete_sandboxes, Sandbox, SandboxRetention};
+use crate::sandbox::{delete_sandboxes, Sandbox, SandboxRetention, SandboxSpares};
 use crate::state_dir::{StateDir, TaskRecord};
 use crate::substitute::{substitute, Substitutions};
 use borg_common::now_ms;
@@ -63,6 +64,8 @@ pub struct SupervisorSettings {
     pub port_range: (u16, u16),
     /// Program exec'd as each task's keeper (see `BorgletConfig::keeper_program`).
     pub keeper_program: Option<PathBuf>,
+    /// Time between usage samples of a task (see `BorgletConfig::usage_sample_interval_ms`).
+    pub usage_sample_interval_ms: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -146,6 +149,9 @@ struct Slot {
     /// Named ports of the incarnation while it holds them (copied from the allocator at
     /// start, so reports need not ask it).
     ports: crate::ports::TaskPorts,
+    /// The report as last numbered, and its change number (see `report_changes`).
+    reported: Option<ReportedView>,
+    changed_seq: u64,
 }
 
 impl Slot {
@@ -167,6 +173,35 @@ impl Slot {
             cpu_capped: false,
             keeper_pid: 0,
             ports: Default::default(),
+            reported: None,
+            changed_seq: 0,
+        }
+    }
+
+    /// Gives the report a new change number if it differs from the one last numbered.
+    fn number_report(&mut self, state: TaskState, changes: &mut ReportChanges) {
+        let same = self.reported.as_ref().is_some_and(|r| {
+            r.state == state
+                && r.pid == self.pid
+                && r.exit_code == self.exit_code
+                && r.restarts == self.restarts
+                && r.started_ms == self.started_ms
+                && r.usage == self.usage
+                && r.message == self.message
+                && r.ports == self.ports
+        });
+        if !same {
+            self.reported = Some(ReportedView {
+                state,
+                pid: self.pid,
+                exit_code: self.exit_code,
+                restarts: self.restarts,
+                started_ms: self.started_ms,
+                usage: self.usage,
+                message: self.message.clone(),
+                ports: self.ports.clone(),
+            });
+            self.changed_seq = changes.next_seq();
         }
     }
 
@@ -259,9 +294,16 @@ pub struct EnforcementSettings {
 /// What a poll answers besides the task reports.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Report {
+    /// Every task held, or with `incremental` those whose report changed since the cursor
+    /// asked for.
     pub tasks: Vec<v1::TaskReport>,
     /// Sum of the tasks' usage.
     pub usage: Resources,
+    /// The report is complete up to here.
+    pub cursor: ReportCursor,
+    pub incremental: bool,
+    /// With `incremental`: tasks no longer reported since the cursor asked for.
+    pub forgotten: Vec<TaskKey>,
 }
 
 pub struct Supervisor {
@@ -270,7 +312,11 @@ pub struct Supervisor {
     state_dir: StateDir,
     metrics: BorgletMetrics,
     table: Mutex<BTreeMap<TaskKey, Slot>>,
+    /// Numbering of report changes; locked after `table`, only while reporting.
+    report_changes: Mutex<ReportChanges>,
     sandboxes: Mutex<SandboxRetention>,
+    /// Emptied sandboxes reused by new tasks (only with cgroups, which drain finished tasks).
+    spares: Arc<SandboxSpares>,
     /// Tasks' named ports.
     ports: PortAllocator,
     /// Polls are applied one at a time.
@@ -293,6 +339,7 @@ impl Supervisor {
         Supervisor {
             state_dir: StateDir::new(&settings.data_dir),
             sandboxes: Mutex::new(SandboxRetention::new(settings.finished_sandboxes_max)),
+            spares: Arc::new(SandboxSpares::new(&settings.data_dir, cgroups.is_some())),
             start_permits: tokio::sync::Semaphore::new(settings.starts_in_flight_max.max(1)),
             start_settled: tokio::sync::Notify::new(),
             ports: PortAllocator::new(settings.port_range.0, settings.port_range.1),
@@ -300,6 +347,7 @@ impl Supervisor {
             cgroups,
             metrics,
             table: Mutex::new(BTreeMap::new()),
+            report_changes: Mutex::new(ReportChanges::new(report_epoch())),
             poll_lock: tokio::sync::Mutex::new(()),
             detach: CancellationToken::new(),
         }
@@ -324,19 +372,21 @@ impl Supervisor {
         machine: &str,
         desired: Vec<v1::AssignedTask>,
     ) -> Result<Report, PollError> {
-        self.poll_keyed(machine, desired, None)
+        self.poll_keyed(machine, desired, None, ReportCursor::default())
             .await
             .map(|(report, _)| report)
     }
 
     /// `poll` where, with `keys`, the desired set is `keys` and `desired` holds only the
     /// tasks this borglet may not have yet (a keyed poll). Also answers the keys whose task
-    /// it does not have, for which it did nothing (the caller then polls in full).
+    /// it does not have, for which it did nothing (the caller then polls in full). The
+    /// report holds only what changed after `since` when it can (see `report_changes`).
     pub async fn poll_keyed(
         self: &Arc<Self>,
         machine: &str,
         desired: Vec<v1::AssignedTask>,
         keys: Option<Vec<TaskKey>>,
+        since: ReportCursor,
     ) -> Result<(Report, Vec<TaskKey>), PollError> {
         let received = Instant::now();
         if !machine.is_empty() && machine != self.settings.machine_name {
@@ -377,7 +427,7 @@ impl Supervisor {
             })
             .collect();
         self.wait_for_starts(&started, received).await;
-        Ok((self.report(), unknown))
+        Ok((self.report(since), unknown))
     }
 
     /// Waits (at most `poll_start_wait_ms` after `since`) until each of `keys` has a running
@@ -605,7 +655,7 @@ impl Supervisor {
             .as_ref()
             .map(|u| (u.uid, u.gid));
         sandbox
-            .create(owner)
+            .create(owner, &self.spares)
             .map_err(|source| StartError::Sandbox {
                 path: sandbox.dir.clone(),
                 source,
@@ -940,7 +990,8 @@ impl Supervisor {
         };
         if !expired.is_empty() {
             // Deleting many files should not hold up a Poll.
-            tokio::task::spawn_blocking(move || delete_sandboxes(&expired));
+            let spares = Arc::clone(&self.spares);
+            tokio::task::spawn_blocking(move || delete_sandboxes(&expired, &spares));
         }
     }
 
@@ -956,7 +1007,8 @@ impl Supervisor {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .adopt_leftovers(&self.settings.data_dir, &current);
-        delete_sandboxes(&expired);
+        self.spares.clear_leftovers();
+        delete_sandboxes(&expired, &self.spares);
     }
 
     /// Takes over the tasks a previous run of the borglet left running (found through their
@@ -1007,20 +1059,20 @@ impl Supervisor {
         adopted
     }
 
-    /// Reports every task held; forgets tasks that left the desired set once they are over
-    /// (a stopped one after reporting it KILLED a last time).
-    fn report(&self) -> Report {
+    /// Reports every task held (or, when `since` allows, those whose report changed after
+    /// it); forgets tasks that left the desired set once they are over (a stopped one after
+    /// reporting it KILLED a last time). Usage is as last sampled (`sample_usage_of`).
+    fn report(&self, since: ReportCursor) -> Report {
         let mut table = self.table();
-        let now = Instant::now();
-        let mut tasks = Vec::with_capacity(table.len());
+        let mut changes = self
+            .report_changes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let incremental = changes.answers_incrementally(since);
+        let mut tasks = Vec::new();
         let mut usage = Resources::ZERO;
         let mut forget = BTreeSet::new();
         for (key, slot) in table.iter_mut() {
-            if slot.phase == Phase::Running && slot.pid != 0 {
-                if let Some(cgroups) = &self.cgroups {
-                    sample_usage(slot, cgroups.usage(&key.dir_name()), now);
-                }
-            }
             let state = match (slot.desired, slot.phase) {
                 (false, Phase::Succeeded | Phase::Failed) => {
                     forget.insert(key.clone());
@@ -1041,15 +1093,35 @@ impl Supervisor {
             if matches!(slot.phase, Phase::Running | Phase::Stopping) {
                 usage += slot.usage;
             }
-            tasks.push(slot.report(key, state));
+            slot.number_report(state, &mut changes);
+            if !incremental || slot.changed_seq > since.seq {
+                tasks.push(slot.report(key, state));
+            }
         }
         table.retain(|key, _| !forget.contains(key));
         drop(table);
+        for key in &forget {
+            changes.forget(key.clone());
+        }
+        let forgotten = if incremental {
+            changes.forgotten_since(since.seq).cloned().collect()
+        } else {
+            Vec::new()
+        };
+        let cursor = changes.cursor();
+        drop(changes);
         self.retire_sandboxes(forget.iter());
-        Report { tasks, usage }
+        Report {
+            tasks,
+            usage,
+            cursor,
+            incremental,
+            forgotten,
+        }
     }
 
     /// Tasks whose process runs, with their current memory use (read from their cgroups).
+    /// The readings are also the tasks' usage samples (see `record_usage`).
     pub fn running_tasks(&self) -> Vec<RunningTask> {
         let running: Vec<(TaskKey, Arc<TaskAssignment>)> = self
             .table()
@@ -1057,16 +1129,45 @@ impl Supervisor {
             .filter(|(_, s)| s.phase == Phase::Running && s.pid != 0)
             .filter_map(|(key, s)| Some((key.clone(), Arc::clone(s.task.as_ref()?))))
             .collect();
-        running
+        let readings: Vec<(RunningTask, CgroupUsage)> = running
             .into_iter()
-            .map(|(key, a)| RunningTask {
-                memory_bytes: self.cgroup_usage(&key).memory_bytes,
-                priority: a.priority,
-                app_class: a.app_class,
-                cpu_limit_millis: a.template.resources.cpu_millis,
-                key,
+            .map(|(key, a)| {
+                let reading = self.cgroup_usage(&key);
+                let task = RunningTask {
+                    memory_bytes: reading.memory_bytes,
+                    priority: a.priority,
+                    app_class: a.app_class,
+                    cpu_limit_millis: a.template.resources.cpu_millis,
+                    key,
+                };
+                (task, reading)
             })
-            .collect()
+            .collect();
+        self.record_usage(&readings);
+        readings.into_iter().map(|(task, _)| task).collect()
+    }
+
+    /// Makes cgroup readings the tasks' reported usage, at most once per task every
+    /// `usage_sample_interval_ms` (a changed usage is a changed report: sampling more often
+    /// would send every running task in every incremental report).
+    fn record_usage(&self, readings: &[(RunningTask, CgroupUsage)]) {
+        if self.cgroups.is_none() {
+            return;
+        }
+        let interval = Duration::from_millis(self.settings.usage_sample_interval_ms);
+        let now = Instant::now();
+        let mut table = self.table();
+        for (task, reading) in readings {
+            let Some(slot) = table.get_mut(&task.key) else {
+                continue;
+            };
+            let due = slot
+                .cpu_sample
+                .is_none_or(|(_, at)| now.duration_since(at) >= interval);
+            if due && slot.phase == Phase::Running && slot.pid != 0 {
+                sample_usage(slot, *reading, now);
+            }
+        }
     }
 
     /// Kills a running task on the borglet's own account (no grace period); it is reported
@@ -1295,6 +1396,16 @@ impl Supervisor {
             }
         }
     }
+}
+
+/// A number for this instance's report changes that differs from earlier instances' (its
+/// start time in nanoseconds).
+fn report_epoch() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |elapsed| {
+            u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX)
+        })
 }
 
 /// Memory is the current charge; CPU is the rate between this reading and the previous one.

@@ -441,6 +441,7 @@ async fn a_keyed_poll_keeps_held_tasks_and_names_the_unknown_ones() {
         master_index: 2,
         keyed: true,
         desired_keys: keys_of(keys),
+        ..Default::default()
     };
     // `held` by key, `fresh` in full, `missing` by key although this borglet never had it.
     let response = harness
@@ -476,6 +477,137 @@ async fn a_keyed_poll_keeps_held_tasks_and_names_the_unknown_ones() {
 /// The exec'd keeper is its task's namespace init: it reaps the orphans the task leaves, and
 /// a task killed by a signal is reported so (an init cannot die of the task's signal, so the
 /// keeper hands the borglet the task's wait status).
+impl Harness {
+    /// A full poll asking only for the report changes after `since` (epoch, change number).
+    async fn poll_since(
+        &mut self,
+        desired: &[v1::AssignedTask],
+        since: (u64, u64),
+    ) -> v1::PollResponse {
+        self.client
+            .poll(v1::PollRequest {
+                machine: MACHINE.into(),
+                desired: desired.to_vec(),
+                master_index: 1,
+                report_epoch: since.0,
+                reports_since: since.1,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+    }
+}
+
+fn cursor_of(response: &v1::PollResponse) -> (u64, u64) {
+    (response.report_epoch, response.report_seq)
+}
+
+#[tokio::test]
+async fn incremental_reports_carry_only_changes_and_restarts_bring_a_full_one() {
+    let mut harness = Harness::start_with(CgroupMode::Off, |c| c.kill_tasks_on_exit = false).await;
+    let kept = task("kept", 0, "/bin/sleep", &["1000"]);
+    let dropped = task("dropped", 0, "/bin/sleep", &["1000"]);
+    let both = vec![kept.clone(), dropped.clone()];
+    let running = harness
+        .poll_until(&both, "both tasks to run", |r| {
+            [&kept, &dropped].iter().all(|t| {
+                report_of(r, t).is_some_and(|t| t.state() == v1::TaskState::Running && t.pid > 0)
+            })
+        })
+        .await;
+    assert!(
+        !running.incremental,
+        "a poll without a cursor is answered in full"
+    );
+    assert_ne!(running.report_epoch, 0);
+    let quiet = harness.poll_since(&both, cursor_of(&running)).await;
+    assert!(quiet.incremental);
+    assert!(quiet.tasks.is_empty(), "nothing changed: {:?}", quiet.tasks);
+    assert!(quiet.forgotten.is_empty());
+    assert_eq!(quiet.report_seq, running.report_seq);
+
+    // A task leaves the desired set: reported KILLED, then forgotten, both incrementally.
+    let mut since = cursor_of(&quiet);
+    let mut killed_seen = false;
+    let deadline = Instant::now() + WAIT_MAX;
+    loop {
+        let response = harness.poll_since(std::slice::from_ref(&kept), since).await;
+        assert!(response.incremental);
+        assert_eq!(state_of(&response, &kept), None, "`kept` did not change");
+        killed_seen |= state_of(&response, &dropped) == Some(v1::TaskState::Killed);
+        since = cursor_of(&response);
+        if response.forgotten == keys_of(&[&dropped]) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "`dropped` was never forgotten");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        killed_seen,
+        "the stopped task was forgotten without a KILLED report"
+    );
+
+    // A cursor of another epoch (another borglet, or this one restarted) gets everything.
+    let stranger = harness
+        .poll_since(std::slice::from_ref(&kept), (since.0 + 1, since.1))
+        .await;
+    assert!(!stranger.incremental);
+    assert_eq!(state_of(&stranger, &kept), Some(v1::TaskState::Running));
+    harness.restart_borglet().await;
+    let after_restart = harness.poll_since(std::slice::from_ref(&kept), since).await;
+    assert!(!after_restart.incremental);
+    assert_ne!(after_restart.report_epoch, since.0);
+    assert_eq!(
+        state_of(&after_restart, &kept),
+        Some(v1::TaskState::Running)
+    );
+
+    harness
+        .poll_until(&[], "every task to be gone", |r| r.tasks.is_empty())
+        .await;
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn usage_is_sampled_on_its_own_timer_and_reported_as_a_change() {
+    let mut harness = Harness::start_with(CgroupMode::Auto, |c| {
+        c.enforcement_interval_ms = 20;
+        c.usage_sample_interval_ms = 100;
+    })
+    .await;
+    if harness.cgroups.is_none() {
+        eprintln!("skipped: no cgroups, so no usage is read");
+        harness.stop().await;
+        return;
+    }
+    let spinner = task("spinner", 0, "/bin/sh", &["-c", "while :; do :; done"]);
+    let desired = vec![spinner.clone()];
+    let first = harness
+        .poll_until(&desired, "the task to run", |r| {
+            report_of(r, &spinner).is_some_and(|t| t.pid > 0)
+        })
+        .await;
+    // Polled with a cursor, the task comes back only when its usage sample changes it.
+    let mut since = cursor_of(&first);
+    let deadline = Instant::now() + WAIT_MAX;
+    loop {
+        let response = harness.poll_since(&desired, since).await;
+        assert!(response.incremental);
+        since = cursor_of(&response);
+        let usage = report_of(&response, &spinner).and_then(|t| t.usage);
+        if usage.is_some_and(|u| u.cpu_millis > 0 && u.ram_bytes > 0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no usage was reported");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    harness
+        .poll_until(&[], "every task to be gone", |r| r.tasks.is_empty())
+        .await;
+    harness.stop().await;
+}
+
 #[tokio::test]
 async fn the_keeper_as_init_reaps_orphans_and_reports_a_death_by_signal() {
     let mut harness = Harness::start(CgroupMode::Auto).await;

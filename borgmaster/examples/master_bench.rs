@@ -41,12 +41,16 @@ struct Settings {
     etcd: bool,
     /// Only the throughput rounds (for profiling).
     throughput_only: bool,
+    /// Only the failover trials (A/B of election settings).
+    failover_only: bool,
 }
 
 /// Passes `--sync-inline-wait-ms` to the replica processes (A/B of the setting).
 const SYNC_INLINE_WAIT_ENV: &str = "MASTER_BENCH_SYNC_INLINE_WAIT_MS";
+/// Passes `--leader-lost-tick-speedup` to the replica processes (A/B of the setting).
+const LEADER_LOST_SPEEDUP_ENV: &str = "MASTER_BENCH_LEADER_LOST_TICK_SPEEDUP";
 
-const USAGE: &str = "master_bench [--quick] [--rounds N] [--no-etcd] [--throughput-only] [--inject-fsync-stall-ms N] [--sync-inline-wait-ms N]";
+const USAGE: &str = "master_bench [--quick] [--rounds N] [--no-etcd] [--throughput-only] [--inject-fsync-stall-ms N] [--sync-inline-wait-ms N] [--leader-lost-tick-speedup N] [--failover-only]";
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -86,12 +90,22 @@ fn main() {
             }
         }
     }
+    if let Some(i) = args.iter().position(|a| a == "--leader-lost-tick-speedup") {
+        match args.get(i + 1).and_then(|n| n.parse::<u64>().ok()) {
+            Some(n) if n >= 1 => std::env::set_var(LEADER_LOST_SPEEDUP_ENV, n.to_string()),
+            _ => {
+                eprintln!("--leader-lost-tick-speedup needs a number of 1 or more\n{USAGE}");
+                std::process::exit(2);
+            }
+        }
+    }
     let settings = Settings {
         throughput_s: if quick { 3 } else { 10 },
         rounds,
         failover_trials: 7,
         etcd: !args.iter().any(|a| a == "--no-etcd"),
         throughput_only: args.iter().any(|a| a == "--throughput-only"),
+        failover_only: args.iter().any(|a| a == "--failover-only"),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -114,6 +128,9 @@ fn run_replica(args: &[String]) {
     config.checkpoint_every_entries = args[3].parse().expect("checkpoint every");
     if let Ok(ms) = std::env::var(SYNC_INLINE_WAIT_ENV) {
         config.sync_inline_wait_ms = ms.parse().expect("sync inline wait ms");
+    }
+    if let Ok(speedup) = std::env::var(LEADER_LOST_SPEEDUP_ENV) {
+        config.leader_lost_tick_speedup = speedup.parse().expect("leader lost tick speedup");
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -226,6 +243,17 @@ async fn bench(settings: Settings) {
             defaults.sync_inline_wait_ms
         );
     }
+    println!(
+        "borgmaster: heartbeat rounds {}x faster for {} ms once the leader's connection is lost{}",
+        std::env::var(LEADER_LOST_SPEEDUP_ENV)
+            .unwrap_or_else(|_| defaults.leader_lost_tick_speedup.to_string()),
+        defaults.leader_lost_fast_ms,
+        if std::env::var(LEADER_LOST_SPEEDUP_ENV).is_ok() {
+            " (set by --leader-lost-tick-speedup)"
+        } else {
+            " (default)"
+        },
+    );
     if defaults.fault_fsync_stall_ms > 0 {
         println!(
             "FAULT INJECTION: every fsync of every borgmaster replica takes {} ms longer (etcd's do not)",
@@ -234,6 +262,14 @@ async fn bench(settings: Settings) {
     }
     let concurrencies = [1usize, 64];
     let mut rows: Vec<(String, String, String)> = Vec::new();
+    if settings.failover_only {
+        let mut cell = BorgCell::start(&dir.path().join("failover"), 1_000_000);
+        cell.wait_leader().await;
+        let times = cell.failover(settings.failover_trials).await;
+        let (median_ms, max_ms) = median_max(times.clone());
+        println!("borgmaster: failover ms {times:?}: median {median_ms:.0}, max {max_ms:.0}");
+        return;
+    }
     let cell = BorgCell::start(dir.path(), 1_000_000);
     cell.wait_leader().await;
     let etcd = if settings.etcd && ensure_etcd() {
@@ -614,16 +650,33 @@ impl BorgCell {
     /// Loads 100,000 tasks, waits for a checkpoint covering them on a follower, restarts that
     /// follower (SIGKILL) and times it until it serves at the leader's applied index.
     async fn recovery(&mut self) -> (f64, u64) {
-        let leader = self.wait_leader().await;
-        let mut client = self.client(&self.addresses[leader]);
+        let mut leader = self.wait_leader().await;
         for j in 0..RECOVERY_JOBS {
             let name = format!("big-{j}");
-            let request = v1::SubmitJobRequest {
-                spec: Some(job(&name, RECOVERY_TASKS_PER_JOB)),
-                request_id: name,
-                check_index: None,
-            };
-            client.submit_job(request).await.expect("load tasks");
+            // Retried at the (new) leader with the same request id if the leader changes
+            // while loading: the loop's checkpoints of a 100,000-task state on a busy machine
+            // can hold it past a heartbeat round. Counted and printed.
+            let mut attempts = 0;
+            loop {
+                let request = v1::SubmitJobRequest {
+                    spec: Some(job(&name, RECOVERY_TASKS_PER_JOB)),
+                    request_id: name.clone(),
+                    check_index: None,
+                };
+                let mut client = self.client(&self.addresses[leader]);
+                match client.submit_job(request).await {
+                    Ok(_) => break,
+                    Err(status) => {
+                        attempts += 1;
+                        println!(
+                            "loading tasks: {name} refused ({}); retrying at the leader",
+                            status.message()
+                        );
+                        assert!(attempts < 20, "cannot load tasks: {status:?}");
+                        leader = self.wait_leader().await;
+                    }
+                }
+            }
         }
         let leader_status = self.status(leader).await.expect("leader status");
         let (target, target_log) = (leader_status.applied_index, leader_status.applied_log_index);

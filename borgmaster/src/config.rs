@@ -74,6 +74,15 @@ pub struct ReplicaConfig {
     /// in flight (0.97x, 1.0x), where 5 ms gave 0.82x and 1.13x. A stalled disk costs the
     /// loop no more than this; ticks and heartbeats go on.
     pub sync_inline_wait_ms: u64,
+    /// When the delivery stream to the leader breaks (its process died: the kernel closes
+    /// its connections at once), OmniPaxos' clock runs this many times faster (1: off), so
+    /// heartbeat rounds are that much shorter and the followers elect a new leader in a
+    /// fraction of the election timeout; for at most `leader_lost_fast_ms`, or until a
+    /// leader is elected. A leader that only lost a connection but lives keeps its place:
+    /// it still answers heartbeats, and a replica takes over only when all it hears from
+    /// are unhappy.
+    pub leader_lost_tick_speedup: u64,
+    pub leader_lost_fast_ms: u64,
     /// Fault injection, off (0) by default: every fsync of this replica's log takes this many
     /// ms longer, as when the disk stalls. Tests and benchmarks turn it on to show that a
     /// slow disk does not cost the cell its leader. `new` reads it from the environment
@@ -112,6 +121,8 @@ impl ReplicaConfig {
             auth: None,
             replica_message_max_bytes: 256 * 1024 * 1024,
             sync_inline_wait_ms: 0,
+            leader_lost_tick_speedup: 4,
+            leader_lost_fast_ms: 500,
             fault_fsync_stall_ms: fault_fsync_stall_ms_from_env(),
         }
     }

@@ -32,9 +32,12 @@
 //!
 //! A step that only raises the decided index costs no fsync (`storage`).
 //!
-//! Batching: the proposals drained in one pass become one log entry of up to
-//! `ENTRY_COMMANDS_MAX` commands (`ENTRY_BYTES_MAX` bytes); apply runs them in order and
-//! answers each writer.
+//! Batching: the proposals taken while this replica's fsync is in flight are gathered, and
+//! become one log entry of up to `ENTRY_COMMANDS_MAX` commands (`ENTRY_BYTES_MAX` bytes) in
+//! the pass that sees the sync end (at once when full); with no sync in flight, a pass's
+//! proposals are appended in that pass, so a lone write waits for nothing. Holding them
+//! delays no write: an entry appended during a sync is covered only by the next one. Apply
+//! runs an entry's commands in order and answers each writer.
 //!
 //! Indices: OmniPaxos' position `p` (0-based) is log index `p + 1`, so a state's
 //! `applied_log_index()` is also the next position to apply. Each command has its own
@@ -56,7 +59,7 @@ use omnipaxos::messages::Message;
 use omnipaxos::util::LogEntry as PaxosLogEntry;
 use omnipaxos::{ClusterConfig, CompactionErr, OmniPaxos, ServerConfig};
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, RwLock, TryLockError};
 use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -70,6 +73,10 @@ pub type Paxos = OmniPaxos<SharedEntry, RocksStorage<SharedEntry>>;
 pub const APPLY_BATCH_MAX: usize = 1_024;
 /// Most queued messages or proposals handled per wake-up before the loop ticks again.
 const DRAIN_MAX: usize = 256;
+/// Longest time the loop defers applying because readers hold the cell state (a watcher's
+/// snapshot, a checkpoint being serialized): it then waits for the lock. Deferring keeps
+/// ticks and heartbeats flowing, so a long read never costs the leader its place.
+const APPLY_DEFER_MAX_MS: u64 = 1_000;
 
 /// What a write's waiter learns (also the answer to a forwarded write, in bincode).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -102,6 +109,9 @@ pub enum Incoming {
     Messages(Vec<PaxosMessage>),
     /// A peer answers again after failures: OmniPaxos re-syncs with it.
     Reconnected(u64),
+    /// The delivery stream to a peer broke (its process died, or the connection did): if
+    /// it leads, heartbeat rounds run faster for a while (`LoopSettings`).
+    PeerLost(u64),
 }
 
 /// Who leads, as this replica sees it.
@@ -159,6 +169,10 @@ pub struct LoopSettings {
     pub peer_token: borg_common::master_client::TokenInterceptor,
     /// How long a pass waits for the fsync it started before going on without it.
     pub sync_inline_wait_ms: u64,
+    /// OmniPaxos ticks per tick of the clock while the leader's connection is lost (1: no
+    /// speed-up), for at most `leader_lost_fast_ms`.
+    pub leader_lost_tick_speedup: u64,
+    pub leader_lost_fast_ms: u64,
 }
 
 /// Least time between two attempts to catch up from a peer's checkpoint.
@@ -193,6 +207,8 @@ pub struct PaxosLoop {
     outgoing: Vec<PaxosMessage>,
     checkpoint_task: Option<CheckpointTask>,
     last_checkpoint_at: Instant,
+    /// Since when applying has waited for readers to release the cell state.
+    apply_deferred_since: Option<Instant>,
     /// Highest trim index a leader asked for (applied up to our own checkpoint).
     trim_requested: usize,
     /// A peer's checkpoint being fetched because this replica is behind the trim point.
@@ -204,6 +220,8 @@ pub struct PaxosLoop {
     sync_started_at: Instant,
     /// Messages waiting for a sync (see `persist_gate`).
     gate: PersistGate,
+    /// Until when heartbeat rounds run faster: the connection to the leader broke.
+    fast_election_until: Option<Instant>,
 }
 
 impl PaxosLoop {
@@ -239,6 +257,7 @@ impl PaxosLoop {
             outgoing: Vec::new(),
             checkpoint_task: None,
             last_checkpoint_at: Instant::now(),
+            apply_deferred_since: None,
             trim_requested: 0,
             catch_up_task: None,
             last_catch_up_at: None,
@@ -246,6 +265,7 @@ impl PaxosLoop {
             sync_in_flight: false,
             sync_started_at: Instant::now(),
             gate: PersistGate::default(),
+            fast_election_until: None,
         })
     }
 
@@ -263,7 +283,9 @@ impl PaxosLoop {
                 biased;
                 _ = shutdown.cancelled() => break,
                 _ = ticker.tick() => {
-                    self.paxos.tick();
+                    for _ in 0..self.ticks_per_tick() {
+                        self.paxos.tick();
+                    }
                     self.expire_waiters();
                     self.maybe_checkpoint();
                 }
@@ -297,6 +319,13 @@ impl PaxosLoop {
             // only once synced), whatever this replica's own sync, so it is applied and
             // answered at once.
             self.apply_decided();
+            // The writes gathered while a sync was in flight become one entry once it ends:
+            // appended earlier, they would still wait for the next sync (a sync covers only
+            // what was written before it began), so holding them costs a writer nothing and
+            // shares the entry's cost (storage write, messages, decode) among more writes.
+            if !self.sync_in_flight {
+                self.append_batch();
+            }
             if let Err(error) = self.start_sync() {
                 tracing::error!(%error, "cannot make the log durable; stopping the replica");
                 failure = Some(error);
@@ -305,10 +334,9 @@ impl PaxosLoop {
             self.send_outgoing();
             self.update_leader();
         }
-        for (_, waiters) in self.waiters.drain() {
-            for waiter in waiters {
-                let _ = waiter.reply.send(Err(ProposeError::ShuttingDown));
-            }
+        let batch = self.batch_waiters.drain(..).map(|(_, w)| w);
+        for waiter in self.waiters.drain().flat_map(|(_, w)| w).chain(batch) {
+            let _ = waiter.reply.send(Err(ProposeError::ShuttingDown));
         }
         // A checkpoint in flight is finished, so the database is not closed under it (so is a
         // sync: dropping the loop's `LogSyncer` joins the fsync thread).
@@ -386,6 +414,36 @@ impl PaxosLoop {
                 tracing::info!(peer, "peer reachable again; re-syncing");
                 self.paxos.reconnected(peer);
             }
+            Incoming::PeerLost(peer) => {
+                if self.leader.leader_id == Some(peer) && self.settings.leader_lost_tick_speedup > 1
+                {
+                    tracing::info!(
+                        leader = peer,
+                        "connection to the leader lost; faster heartbeat rounds"
+                    );
+                    self.fast_election_until = Some(
+                        Instant::now() + Duration::from_millis(self.settings.leader_lost_fast_ms),
+                    );
+                }
+            }
+        }
+    }
+
+    /// OmniPaxos ticks to run on this tick of the clock. After the connection to the leader
+    /// broke (a killed process closes its sockets at once), heartbeat rounds run
+    /// `leader_lost_tick_speedup` times faster until a leader is elected or
+    /// `leader_lost_fast_ms` passed: the followers find the leader gone in a fraction of the
+    /// election timeout. Safety does not depend on it (ballots do); a leader that is alive
+    /// still answers within a short round on loopback, and a takeover needs every other
+    /// replica that answers to be unhappy too, so a live leader keeps its place.
+    fn ticks_per_tick(&mut self) -> u64 {
+        match self.fast_election_until {
+            Some(until) if Instant::now() < until => self.settings.leader_lost_tick_speedup,
+            Some(_) => {
+                self.fast_election_until = None;
+                1
+            }
+            None => 1,
         }
     }
 
@@ -506,7 +564,6 @@ impl PaxosLoop {
                 Err(_) => break,
             }
         }
-        self.append_batch();
     }
 
     /// Sends what may leave now: messages held for a sync that has finished, then this
@@ -540,6 +597,7 @@ impl PaxosLoop {
         }
         let was_self = self.leader.is_self;
         if leader_id != self.leader.leader_id {
+            self.fast_election_until = None;
             self.metrics.leader_changes.inc();
             tracing::info!(
                 replica = self.settings.id,
@@ -559,18 +617,23 @@ impl PaxosLoop {
         if was_self && !is_self {
             // Entries may still be decided by the next leader; the callers retry there with
             // the same request ids, which the state machine answers from its dedup window.
-            let leader_address = self.leader.leader_address.clone();
-            self.batch.clear();
-            self.batch_bytes = 0;
-            let batch = self.batch_waiters.drain(..).map(|(_, w)| w);
-            for waiter in self.waiters.drain().flat_map(|(_, w)| w).chain(batch) {
-                let _ = waiter.reply.send(Err(ProposeError::NotLeader {
-                    leader_address: leader_address.clone(),
-                }));
-            }
-            self.waiter_count = 0;
+            self.fail_waiters(self.leader.leader_address.clone());
         }
         self.channels.leader.send_replace(self.leader.clone());
+    }
+
+    /// Answers every waiting write, and those gathered for the next entry (dropped), that
+    /// this replica no longer leads.
+    fn fail_waiters(&mut self, leader_address: Option<String>) {
+        self.batch.clear();
+        self.batch_bytes = 0;
+        let batch = self.batch_waiters.drain(..).map(|(_, w)| w);
+        for waiter in self.waiters.drain().flat_map(|(_, w)| w).chain(batch) {
+            let _ = waiter.reply.send(Err(ProposeError::NotLeader {
+                leader_address: leader_address.clone(),
+            }));
+        }
+        self.waiter_count = 0;
     }
 
     /// Applies decided entries not applied yet, about `APPLY_BATCH_MAX` commands per call.
@@ -584,7 +647,35 @@ impl PaxosLoop {
             return;
         }
         let to = decided.min(applied + APPLY_BATCH_MAX as u64);
+        let state_lock = self.state.clone();
+        let mut state = match state_lock.try_write() {
+            Ok(guard) => guard,
+            Err(TryLockError::WouldBlock) => {
+                let since = *self.apply_deferred_since.get_or_insert_with(Instant::now);
+                if since.elapsed() < Duration::from_millis(APPLY_DEFER_MAX_MS) {
+                    // Applied at a later pass; the loop goes on ticking meanwhile.
+                    self.publish_progress();
+                    return;
+                }
+                tracing::debug!(
+                    "applying waited {APPLY_DEFER_MAX_MS} ms for readers; waiting for the lock"
+                );
+                match state_lock.write() {
+                    Ok(guard) => guard,
+                    Err(_) => {
+                        tracing::error!("cell state lock poisoned; not applying");
+                        return;
+                    }
+                }
+            }
+            Err(TryLockError::Poisoned(_)) => {
+                tracing::error!("cell state lock poisoned; not applying");
+                return;
+            }
+        };
+        self.apply_deferred_since = None;
         let Some(entries) = self.paxos.read_entries(applied as usize..to as usize) else {
+            drop(state);
             // Decided but not in this log: the leader trimmed past this replica.
             self.start_catch_up();
             self.publish_progress();
@@ -594,10 +685,6 @@ impl PaxosLoop {
         let mut replies = Vec::new();
         let mut behind_trim_point = false;
         {
-            let Ok(mut state) = self.state.write() else {
-                tracing::error!("cell state lock poisoned; not applying");
-                return;
-            };
             let mut commands_applied = 0usize;
             for (offset, entry) in entries.into_iter().enumerate() {
                 if commands_applied >= APPLY_BATCH_MAX {
@@ -648,6 +735,7 @@ impl PaxosLoop {
                 }
             }
         }
+        drop(state);
         if behind_trim_point {
             self.start_catch_up();
         }
@@ -688,15 +776,21 @@ impl PaxosLoop {
         if !due {
             return;
         }
-        let bytes = match self.state.read() {
-            Ok(state) => state.to_snapshot_bytes(),
-            Err(_) => return,
-        };
-        let time_ms = borg_common::now_ms();
+        let state = self.state.clone();
         let db = self.db.clone();
         self.last_checkpoint_at = Instant::now();
-        // Hashing and the synced write of a large state stay off the runtime's workers.
+        // Serializing, hashing and the synced write of a large state stay off the loop (a
+        // 100,000-task state takes long enough to miss heartbeats) and off the runtime's
+        // workers. The read lock makes the loop defer applying meanwhile, so the snapshot is
+        // the state at the log index it records.
         self.checkpoint_task = Some(tokio::task::spawn_blocking(move || {
+            let (applied, bytes) = {
+                let state = state.read().map_err(|_| StorageError::Task {
+                    reason: "cell state lock poisoned".into(),
+                })?;
+                (state.applied_log_index(), state.to_snapshot_bytes())
+            };
+            let time_ms = borg_common::now_ms();
             let checkpoint = Checkpoint::new(applied, time_ms, bytes);
             db.save_checkpoint(&checkpoint)?;
             Ok((applied, time_ms))
@@ -871,14 +965,7 @@ impl PaxosLoop {
             compacted_index: index,
         };
         self.trim_requested = 0;
-        for (_, waiters) in self.waiters.drain() {
-            for waiter in waiters {
-                let _ = waiter.reply.send(Err(ProposeError::NotLeader {
-                    leader_address: None,
-                }));
-            }
-        }
-        self.waiter_count = 0;
+        self.fail_waiters(None);
         self.metrics.checkpoint_index.set(index as i64);
         self.metrics.compacted_index.set(index as i64);
         self.metrics.applied_index.set(command_index as i64);

@@ -222,6 +222,8 @@ pub async fn run_with_listener(
             message_max_bytes: config.replica_message_max_bytes,
             peer_token,
             sync_inline_wait_ms: config.sync_inline_wait_ms,
+            leader_lost_tick_speedup: config.leader_lost_tick_speedup.max(1),
+            leader_lost_fast_ms: config.leader_lost_fast_ms,
         },
         paxos,
         db,

@@ -194,6 +194,8 @@ impl PeerSender {
                     if !failing {
                         failing = true;
                         tracing::warn!(peer = self.peer, error = %reason, "cannot deliver to peer");
+                        // Bounded like `Reconnected`: if the loop is busy, heartbeats decide.
+                        let _ = self.incoming.try_send(Incoming::PeerLost(self.peer));
                     }
                 }
             }

@@ -615,3 +615,50 @@ fn delivery_stream(
     }
     request
 }
+
+fn slow_fsync(config: &mut borgmaster::ReplicaConfig) {
+    config.fault_fsync_stall_ms = 100;
+}
+
+/// While the leader's fsync is in flight it gathers the writes that arrive and appends them
+/// as one entry when the sync ends (appended earlier they would wait for the next sync
+/// anyway), so a burst of writes during a slow sync costs a few entries, not one each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_arriving_during_the_leaders_fsync_share_one_entry() {
+    const WRITES: usize = 32;
+    let mut cluster = Cluster::start_with(3, slow_fsync).await;
+    let leader = cluster.wait_for_leader().await;
+    let address = cluster.address(leader).to_owned();
+    submit_at_leader(&address, job_spec("warm-up", 1), "warm-up").await;
+    let mut client = ReplicaServiceClient::new(channel(&address));
+    let before = client
+        .status(v1::ReplicaStatusRequest::default())
+        .await
+        .expect("leader status")
+        .into_inner();
+    let writes: Vec<_> = (0..WRITES)
+        .map(|i| {
+            let address = address.clone();
+            tokio::spawn(async move {
+                submit_at_leader(&address, job_spec(&format!("s{i}"), 1), &format!("s-{i}")).await
+            })
+        })
+        .collect();
+    for write in writes {
+        assert!(write.await.expect("writer task").created);
+    }
+    let after = client
+        .status(v1::ReplicaStatusRequest::default())
+        .await
+        .expect("leader status")
+        .into_inner();
+    let commands = after.applied_index - before.applied_index;
+    let entries = after.applied_log_index - before.applied_log_index;
+    assert!(commands >= WRITES as u64, "{before:?} {after:?}");
+    // Each 100 ms sync gathers what arrived meanwhile: one entry per write would be 32.
+    assert!(
+        entries * 4 <= commands,
+        "{commands} writes in {entries} entries: {before:?} {after:?}"
+    );
+    cluster.stop().await;
+}

@@ -17,6 +17,11 @@
 //!   learns the machine answers;
 //! - after `unreachable_polls_max` failed polls in a row the machine is forwarded once as
 //!   unreachable.
+//!
+//! Incremental reports: a borglet that numbers its report changes (`report_epoch`) is asked
+//! only for what changed since the report last forwarded ([`MachineRecord::reports_since`]),
+//! and the answer is folded into the record ([`MachineRecord::observe_changes`]). A full
+//! report is asked for when the record is fresh, and every `USAGE_REFRESH_POLLS` polls.
 
 use borg_proto::v1::{AssignedTask, MachineDiff, PollResponse, Resources, TaskReport, TaskState};
 use std::collections::{BTreeMap, BTreeSet};
@@ -101,6 +106,9 @@ pub struct MachineRecord {
     failed_polls: u32,
     /// The master was told the machine is unreachable and has not heard from it since.
     unreachable_forwarded: bool,
+    /// The borglet's report numbering (epoch, change number) as of the forwarded report;
+    /// `None` when it does not number its reports.
+    report_cursor: Option<(u64, u64)>,
 }
 
 /// The outcome of observing one poll: what to forward, and the record to keep once it is
@@ -120,6 +128,82 @@ impl MachineRecord {
     /// Whether the master was told the machine is unreachable (and not told otherwise since).
     pub fn is_unreachable_forwarded(&self) -> bool {
         self.unreachable_forwarded
+    }
+
+    /// What to ask the borglet for (`PollRequest.report_epoch`, `reports_since`): the
+    /// changes after the report forwarded last, or (0, 0) for a full report (none forwarded
+    /// yet, or the periodic usage refresh is due).
+    pub fn reports_since(&self) -> (u64, u64) {
+        let refresh = self.polls_since_usage_refresh.saturating_add(1) >= USAGE_REFRESH_POLLS;
+        match self.report_cursor {
+            Some(cursor) if self.forwarded.is_some() && !refresh => cursor,
+            _ => (0, 0),
+        }
+    }
+
+    /// Tasks last reported accepted but not started yet (`SCHEDULED`).
+    pub fn tasks_starting(&self) -> usize {
+        self.forwarded.as_ref().map_or(0, |tasks| {
+            tasks
+                .values()
+                .filter(|f| f.state == TaskState::Scheduled as i32)
+                .count()
+        })
+    }
+
+    /// Folds an incremental report (`response.incremental`: only the tasks whose report
+    /// changed since `reports_since`, and the tasks the borglet forgot) into this record,
+    /// which it consumes; the diff holds the changes worth telling the master. If the diff
+    /// does not reach the master, keep `MachineRecord::default()` (through `unforwarded`):
+    /// the next report is then asked for and forwarded in full.
+    pub fn observe_changes(mut self, machine: &str, response: &PollResponse) -> Observation {
+        let epoch_known = self
+            .report_cursor
+            .is_some_and(|(epoch, _)| epoch == response.report_epoch);
+        let Some(mut forwarded) = self.forwarded.take().filter(|_| epoch_known) else {
+            // Not an answer to this record's question: start over with a full report.
+            return Observation {
+                diff: None,
+                next: MachineRecord::default(),
+            };
+        };
+        let mut changed: Vec<TaskReport> = Vec::new();
+        for report in &response.tasks {
+            let key = TaskKey::of_report(report);
+            let fingerprint = Fingerprint::of(report);
+            let usage_news = task_usage_news(report, self.task_usage_forwarded.get(&key), false);
+            if forwarded.get(&key) != Some(&fingerprint) || usage_news {
+                changed.push(report.clone());
+                if let Some(usage) = report.usage {
+                    self.task_usage_forwarded.insert(key.clone(), usage);
+                }
+            }
+            forwarded.insert(key, fingerprint);
+        }
+        for job in &response.forgotten {
+            for (index, incarnation) in job.indices.iter().zip(&job.incarnations) {
+                let key = TaskKey {
+                    job: job.job.clone(),
+                    index: *index,
+                    incarnation: *incarnation,
+                };
+                forwarded.remove(&key);
+                self.task_usage_forwarded.remove(&key);
+            }
+        }
+        let usage = self.machine_usage_news(response);
+        let next = MachineRecord {
+            forwarded: Some(forwarded),
+            usage_forwarded: usage.or(self.usage_forwarded),
+            task_usage_forwarded: self.task_usage_forwarded,
+            polls_since_usage_refresh: self.polls_since_usage_refresh.saturating_add(1),
+            failed_polls: 0,
+            unreachable_forwarded: false,
+            report_cursor: Some((response.report_epoch, response.report_seq)),
+        };
+        let diff =
+            (!changed.is_empty() || usage.is_some()).then(|| answered(machine, changed, usage));
+        Observation { diff, next }
     }
 
     /// Diffs a successful poll of `machine` (that was sent `desired`) against this record.
@@ -142,10 +226,7 @@ impl MachineRecord {
             let fingerprint = Fingerprint::of(report);
             let previous = self.forwarded.as_ref().and_then(|f| f.get(&key));
             let usage_before = self.task_usage_forwarded.get(&key);
-            let usage_news = report.state == TaskState::Running as i32
-                && report.usage.is_some_and(|now| {
-                    refresh || usage_before.is_none_or(|before| usage_changed_notably(before, &now))
-                });
+            let usage_news = task_usage_news(report, usage_before, refresh);
             if previous != Some(&fingerprint) || usage_news {
                 changed.push(report.clone());
                 if let Some(usage) = report.usage {
@@ -164,10 +245,7 @@ impl MachineRecord {
                 }
             }
         }
-        let usage = response.usage.filter(|now| match &self.usage_forwarded {
-            None => true,
-            Some(before) => usage_changed_notably(before, now),
-        });
+        let usage = self.machine_usage_news(response);
         let first_report = self.forwarded.is_none();
         let next = MachineRecord {
             forwarded: Some(reported),
@@ -180,15 +258,20 @@ impl MachineRecord {
             },
             failed_polls: 0,
             unreachable_forwarded: false,
+            report_cursor: (response.report_epoch != 0)
+                .then_some((response.report_epoch, response.report_seq)),
         };
-        let diff = (first_report || !changed.is_empty() || usage.is_some()).then(|| MachineDiff {
-            machine: machine.to_owned(),
-            unreachable: false,
-            unreachable_polls: 0,
-            changed,
-            usage,
-        });
+        let diff = (first_report || !changed.is_empty() || usage.is_some())
+            .then(|| answered(machine, changed, usage));
         Observation { diff, next }
+    }
+
+    /// The machine usage of `response` if it is news (first, or moved notably).
+    fn machine_usage_news(&self, response: &PollResponse) -> Option<Resources> {
+        response.usage.filter(|now| match &self.usage_forwarded {
+            None => true,
+            Some(before) => usage_changed_notably(before, now),
+        })
     }
 
     /// Counts a failed poll of `machine`; forwards it as unreachable once the count reaches
@@ -220,6 +303,7 @@ impl MachineRecord {
                 polls_since_usage_refresh: 0,
                 failed_polls,
                 unreachable_forwarded: true,
+                report_cursor: None,
             },
         }
     }
@@ -233,6 +317,26 @@ impl MachineRecord {
             ..self
         }
     }
+}
+
+/// The diff of an answering machine.
+fn answered(machine: &str, changed: Vec<TaskReport>, usage: Option<Resources>) -> MachineDiff {
+    MachineDiff {
+        machine: machine.to_owned(),
+        unreachable: false,
+        unreachable_polls: 0,
+        changed,
+        usage,
+    }
+}
+
+/// Whether a task's reported usage is worth forwarding: it runs, and its usage is new, moved
+/// notably since `before`, or a refresh is due.
+fn task_usage_news(report: &TaskReport, before: Option<&Resources>, refresh: bool) -> bool {
+    report.state == TaskState::Running as i32
+        && report.usage.is_some_and(|now| {
+            refresh || before.is_none_or(|before| usage_changed_notably(before, &now))
+        })
 }
 
 fn vanished(key: &TaskKey) -> TaskReport {
@@ -342,6 +446,109 @@ mod tests {
         assert_eq!(seen.diff, None);
         assert_eq!(seen.next.forwarded, record.forwarded);
         assert_eq!(seen.next.task_usage_forwarded, record.task_usage_forwarded);
+    }
+
+    /// An incremental answer of borglet epoch 7 up to change `seq`.
+    fn changes(seq: u64, tasks: Vec<TaskReport>, forgotten: &[(&str, u32, u64)]) -> PollResponse {
+        PollResponse {
+            report_epoch: 7,
+            report_seq: seq,
+            incremental: true,
+            forgotten: borg_proto::convert::group_task_keys(forgotten.iter().copied()),
+            ..response(tasks)
+        }
+    }
+
+    /// The record after a full report of borglet `epoch`, complete up to change `seq`.
+    fn numbered(
+        epoch: u64,
+        seq: u64,
+        desired: &[AssignedTask],
+        tasks: Vec<TaskReport>,
+    ) -> MachineRecord {
+        let full = PollResponse {
+            report_epoch: epoch,
+            report_seq: seq,
+            ..response(tasks)
+        };
+        MachineRecord::default()
+            .observe_report(MACHINE, desired, &full)
+            .next
+    }
+
+    #[test]
+    fn incremental_reports_are_folded_into_the_record() {
+        let desired = [assigned("web", 0, 1), assigned("web", 1, 1)];
+        assert_eq!(MachineRecord::default().reports_since(), (0, 0));
+        let tasks = vec![running("web", 0, 1, 100), running("web", 1, 1, 101)];
+        let record = numbered(7, 10, &desired, tasks);
+        assert_eq!(record.reports_since(), (7, 10));
+
+        // Nothing changed: nothing forwarded, the record moves to the new change number.
+        let quiet = record
+            .clone()
+            .observe_changes(MACHINE, &changes(12, vec![], &[]));
+        assert_eq!(quiet.diff, None);
+        assert_eq!(quiet.next.forwarded, record.forwarded);
+        assert_eq!(quiet.next.reports_since(), (7, 12));
+
+        // A changed task, an unchanged one reported again, a new starting one, a forgotten one.
+        let mut exited = running("web", 0, 1, 100);
+        exited.state = TaskState::Succeeded as i32;
+        let mut starting = running("web", 2, 1, 0);
+        starting.state = TaskState::Scheduled as i32;
+        let seen = quiet.next.observe_changes(
+            MACHINE,
+            &changes(
+                15,
+                vec![exited.clone(), starting.clone(), running("web", 1, 1, 101)],
+                &[("web", 1, 1)],
+            ),
+        );
+        assert_eq!(seen.diff.unwrap().changed, vec![exited, starting]);
+        let keys: Vec<u32> = seen
+            .next
+            .forwarded
+            .as_ref()
+            .unwrap()
+            .keys()
+            .map(|k| k.index)
+            .collect();
+        assert_eq!(keys, vec![0, 2], "the forgotten task left the record");
+        assert_eq!(seen.next.tasks_starting(), 1);
+        assert_eq!(seen.next.reports_since(), (7, 15));
+    }
+
+    #[test]
+    fn an_incremental_report_of_another_epoch_starts_over_in_full() {
+        let record = numbered(
+            6,
+            3,
+            &[assigned("web", 0, 1)],
+            vec![running("web", 0, 1, 100)],
+        );
+        let seen = record.observe_changes(MACHINE, &changes(4, vec![], &[]));
+        assert_eq!(seen.diff, None);
+        assert_eq!(seen.next, MachineRecord::default());
+        assert_eq!(seen.next.reports_since(), (0, 0));
+    }
+
+    #[test]
+    fn the_usage_refresh_asks_for_a_full_report() {
+        let mut record = numbered(7, 1, &[], vec![]);
+        for seq in 2..u64::from(USAGE_REFRESH_POLLS) {
+            assert_eq!(record.reports_since(), (7, seq - 1));
+            record = record
+                .observe_changes(MACHINE, &changes(seq, vec![], &[]))
+                .next;
+        }
+        assert_eq!(record.reports_since(), (0, 0));
+    }
+
+    #[test]
+    fn a_borglet_that_does_not_number_reports_is_always_asked_in_full() {
+        let record = forwarded(&[], vec![]);
+        assert_eq!(record.reports_since(), (0, 0));
     }
 
     #[test]

@@ -63,17 +63,20 @@ pub fn poll_request(
     let Some(sent) = sent else {
         return full_poll_request(assignment, master_index);
     };
+    // The set it was sent already (same version): no task needs a lookup.
+    let all_held = sent.is_of(assignment);
     PollRequest {
         machine: assignment.machine.clone(),
         desired: assignment
             .desired
             .iter()
-            .filter(|task| !sent.holds(task))
+            .filter(|task| !all_held && !sent.holds(task))
             .cloned()
             .collect(),
         master_index,
         keyed: true,
         desired_keys: task_keys(assignment),
+        ..PollRequest::default()
     }
 }
 

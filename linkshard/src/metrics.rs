@@ -21,6 +21,7 @@ pub struct Metrics {
     pub poll_latency_seconds: Histogram,
     pub diffs_forwarded: IntCounter,
     pub tasks_changed: IntCounter,
+    pub incremental_reports: IntCounter,
     pub machines_unreachable_forwarded: IntCounter,
     pub machines_in_shard: IntGauge,
     pub round_duration_seconds: Histogram,
@@ -53,6 +54,11 @@ impl Metrics {
                 "Task reports forwarded because they were new or changed",
             )
             .map_err(metric_error("borg_linkshard_tasks_changed_total"))?,
+            incremental_reports: IntCounter::new(
+                "borg_linkshard_incremental_reports_total",
+                "Borglet reports that held only the changes since the last forwarded one",
+            )
+            .map_err(metric_error("borg_linkshard_incremental_reports_total"))?,
             machines_unreachable_forwarded: IntCounter::new(
                 "borg_linkshard_machines_unreachable_forwarded_total",
                 "Times a machine was forwarded as unreachable",
@@ -82,7 +88,7 @@ impl Metrics {
             )
             .map_err(metric_error("borg_linkshard_master_errors_total"))?,
         };
-        let collectors: [(&'static str, Box<dyn prometheus::core::Collector>); 8] = [
+        let collectors: [(&'static str, Box<dyn prometheus::core::Collector>); 9] = [
             (
                 "borg_linkshard_polls_total",
                 Box::new(metrics.polls.clone()),
@@ -98,6 +104,10 @@ impl Metrics {
             (
                 "borg_linkshard_tasks_changed_total",
                 Box::new(metrics.tasks_changed.clone()),
+            ),
+            (
+                "borg_linkshard_incremental_reports_total",
+                Box::new(metrics.incremental_reports.clone()),
             ),
             (
                 "borg_linkshard_machines_unreachable_forwarded_total",

@@ -13,7 +13,6 @@ use borg_common::MasterClient;
 use borg_proto::v1::link_service_client::LinkServiceClient;
 use borg_proto::v1::{
     ForwardDiffsRequest, GetAssignmentRequest, MachineAssignment, MachineDiff, PollResponse,
-    TaskState,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -136,11 +135,6 @@ impl Shard {
             let record = self.records.entry(machine.clone()).or_default();
             let observation = match outcome {
                 Ok(response) => {
-                    summary.tasks_starting += response
-                        .tasks
-                        .iter()
-                        .filter(|t| t.state == TaskState::Scheduled as i32)
-                        .count();
                     self.metrics
                         .polls
                         .with_label_values(&[POLL_OUTCOME_OK])
@@ -152,7 +146,14 @@ impl Shard {
                     if record.is_unreachable_forwarded() {
                         tracing::info!(shard = %self.config.shard_id, %machine, "unreachable machine answers again");
                     }
-                    record.observe_report(&machine, desired, &response)
+                    let observation = if response.incremental {
+                        self.metrics.incremental_reports.inc();
+                        std::mem::take(record).observe_changes(&machine, &response)
+                    } else {
+                        record.observe_report(&machine, desired, &response)
+                    };
+                    summary.tasks_starting += observation.next.tasks_starting();
+                    observation
                 }
                 Err(failure) => {
                     summary.polls_failed += 1;
@@ -281,7 +282,13 @@ impl Shard {
                     continue;
                 }
             };
-            let request = keyed::poll_request(assignment, self.sent.get(machine), master_index);
+            let mut request = keyed::poll_request(assignment, self.sent.get(machine), master_index);
+            let (report_epoch, reports_since) = self
+                .records
+                .get(machine)
+                .map_or((0, 0), MachineRecord::reports_since);
+            request.report_epoch = report_epoch;
+            request.reports_since = reports_since;
             let machine = machine.clone();
             let assignment = Arc::clone(assignment);
             in_flight.spawn(async move {
@@ -289,7 +296,9 @@ impl Shard {
                 let mut result = poll(channel.clone(), request, timeout).await;
                 if result.as_ref().is_ok_and(|r| !r.unknown.is_empty()) {
                     // The borglet lacks some assignments (it restarted, say): the whole set.
-                    let full = keyed::full_poll_request(&assignment, master_index);
+                    let mut full = keyed::full_poll_request(&assignment, master_index);
+                    full.report_epoch = report_epoch;
+                    full.reports_since = reports_since;
                     result = poll(channel, full, timeout).await;
                 }
                 (machine, result, started.elapsed())

@@ -342,10 +342,63 @@ pub fn group_task_keys<'a>(
     grouped
 }
 
+/// Folds a cell watch's changed tasks into the whole job they belong to (for watchers that
+/// keep whole jobs): the job's state and modify index, and each task replaced, or added in
+/// index order.
+pub fn apply_tasks_change(job: &mut v1::Job, change: v1::JobTasksChange) {
+    job.state = change.state;
+    job.modify_index = change.modify_index;
+    for task in change.tasks {
+        match job.tasks.binary_search_by_key(&task.index, |t| t.index) {
+            Ok(at) => job.tasks[at] = task,
+            Err(at) => job.tasks.insert(at, task),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::collections::BTreeMap;
+
+    #[test]
+    fn changed_tasks_fold_into_their_job_in_index_order() {
+        let task = |index, state: v1::TaskState| v1::Task {
+            index,
+            state: state as i32,
+            ..Default::default()
+        };
+        let mut job = v1::Job {
+            state: v1::JobState::Active as i32,
+            tasks: vec![
+                task(0, v1::TaskState::Pending),
+                task(2, v1::TaskState::Pending),
+            ],
+            ..Default::default()
+        };
+        apply_tasks_change(
+            &mut job,
+            v1::JobTasksChange {
+                job: "web".into(),
+                state: v1::JobState::Done as i32,
+                modify_index: 7,
+                tasks: vec![
+                    task(1, v1::TaskState::Succeeded),
+                    task(2, v1::TaskState::Failed),
+                ],
+            },
+        );
+        assert_eq!(job.state, v1::JobState::Done as i32);
+        assert_eq!(job.modify_index, 7);
+        assert_eq!(
+            job.tasks,
+            vec![
+                task(0, v1::TaskState::Pending),
+                task(1, v1::TaskState::Succeeded),
+                task(2, v1::TaskState::Failed)
+            ]
+        );
+    }
 
     #[test]
     fn a_job_spec_survives_the_wire() {

@@ -11,3 +11,6 @@ pub mod v1 {
 }
 
 pub use convert::ConvertError;
+/// The protobuf runtime of the generated types (`Message` to encode/decode them), for
+/// crates that measure wire sizes without depending on prost themselves.
+pub use prost;

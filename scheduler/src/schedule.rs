@@ -113,17 +113,50 @@ pub fn schedule_with_cache(
     seed: u64,
     cache: &mut ScoreCache,
 ) -> Plan {
+    schedule_among(view, pending, config, seed, cache, None)
+}
+
+/// `schedule_with_cache` with the candidates limited to the machines named in `among` (all
+/// machines when `None`; names not in the view are ignored). For retrying tasks that fit
+/// nowhere when last tried once room appeared on a few known machines: examining the cell
+/// at random would likely miss them. With `None` the plan is `schedule_with_cache`'s.
+pub fn schedule_among(
+    view: &CellView,
+    pending: &[PendingTask],
+    config: &PlacementConfig,
+    seed: u64,
+    cache: &mut ScoreCache,
+    among: Option<&[String]>,
+) -> Plan {
     cache.begin_call(config.fit_policy, view.machine_set_generation());
     let machines: Vec<&MachineView> = view.machines().collect();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut machine_order: Vec<usize> = (0..machines.len()).collect();
+    // Positions in `machines`, in the order the scan walks them.
+    let mut machine_order: Vec<usize> = match among {
+        None => (0..machines.len()).collect(),
+        Some(names) => {
+            // `machines` is in name order (`CellView::machines`).
+            let mut positions: Vec<usize> = names
+                .iter()
+                .filter_map(|name| {
+                    machines
+                        .binary_search_by(|m| m.name.as_str().cmp(name))
+                        .ok()
+                })
+                .collect();
+            positions.sort_unstable();
+            positions.dedup();
+            positions
+        }
+    };
     if config.relaxed_randomization {
         machine_order.shuffle(&mut rng);
     }
+    let scanned = machine_order.len();
     let examine_max = if config.relaxed_randomization {
-        config.machines_examined_max.min(machines.len())
+        config.machines_examined_max.min(scanned)
     } else {
-        machines.len()
+        scanned
     };
     let candidates_max = if config.relaxed_randomization {
         config.feasible_candidates_max
@@ -132,8 +165,8 @@ pub fn schedule_with_cache(
     };
 
     // By position in `machine_order` (see the scan below).
-    let mut works: Vec<Option<MachineWork<'_>>> = vec![None; machines.len()];
-    let mut summaries: Vec<Option<Summary>> = vec![None; machines.len()];
+    let mut works: Vec<Option<MachineWork<'_>>> = vec![None; scanned];
+    let mut summaries: Vec<Option<Summary>> = vec![None; scanned];
     let mut classes = Classes::new(config.equivalence_classes);
     let mut slots: HashMap<ClassId, usize> = HashMap::new();
     let mut failed_classes: HashMap<ClassId, UnplacedReason> = HashMap::new();
@@ -179,17 +212,17 @@ pub fn schedule_with_cache(
                 .or_insert_with(|| cache.slot(&class.key))
         });
         let job_slot = spread.prepare(view, &task.id.job, &machines, &evicted);
-        let start = if machines.is_empty() || !config.relaxed_randomization {
+        let start = if scanned == 0 || !config.relaxed_randomization {
             0
         } else {
-            rng.random_range(0..machines.len())
+            rng.random_range(0..scanned)
         };
         // Machines an earlier task of the class found infeasible in this call (and the plan
         // has not evicted from since). Only with equivalence classes.
         let mut skip = config.equivalence_classes.then(|| {
             known_infeasible
                 .entry(class_id)
-                .or_insert_with(|| KnownInfeasible::new(machines.len()))
+                .or_insert_with(|| KnownInfeasible::new(scanned))
         });
         let mut skipped = Vec::new();
 
@@ -206,7 +239,7 @@ pub fn schedule_with_cache(
         for k in 0..examine_max {
             // Per-machine state is indexed by position in `machine_order` (`p`), so that the
             // scan walks memory in order; `m` indexes the view's machines.
-            let p = (start + k) % machines.len();
+            let p = (start + k) % scanned;
             let m = machine_order[p];
             reason.machines_examined += 1;
             if skip.as_ref().is_some_and(|known| known.contains(p)) {

@@ -2,7 +2,7 @@
 //! `schedule` when the view changed and tasks are pending, and commits the plans. One plan
 //! is in flight at a time; its tasks stay out of new plans until the view shows the commit.
 
-use crate::backlog::Backlog;
+use crate::backlog::{bound_replacements, Backlog, ROOM_ON_MACHINES_MAX};
 use crate::cache::ScoreCache;
 use crate::commit::{commit_plan, CommitOutcome};
 use crate::config::SchedulerConfig;
@@ -10,7 +10,8 @@ use crate::error::SchedulerError;
 use crate::in_flight::InFlight;
 use crate::metrics::SchedulerMetrics;
 use crate::room::RoomFreed;
-use crate::schedule::schedule_with_cache;
+use crate::schedule::schedule_among;
+use crate::view::PendingTask;
 use crate::view_sync::ViewSync;
 use borg_common::{now_ms, MasterClient, MasterClientConfig};
 use borg_proto::v1;
@@ -26,8 +27,9 @@ const UNPLACED_LOGGED_MAX: usize = 5;
 /// Jobs of a round's new tasks named in its debug log.
 const JOBS_LOGGED_MAX: usize = 3;
 /// Room freed on at most this many machines is checked against the backlog's classes
-/// machine by machine (`Backlog::room_freed_on`); on more, every backlog task is retried.
-const ROOM_FREED_MACHINES_CHECKED_MAX: usize = 256;
+/// machine by machine (`Backlog::room_freed_on`) and the tasks that fit there are retried
+/// there; on more, every backlog task is retried anywhere.
+const ROOM_FREED_MACHINES_CHECKED_MAX: usize = ROOM_ON_MACHINES_MAX;
 /// Due backlog retries give way to rounds of new tasks at most this long; then they join
 /// one, so that a steady stream of new tasks cannot starve them.
 const RETRIES_GIVE_WAY_MAX_MS: u64 = 1_000;
@@ -425,7 +427,13 @@ impl Scheduler {
         // Retries have rounds of their own, at most one per `backlog_round_interval_ms`,
         // and join a round of new tasks only once they gave way for
         // `RETRIES_GIVE_WAY_MAX_MS`.
-        let new = collected.new.len();
+        let (mut pending, replacements_left) =
+            bound_replacements(collected.new, self.config.replacements_per_round_max);
+        if replacements_left > 0 {
+            // The rest in the next round, once this round's commit is answered.
+            self.dirty = true;
+        }
+        let new = pending.len();
         let has_retries = !collected.retries.is_empty();
         let starved = self.retries_gave_way_since.is_some_and(|since| {
             collect_started - since >= Duration::from_millis(RETRIES_GIVE_WAY_MAX_MS)
@@ -436,8 +444,10 @@ impl Scheduler {
         } else {
             None
         };
-        let mut pending = collected.new;
         let mut retries = 0;
+        // Targeted retries examine only the machines with freed room, in a round of their
+        // own; joined to new tasks they are tried anywhere.
+        let among = collected.among.filter(|_| with_retries && new == 0);
         if with_retries {
             retries = collected.retries.len();
             pending.extend(collected.retries);
@@ -471,12 +481,13 @@ impl Scheduler {
             .collect_seconds
             .observe(collect_elapsed.as_secs_f64());
         let started = Instant::now();
-        let plan = schedule_with_cache(
+        let plan = schedule_among(
             view,
             &pending,
             &self.config.placement,
             self.config.seed.wrapping_add(self.round),
             &mut self.score_cache,
+            among.as_deref(),
         );
         self.metrics
             .schedule_seconds
@@ -490,7 +501,14 @@ impl Scheduler {
             .unplaced(view, pending.iter().filter(|t| unplaced.contains(&t.id)));
         self.metrics.unplaced_tasks.set(self.backlog.len() as i64);
         if tracing::enabled!(tracing::Level::DEBUG) {
-            let mut jobs: Vec<&str> = pending[..new].iter().map(|t| t.id.job.as_str()).collect();
+            // Jobs never placed first: the ones a round's wait matters to.
+            let (fresh, placed_before): (Vec<&PendingTask>, Vec<&PendingTask>) =
+                pending[..new].iter().partition(|t| t.incarnation == 0);
+            let mut jobs: Vec<&str> = fresh
+                .iter()
+                .chain(&placed_before)
+                .map(|t| t.id.job.as_str())
+                .collect();
             jobs.dedup();
             jobs.truncate(JOBS_LOGGED_MAX);
             tracing::debug!(
@@ -498,6 +516,7 @@ impl Scheduler {
                 view_index = view.index(),
                 new,
                 retries,
+                among = among.as_ref().map(Vec::len),
                 placements = plan.placements.len(),
                 unplaced = plan.unplaced.len(),
                 deferred = plan.deferred,

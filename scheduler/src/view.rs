@@ -463,6 +463,56 @@ impl CellView {
         }
     }
 
+    /// Replaces some tasks of a job the view holds, whose requirements did not change (the
+    /// master's per-task changes): only these tasks move in the indexes. Each task comes
+    /// with its reservation while placed (`None`: its limits). False when the view does
+    /// not hold the job.
+    pub fn upsert_tasks(
+        &mut self,
+        name: &str,
+        active: bool,
+        tasks: Vec<(u32, TaskView, Option<Resources>)>,
+    ) -> bool {
+        let Some(mut job) = self.jobs.remove(name) else {
+            return false;
+        };
+        self.jobs_generation += 1;
+        self.job_changed_at
+            .insert(name.to_owned(), self.jobs_generation);
+        let mut resum = BTreeSet::new();
+        for (index, task, reservation) in tasks {
+            if job.tasks.get(&index) != Some(&task) {
+                if let Some(before) = job.tasks.get(&index) {
+                    self.unindex_task(&job, index, before, &mut resum);
+                }
+                self.index_task(&job, index, &task, &mut resum);
+            }
+            let id = TaskId::new(name.to_owned(), index);
+            let reservation = reservation.unwrap_or_else(|| job.limits_of(index));
+            if let Some(placed) = self
+                .placed
+                .get_mut(&task.machine)
+                .and_then(|m| m.tasks.get_mut(&id))
+            {
+                if placed.reservation != reservation {
+                    placed.reservation = reservation;
+                    self.touch(&task.machine);
+                    resum.insert(task.machine.clone());
+                }
+            }
+            job.tasks.insert(index, task);
+        }
+        self.recompute_allocated_on(resum);
+        job.active = active;
+        if job.active && job.tasks.values().any(|t| t.state == TaskState::Pending) {
+            self.pending_jobs.insert(job.name.clone());
+        } else {
+            self.pending_jobs.remove(&job.name);
+        }
+        self.jobs.insert(job.name.clone(), job);
+        true
+    }
+
     pub fn remove_job(&mut self, name: &str) {
         let mut resum = BTreeSet::new();
         if let Some(old) = self.jobs.remove(name) {

@@ -27,6 +27,8 @@ pub enum ViewSyncError {
         #[source]
         source: ConvertError,
     },
+    #[error("tasks of job {job:?} skipped: the view does not hold the job (skipped earlier as malformed?)")]
+    UnknownJob { job: String },
 }
 
 /// Applies the stream's updates to a view and remembers whether a snapshot has been seen.
@@ -102,6 +104,7 @@ pub fn apply_snapshot(
             machines_removed: Vec::new(),
             jobs_upserted: snapshot.jobs,
             jobs_removed: Vec::new(),
+            jobs_tasks_changed: Vec::new(),
         },
     )
 }
@@ -146,8 +149,66 @@ fn apply_change_noting(
             skipped.push(error);
         }
     }
+    for changed in change.jobs_tasks_changed {
+        let name = changed.job.clone();
+        match upsert_tasks_noting(view, changed, notes.as_deref_mut()) {
+            Ok(()) => {}
+            Err(error @ ViewSyncError::UnknownJob { .. }) => skipped.push(error),
+            Err(error) => {
+                remove_job_noting(view, &name, notes.as_deref_mut());
+                skipped.push(error);
+            }
+        }
+    }
     view.set_index(index);
     skipped
+}
+
+/// Applies the changed tasks of a job the view holds (its spec unchanged), noting the
+/// holds of those tasks in `notes`.
+fn upsert_tasks_noting(
+    view: &mut CellView,
+    changed: v1::JobTasksChange,
+    notes: Option<&mut RoomNotes>,
+) -> Result<(), ViewSyncError> {
+    let name = changed.job;
+    let bad = |source| ViewSyncError::BadJob {
+        job: name.clone(),
+        source,
+    };
+    let Some(in_alloc) = view.job(&name).map(|j| j.alloc_set.is_some()) else {
+        return Err(ViewSyncError::UnknownJob { job: name });
+    };
+    let active = job_active_from_wire(changed.state).map_err(bad)?;
+    let mut tasks = Vec::with_capacity(changed.tasks.len());
+    for task in changed.tasks {
+        let state = convert::task_state_from_wire(task.state).map_err(bad)?;
+        let reservation = task.reservation.map(Resources::from);
+        let view_task = TaskView {
+            state,
+            machine: task.machine,
+            incarnation: task.incarnation,
+        };
+        tasks.push((task.index, view_task, reservation));
+    }
+    let noted = match notes.filter(|n| !n.is_everywhere()) {
+        None => None,
+        Some(notes) if in_alloc => {
+            notes.everywhere();
+            None
+        }
+        Some(notes) => {
+            let indices: Vec<u32> = tasks.iter().map(|(index, _, _)| *index).collect();
+            let before = RoomNotes::holds(view, &name, Some(&indices));
+            Some((notes, indices, before))
+        }
+    };
+    view.upsert_tasks(&name, active, tasks);
+    if let Some((notes, indices, before)) = noted {
+        let after = RoomNotes::holds(view, &name, Some(&indices));
+        notes.holds_changed(before, after);
+    }
+    Ok(())
 }
 
 fn remove_job_noting(view: &mut CellView, name: &str, notes: Option<&mut RoomNotes>) {
@@ -308,17 +369,7 @@ pub fn job_from_wire(job: v1::Job) -> Result<JobView, ViewSyncError> {
         .spec
         .ok_or_else(|| bad(ConvertError::Missing { field: "job.spec" }))?;
     let spec = borg_model::JobSpec::try_from(spec).map_err(bad)?;
-    let active = match v1::JobState::try_from(job.state) {
-        // Unspecified: an older master that does not set it; treat as active.
-        Ok(v1::JobState::Active) | Ok(v1::JobState::Unspecified) => true,
-        Ok(v1::JobState::Killed) | Ok(v1::JobState::Done) => false,
-        Err(_) => {
-            return Err(bad(ConvertError::UnknownEnum {
-                field: "job.state",
-                value: job.state,
-            }))
-        }
-    };
+    let active = job_active_from_wire(job.state).map_err(bad)?;
     let mut tasks = BTreeMap::new();
     for task in job.tasks {
         let state = convert::task_state_from_wire(task.state).map_err(bad)?;
@@ -332,6 +383,19 @@ pub fn job_from_wire(job: v1::Job) -> Result<JobView, ViewSyncError> {
         );
     }
     Ok(JobView::from_spec(&spec, active, tasks))
+}
+
+/// Whether a job in wire state `state` is active (its pending tasks are to be placed).
+fn job_active_from_wire(state: i32) -> Result<bool, ConvertError> {
+    match v1::JobState::try_from(state) {
+        // Unspecified: an older master that does not set it; treat as active.
+        Ok(v1::JobState::Active) | Ok(v1::JobState::Unspecified) => Ok(true),
+        Ok(v1::JobState::Killed) | Ok(v1::JobState::Done) => Ok(false),
+        Err(_) => Err(ConvertError::UnknownEnum {
+            field: "job.state",
+            value: state,
+        }),
+    }
 }
 
 #[cfg(test)]
@@ -620,6 +684,162 @@ pub(crate) mod tests {
             sync.apply(change(2, vec![], jobs)).unwrap();
             assert_eq!(sync.take_room_freed(), room, "preemptor of {cpu_millis}m");
         }
+    }
+
+    /// The changed tasks of `job` (its indices `indices`) as the master sends them.
+    fn tasks_change(job: &v1::Job, indices: &[u32]) -> v1::JobTasksChange {
+        v1::JobTasksChange {
+            job: job.spec.as_ref().unwrap().name.clone(),
+            state: job.state,
+            modify_index: job.modify_index,
+            tasks: job
+                .tasks
+                .iter()
+                .filter(|t| indices.contains(&t.index))
+                .cloned()
+                .collect(),
+        }
+    }
+
+    fn tasks_update(index: u64, changed: Vec<v1::JobTasksChange>) -> v1::CellUpdate {
+        v1::CellUpdate {
+            index,
+            update: Some(v1::cell_update::Update::Change(v1::CellChange {
+                jobs_tasks_changed: changed,
+                ..Default::default()
+            })),
+        }
+    }
+
+    /// What placement reads of a view.
+    fn observed(view: &CellView) -> String {
+        let machines: Vec<String> = view
+            .machines()
+            .map(|m| {
+                let placed: Vec<_> = view.placed_on(&m.name).collect();
+                format!(
+                    "{} {:?} {:?} {:?} {placed:?}",
+                    m.name,
+                    view.allocated(m),
+                    view.reserved(m),
+                    view.ports_used(&m.name)
+                )
+            })
+            .collect();
+        let jobs: Vec<&JobView> = view.jobs().collect();
+        let pending: Vec<&str> = view.jobs_with_pending().map(|j| j.name.as_str()).collect();
+        format!(
+            "{machines:?}\n{jobs:?}\n{pending:?}\n{:?}",
+            view.pending_tasks()
+        )
+    }
+
+    /// Each step of a job's life applied as whole jobs and as changed tasks only: the two
+    /// views and the room they report freed agree at every step.
+    #[test]
+    fn changed_tasks_build_the_same_view_as_whole_jobs() {
+        let snapshot = v1::CellUpdate {
+            index: 1,
+            update: Some(v1::cell_update::Update::Snapshot(v1::CellSnapshot {
+                machines: vec![wire_machine("m1", 1), wire_machine("m2", 1)],
+                jobs: vec![wire_job("a", vec![(v1::TaskState::Pending, ""); 3])],
+            })),
+        };
+        let (mut whole, mut partial) = (ViewSync::new(), ViewSync::new());
+        whole.apply(snapshot.clone()).unwrap();
+        partial.apply(snapshot).unwrap();
+        whole.take_room_freed();
+        partial.take_room_freed();
+        let mut job = wire_job("a", vec![(v1::TaskState::Pending, ""); 3]);
+        let reservation = |cpu_millis| v1::Resources {
+            cpu_millis,
+            ram_bytes: 1 << 20,
+            disk_bytes: 0,
+            gpus: 0,
+        };
+        // (what, how the job changes, the tasks that change)
+        type Step<'a> = (&'static str, Box<dyn Fn(&mut v1::Job) + 'a>, Vec<u32>);
+        let steps: Vec<Step> = vec![
+            (
+                "place 0 and 1",
+                Box::new(|j: &mut v1::Job| {
+                    for (i, m) in [(0, "m1"), (1, "m2")] {
+                        j.tasks[i].state = v1::TaskState::Scheduled as i32;
+                        j.tasks[i].machine = m.into();
+                        j.tasks[i].reservation = Some(reservation(100));
+                    }
+                }),
+                vec![0, 1],
+            ),
+            (
+                "0 runs",
+                Box::new(|j: &mut v1::Job| {
+                    j.tasks[0].state = v1::TaskState::Running as i32;
+                }),
+                vec![0],
+            ),
+            (
+                "0's reservation decays",
+                Box::new(|j: &mut v1::Job| {
+                    j.tasks[0].reservation = Some(reservation(10));
+                }),
+                vec![0],
+            ),
+            (
+                "1 is lost",
+                Box::new(|j: &mut v1::Job| {
+                    j.tasks[1].state = v1::TaskState::Pending as i32;
+                    j.tasks[1].machine = String::new();
+                    j.tasks[1].reservation = None;
+                }),
+                vec![1],
+            ),
+            (
+                "0 succeeds",
+                Box::new(|j: &mut v1::Job| {
+                    j.tasks[0].state = v1::TaskState::Succeeded as i32;
+                    j.tasks[0].reservation = None;
+                }),
+                vec![0],
+            ),
+            (
+                "the job is done",
+                Box::new(|j: &mut v1::Job| {
+                    j.state = v1::JobState::Done as i32;
+                    j.tasks[1].state = v1::TaskState::Succeeded as i32;
+                    j.tasks[2].state = v1::TaskState::Failed as i32;
+                }),
+                vec![1, 2],
+            ),
+        ];
+        for (i, (what, change_job, indices)) in steps.into_iter().enumerate() {
+            change_job(&mut job);
+            let index = 2 + i as u64;
+            assert_eq!(
+                whole.apply(change(index, vec![], vec![job.clone()])),
+                Ok(vec![])
+            );
+            let update = tasks_update(index, vec![tasks_change(&job, &indices)]);
+            assert_eq!(partial.apply(update), Ok(vec![]), "{what}");
+            assert_eq!(observed(whole.view()), observed(partial.view()), "{what}");
+            assert_eq!(whole.take_room_freed(), partial.take_room_freed(), "{what}");
+            assert!(whole.view().job_generation("a") > 0);
+        }
+        assert!(
+            partial.view().pending_tasks().is_empty(),
+            "a done job places nothing"
+        );
+
+        // Tasks of a job the view does not hold are skipped and named.
+        let unknown = tasks_change(&wire_job("b", vec![(v1::TaskState::Pending, "")]), &[0]);
+        let skipped = partial.apply(tasks_update(9, vec![unknown])).unwrap();
+        assert_eq!(skipped, vec![ViewSyncError::UnknownJob { job: "b".into() }]);
+        // A malformed task drops its job from the view.
+        let mut bad = tasks_change(&job, &[0]);
+        bad.tasks[0].state = 42;
+        let skipped = partial.apply(tasks_update(10, vec![bad])).unwrap();
+        assert_eq!(skipped.len(), 1);
+        assert!(partial.view().job("a").is_none());
     }
 
     #[test]

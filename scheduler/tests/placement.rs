@@ -5,7 +5,7 @@ mod common;
 
 use borg_model::{ConstraintOp, MachineState, Resources, TaskId};
 use common::*;
-use scheduler::{schedule, FitPolicy, PlacementConfig};
+use scheduler::{schedule, schedule_among, FitPolicy, PlacementConfig, ScoreCache};
 
 const GI: u64 = 1 << 30;
 
@@ -335,4 +335,31 @@ fn non_prod_fits_into_reclaimed_resources_and_prod_does_not() {
     let plan = schedule(&view, &[batch, prod], &PlacementConfig::new(), 0);
     let placed: Vec<String> = plan.placements.iter().map(|p| p.task.to_string()).collect();
     assert_eq!(placed, vec!["b/0"], "prod is checked against limits");
+}
+
+#[test]
+fn a_plan_among_named_machines_places_only_there_and_none_means_every_machine() {
+    let machines: Vec<_> = (0..30)
+        .map(|i| machine(&format!("m{i:02}"), 1000, GI, &[]))
+        .collect();
+    let view = view_of(machines, vec![]);
+    let pending: Vec<_> = (0..8)
+        .map(|i| pending("j", i, "alice", 100, Resources::new(400, 1), vec![]))
+        .collect();
+    let config = PlacementConfig::new();
+    let mut cache = ScoreCache::new(config.score_cache_entries_max);
+    let among = ["m07".to_owned(), "m21".to_owned(), "gone".to_owned()];
+    let plan = schedule_among(&view, &pending, &config, 5, &mut cache, Some(&among));
+    // Two fit on each of the two machines that exist; the rest fit nowhere among them.
+    assert_eq!(plan.placements.len(), 4);
+    assert!(plan
+        .placements
+        .iter()
+        .all(|p| p.machine == "m07" || p.machine == "m21"));
+    assert_eq!(plan.unplaced.len(), 4);
+
+    let mut cache = ScoreCache::new(config.score_cache_entries_max);
+    let all = schedule_among(&view, &pending, &config, 5, &mut cache, None);
+    assert_eq!(all, schedule(&view, &pending, &config, 5));
+    assert_eq!(all.placements.len(), 8);
 }

@@ -4,6 +4,7 @@
 
 use super::events::NewEvent;
 use super::outcome::ChangeSet;
+use borg_model::TaskId;
 use std::collections::BTreeSet;
 
 pub(crate) struct Ctx {
@@ -30,10 +31,14 @@ impl Ctx {
         self.events.push(event);
     }
 
+    /// The whole job changed (created, spec or status changed, removed).
     pub fn touch_job(&mut self, name: &str) {
-        if !self.changes.jobs.contains(name) {
-            self.changes.jobs.insert(name.to_string());
-        }
+        self.changes.touch_job(name);
+    }
+
+    /// Only task `id` of its job changed.
+    pub fn touch_task(&mut self, id: &TaskId) {
+        self.changes.touch_task(&id.job, id.index);
     }
 
     pub fn touch_machine(&mut self, name: &str) {

@@ -5,7 +5,7 @@ use super::quota::{format_shortfalls, Shortfall};
 use super::users::TokenInfo;
 use borg_model::{Band, TaskId};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// What applying one entry produced, returned to the proposer's waiting RPC.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -94,10 +94,16 @@ pub enum SnapshotError {
 }
 
 /// Which jobs/machines an entry touched, for the scheduler's change stream.
+///
+/// `jobs` holds every touched job. A job also in `tasks` was touched only through those
+/// tasks (its spec and status did not change): the stream sends just them. A job in `jobs`
+/// alone is sent whole.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ChangeSet {
     pub jobs: BTreeSet<String>,
     pub machines: BTreeSet<String>,
+    /// Per job touched only through its tasks, the indices of the tasks that changed.
+    pub tasks: BTreeMap<String, BTreeSet<u32>>,
 }
 
 impl ChangeSet {
@@ -105,10 +111,43 @@ impl ChangeSet {
         self.jobs.is_empty() && self.machines.is_empty()
     }
 
-    /// Adds everything `other` touched.
+    /// Adds everything `other` touched (a job whole in either is whole).
     pub fn merge(&mut self, other: &ChangeSet) {
-        self.jobs.extend(other.jobs.iter().cloned());
+        for name in &other.jobs {
+            match other.tasks.get(name) {
+                Some(indices) => {
+                    for index in indices {
+                        self.touch_task(name, *index);
+                    }
+                }
+                None => self.touch_job(name),
+            }
+        }
         self.machines.extend(other.machines.iter().cloned());
+    }
+
+    /// The whole job changed (created, spec or status changed, removed).
+    pub fn touch_job(&mut self, name: &str) {
+        if !self.jobs.contains(name) {
+            self.jobs.insert(name.to_string());
+        }
+        self.tasks.remove(name);
+    }
+
+    /// Task `index` of job `name` changed; nothing else of the job did.
+    pub fn touch_task(&mut self, name: &str, index: u32) {
+        if let Some(indices) = self.tasks.get_mut(name) {
+            indices.insert(index);
+        } else if !self.jobs.contains(name) {
+            self.jobs.insert(name.to_string());
+            self.tasks.insert(name.to_string(), BTreeSet::from([index]));
+        }
+        // Else the job is whole already.
+    }
+
+    /// Whether the job is to be sent whole (touched, not only through tasks).
+    pub fn is_whole(&self, name: &str) -> bool {
+        self.jobs.contains(name) && !self.tasks.contains_key(name)
     }
 }
 

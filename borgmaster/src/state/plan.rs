@@ -19,12 +19,25 @@ use super::CellState;
 use super::PlannedPlacement;
 use borg_model::priority::may_preempt;
 use borg_model::{Band, MachineState, Resources, TaskId, TaskState};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Most placements in one plan.
 pub const PLAN_PLACEMENTS_MAX: usize = 10_000;
 /// Most victims one placement may name.
 pub const PLACEMENT_VICTIMS_MAX: usize = 1_000;
+
+/// What a machine holds while a plan is checked: the sums of its placed tasks' limits
+/// (`CellState::allocation`) and reservations (`CellState::reserved`).
+#[derive(Debug, Clone, Copy)]
+struct MachineHolds {
+    allocation: Resources,
+    reserved: Resources,
+}
+
+/// Per machine a plan named, what it holds: summed once per plan and kept up to date as
+/// placements are committed, not summed over every placed task per placement (quadratic in
+/// a large job's plan). Local to one `commit_plan`: never part of the state.
+type PlanHolds = BTreeMap<String, MachineHolds>;
 
 impl CellState {
     pub(crate) fn commit_plan(
@@ -40,10 +53,12 @@ impl CellState {
             });
         }
         let mut results = Vec::with_capacity(placements.len());
+        let mut holds = PlanHolds::new();
         for placement in placements {
-            let verdict = self
-                .check_placement(placement)
-                .map(|victims| self.commit_placement(ctx, placement, &victims));
+            let verdict = self.check_placement(placement, &mut holds).map(|victims| {
+                self.commit_placement(ctx, placement, &victims);
+                self.note_committed(&mut holds, placement, &victims);
+            });
             results.push(PlacementOutcome {
                 task: placement.task.clone(),
                 accepted: verdict.is_ok(),
@@ -95,8 +110,56 @@ impl CellState {
             })
     }
 
+    /// What `machine` holds now (`allocation`, `reserved`), from `holds` when this plan
+    /// summed it already.
+    fn machine_holds(&self, holds: &mut PlanHolds, machine: &str) -> MachineHolds {
+        if let Some(held) = holds.get(machine) {
+            return *held;
+        }
+        let held = MachineHolds {
+            allocation: self.allocation(machine),
+            reserved: self.reserved(machine),
+        };
+        holds.insert(machine.to_string(), held);
+        held
+    }
+
+    /// Keeps `holds` equal to what `machine_holds` would sum after `p` was committed: a
+    /// plain placement adds its limits (it reserves them until reports say otherwise);
+    /// one with victims or in an alloc set is summed again when next needed.
+    fn note_committed(
+        &self,
+        holds: &mut PlanHolds,
+        p: &PlannedPlacement,
+        victims: &BTreeSet<TaskId>,
+    ) {
+        let plain = victims.is_empty()
+            && self
+                .jobs
+                .get(&p.task.job)
+                .is_some_and(|j| !j.spec.is_alloc_set && j.spec.alloc_set.is_none());
+        if !plain {
+            // Victims may be alloc sets whose tenants leave other machines too.
+            holds.clear();
+            return;
+        }
+        let Some(held) = holds.get_mut(&p.machine) else {
+            return;
+        };
+        let limit = self
+            .jobs
+            .get(&p.task.job)
+            .map_or(Resources::ZERO, |j| j.spec.task_resources(p.task.index));
+        held.allocation += limit;
+        held.reserved += limit;
+    }
+
     /// Why `p` cannot be committed, or its distinct victims.
-    fn check_placement(&self, p: &PlannedPlacement) -> Result<BTreeSet<TaskId>, String> {
+    fn check_placement(
+        &self,
+        p: &PlannedPlacement,
+        holds: &mut PlanHolds,
+    ) -> Result<BTreeSet<TaskId>, String> {
         let id = &p.task;
         let job = self
             .jobs
@@ -184,10 +247,11 @@ impl CellState {
         }
         let need = job.spec.task_resources(id.index);
         // Prod fits against limits; non-prod against reservations (reclaimed resources).
+        let held = self.machine_holds(holds, &p.machine);
         let remaining = if Band::of(priority).is_prod() {
-            self.allocation(&p.machine).saturating_sub(&freed_limits)
+            held.allocation.saturating_sub(&freed_limits)
         } else {
-            self.reserved(&p.machine).saturating_sub(&freed_reserved)
+            held.reserved.saturating_sub(&freed_reserved)
         };
         let free = machine.info.capacity.saturating_sub(&remaining);
         let exceeded = need.exceeded_dimensions(&free);

@@ -149,7 +149,7 @@ impl CellState {
             let before = task.reservation;
             task.reservation = before.after_report(&limit, &r.usage, running_since_ms, ctx.time_ms);
             if task.reservation.reserved != before.reserved {
-                ctx.touch_job(&id.job);
+                ctx.touch_task(id);
             }
         }
         match r.state {
@@ -190,7 +190,7 @@ impl CellState {
                     ));
                 }
                 if changed {
-                    ctx.touch_job(&id.job);
+                    ctx.touch_task(id);
                 }
             }
             TaskState::Succeeded | TaskState::Failed => {

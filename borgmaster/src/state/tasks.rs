@@ -38,7 +38,7 @@ pub(crate) fn move_task(
         task.state_since_ms = ctx.time_ms;
     }
     task.message = message;
-    ctx.touch_job(&id.job);
+    ctx.touch_task(id);
 }
 
 /// Places a pending task on `machine` (which must exist): `Scheduled`, next incarnation,
@@ -66,7 +66,7 @@ pub(crate) fn place(
     task.message = String::new();
     task.usage = Resources::ZERO;
     task.reservation = Reservation::at_limit(limit);
-    ctx.touch_job(&id.job);
+    ctx.touch_task(id);
 }
 
 /// Re-pends a task with a new incarnation (after its job's spec changed, or when a job is

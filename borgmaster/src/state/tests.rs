@@ -54,7 +54,7 @@ pub(super) fn placement(
     }
 }
 
-fn report(machine: &str, tasks: Vec<TaskReport>) -> Command {
+pub(super) fn report(machine: &str, tasks: Vec<TaskReport>) -> Command {
     Command::ApplyReports {
         reports: vec![MachineReport {
             machine: machine.into(),
@@ -65,7 +65,7 @@ fn report(machine: &str, tasks: Vec<TaskReport>) -> Command {
     }
 }
 
-fn task_report(job: &str, index: u32, incarnation: u64, state: TaskState) -> TaskReport {
+pub(super) fn task_report(job: &str, index: u32, incarnation: u64, state: TaskState) -> TaskReport {
     TaskReport {
         task: TaskId::new(job, index),
         incarnation,
@@ -480,6 +480,61 @@ fn an_accepted_placement_schedules_the_task_and_bumps_versions() {
     let desired = &cell.state.assignment_view(0, 1)[0].desired[0];
     assert_eq!(desired.owner, "alice");
     assert_eq!(desired.template.as_ref().unwrap().command, "/bin/sleep");
+}
+
+/// A plan checks each placement against what the ones before it took, whether committed
+/// in one plan or one plan each: the same verdicts and the same state, prod (limits) and
+/// non-prod (reservations), with and without victims.
+#[test]
+fn one_large_plan_decides_as_its_placements_one_by_one() {
+    let setup = || {
+        let mut cell = Cell::new();
+        for m in ["m1", "m2"] {
+            cell.apply(Command::RegisterMachine {
+                info: machine(m, 1000),
+            });
+        }
+        cell.apply(submit(spec("low", 2, 100, 300)));
+        cell.apply(submit(spec("batch", 8, 100, 200)));
+        cell.apply(submit(spec("prod", 3, 200, 400)));
+        cell.plan(vec![
+            placement("low", 0, 0, "m1"),
+            placement("low", 1, 0, "m2"),
+        ]);
+        cell
+    };
+    let mut placements: Vec<PlannedPlacement> = (0..8)
+        .map(|i| placement("batch", i, 0, ["m1", "m2"][i as usize % 2]))
+        .collect();
+    let mut with_victim = placement("prod", 0, 0, "m1");
+    with_victim.preempt = vec![(TaskId::new("low", 0), 1)];
+    placements.insert(3, with_victim);
+    placements.push(placement("prod", 1, 0, "m2"));
+    placements.push(placement("prod", 2, 0, "m1"));
+
+    let mut together = setup();
+    let verdicts = accepted(&together.plan(placements.clone()));
+    let mut apart = setup();
+    let one_by_one: Vec<bool> = placements
+        .into_iter()
+        .map(|p| accepted(&apart.plan(vec![p]))[0])
+        .collect();
+    assert_eq!(verdicts, one_by_one);
+    assert!(
+        verdicts.contains(&true) && verdicts.contains(&false),
+        "{verdicts:?}"
+    );
+    // (Times differ: the one-by-one plans are later entries.)
+    let tasks = |cell: &Cell| -> Vec<(String, u32, i32, String, u64)> {
+        cell.state
+            .jobs_view(None)
+            .into_iter()
+            .flat_map(|j| j.tasks)
+            .map(|t| (t.job, t.index, t.state, t.machine, t.incarnation))
+            .collect()
+    };
+    assert_eq!(tasks(&together), tasks(&apart));
+    assert_eq!(together.state.machines_view(), apart.state.machines_view());
 }
 
 #[test]

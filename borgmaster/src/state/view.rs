@@ -10,7 +10,7 @@ use super::{shard_of, CellState, ChangeSet};
 use borg_model::{Resources, TaskId};
 use borg_proto::convert::{app_class_to_wire, group_task_keys, job_type_to_wire};
 use borg_proto::v1;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 impl CellState {
     pub fn job_view(&self, name: &str) -> Option<v1::Job> {
@@ -73,9 +73,17 @@ impl CellState {
             }
         }
         for name in &changes.jobs {
-            match self.jobs.get(name) {
-                Some(j) => change.jobs_upserted.push(job_to_wire(j)),
-                None => change.jobs_removed.push(name.clone()),
+            let Some(job) = self.jobs.get(name) else {
+                change.jobs_removed.push(name.clone());
+                continue;
+            };
+            // Jobs of and in alloc sets go whole: the scheduler re-reads their room.
+            let in_alloc = job.spec.is_alloc_set || job.spec.alloc_set.is_some();
+            match changes.tasks.get(name) {
+                Some(indices) if !in_alloc => change
+                    .jobs_tasks_changed
+                    .push(job_tasks_to_wire(job, indices)),
+                _ => change.jobs_upserted.push(job_to_wire(job)),
             }
         }
         change
@@ -289,17 +297,34 @@ fn job_to_wire(job: &JobRecord) -> v1::Job {
     }
 }
 
-fn job_to_wire_without_tasks(job: &JobRecord) -> v1::Job {
-    let state = if job.status == JobStatus::Killed {
+/// The job's tasks `indices` (those it has), with its state and modify index.
+fn job_tasks_to_wire(job: &JobRecord, indices: &BTreeSet<u32>) -> v1::JobTasksChange {
+    let name = &job.spec.name;
+    v1::JobTasksChange {
+        job: name.clone(),
+        state: job_state_to_wire(job) as i32,
+        modify_index: job.modify_index,
+        tasks: indices
+            .iter()
+            .filter_map(|index| Some(task_to_wire(name, *index, job.tasks.get(index)?)))
+            .collect(),
+    }
+}
+
+fn job_state_to_wire(job: &JobRecord) -> v1::JobState {
+    if job.status == JobStatus::Killed {
         v1::JobState::Killed
     } else if job.is_done() {
         v1::JobState::Done
     } else {
         v1::JobState::Active
-    };
+    }
+}
+
+fn job_to_wire_without_tasks(job: &JobRecord) -> v1::Job {
     v1::Job {
         spec: Some(job.spec.clone().into()),
-        state: state as i32,
+        state: job_state_to_wire(job) as i32,
         create_index: job.create_index,
         modify_index: job.modify_index,
         submitted_ms: job.submitted_ms,
@@ -346,10 +371,14 @@ fn event_to_wire(e: &Event) -> v1::Event {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{accepted, machine, placement, spec, submit, Cell};
+    use super::super::tests::{
+        accepted, machine, placement, report, spec, submit, task_report, Cell,
+    };
     use super::super::Command;
     use super::known_versions;
+    use borg_model::TaskState;
     use borg_proto::v1;
+    use std::collections::BTreeMap;
 
     /// The known set a shard holds after taking `assignment` in full.
     fn known_of(assignment: &v1::MachineAssignment) -> v1::KnownAssignment {
@@ -461,6 +490,104 @@ mod tests {
             1,
             &known_versions(std::slice::from_ref(&known))
         ));
+    }
+
+    /// A watcher's jobs after applying `change` to `jobs` (as the scheduler does).
+    fn follow(jobs: &mut BTreeMap<String, v1::Job>, change: v1::CellChange) {
+        for name in change.jobs_removed {
+            jobs.remove(&name);
+        }
+        for job in change.jobs_upserted {
+            let name = job
+                .spec
+                .as_ref()
+                .expect("whole job has a spec")
+                .name
+                .clone();
+            jobs.insert(name, job);
+        }
+        for changed in change.jobs_tasks_changed {
+            let job = jobs.get_mut(&changed.job).expect("partial job known");
+            borg_proto::convert::apply_tasks_change(job, changed);
+        }
+    }
+
+    #[test]
+    fn a_change_carries_only_the_tasks_that_changed_unless_the_spec_did() {
+        let mut cell = Cell::new();
+        let mut jobs = BTreeMap::new();
+        let mut step = |cell: &mut Cell, command: Command| -> v1::CellChange {
+            let applied = cell.apply(command);
+            let change = cell.state.change_view(&applied.changes);
+            follow(&mut jobs, change.clone());
+            let now: BTreeMap<String, v1::Job> = cell
+                .state
+                .jobs_view(None)
+                .into_iter()
+                .map(|j| (j.spec.as_ref().expect("spec").name.clone(), j))
+                .collect();
+            assert_eq!(jobs, now, "the watcher's jobs follow the state");
+            change
+        };
+        step(
+            &mut cell,
+            Command::RegisterMachine {
+                info: machine("m1", 4000),
+            },
+        );
+        let created = step(&mut cell, submit(spec("web", 3, 100, 500)));
+        assert_eq!(created.jobs_upserted.len(), 1, "a new job goes whole");
+
+        let placed = step(
+            &mut cell,
+            Command::CommitPlan {
+                placements: vec![placement("web", 1, 0, "m1")],
+            },
+        );
+        assert!(placed.jobs_upserted.is_empty());
+        assert_eq!(placed.jobs_tasks_changed.len(), 1);
+        let tasks = &placed.jobs_tasks_changed[0];
+        assert_eq!(tasks.job, "web");
+        assert_eq!(tasks.state, v1::JobState::Active as i32);
+        let indices: Vec<u32> = tasks.tasks.iter().map(|t| t.index).collect();
+        assert_eq!(indices, vec![1]);
+        assert_eq!(tasks.tasks[0].state, v1::TaskState::Scheduled as i32);
+
+        let running = step(
+            &mut cell,
+            report("m1", vec![task_report("web", 1, 1, TaskState::Running)]),
+        );
+        assert_eq!(running.jobs_tasks_changed[0].tasks.len(), 1);
+        assert_eq!(running.machines_upserted.len(), 1);
+
+        // The spec changes: whole job.
+        let mut bigger = spec("web", 4, 100, 500);
+        bigger.task.args = vec!["2000".into()];
+        let updated = step(&mut cell, submit(bigger));
+        assert!(updated.jobs_tasks_changed.is_empty());
+        assert_eq!(updated.jobs_upserted[0].tasks.len(), 4);
+
+        // The last tasks finish: the job is DONE through its tasks alone.
+        let mut small = spec("one", 1, 100, 500);
+        small.task.args = vec!["1".into()];
+        step(&mut cell, submit(small));
+        step(
+            &mut cell,
+            Command::CommitPlan {
+                placements: vec![placement("one", 0, 0, "m1")],
+            },
+        );
+        let done = step(
+            &mut cell,
+            report("m1", vec![task_report("one", 0, 1, TaskState::Succeeded)]),
+        );
+        assert_eq!(done.jobs_tasks_changed.len(), 1);
+        assert_eq!(done.jobs_tasks_changed[0].state, v1::JobState::Done as i32);
+
+        // Killed: whole.
+        let killed = step(&mut cell, Command::KillJob { name: "web".into() });
+        assert!(killed.jobs_tasks_changed.is_empty());
+        assert_eq!(killed.jobs_upserted.len(), 1);
     }
 
     #[test]
