@@ -318,27 +318,56 @@ impl CellView {
         task: &TaskId,
         reservation: Resources,
     ) -> bool {
-        let Some(on_machine) = self.placed.get_mut(machine) else {
-            return false;
-        };
-        let Some(placed) = on_machine.tasks.get_mut(task) else {
+        let mut resum = BTreeSet::new();
+        let placed = self.note_reservation(machine, task, reservation, &mut resum);
+        self.recompute_allocated_on(resum);
+        placed
+    }
+
+    /// `set_reservation` without the re-sum: a changed machine is added to `resum`.
+    fn note_reservation(
+        &mut self,
+        machine: &str,
+        task: &TaskId,
+        reservation: Resources,
+        resum: &mut BTreeSet<String>,
+    ) -> bool {
+        let Some(placed) = self
+            .placed
+            .get_mut(machine)
+            .and_then(|m| m.tasks.get_mut(task))
+        else {
             return false;
         };
         if placed.reservation != reservation {
             placed.reservation = reservation;
-            on_machine.recompute_allocated();
             self.touch(machine);
+            resum.insert(machine.to_owned());
         }
         true
+    }
+
+    /// A job changed: `collect` looks at it again.
+    fn job_changed(&mut self, name: &str) {
+        self.jobs_generation += 1;
+        self.job_changed_at
+            .insert(name.to_owned(), self.jobs_generation);
+    }
+
+    /// Keeps `pending_jobs` holding the active jobs with a pending task.
+    fn note_pending(&mut self, job: &JobView) {
+        if job.active && job.tasks.values().any(|t| t.state == TaskState::Pending) {
+            self.pending_jobs.insert(job.name.clone());
+        } else {
+            self.pending_jobs.remove(&job.name);
+        }
     }
 
     /// Replaces a job and re-indexes its placed tasks by machine. When the job's
     /// requirements are unchanged (`JobView::same_shape`) only the tasks that changed move
     /// in the indexes: an update of one task of a large job costs that task.
     pub fn upsert_job(&mut self, job: JobView) {
-        self.jobs_generation += 1;
-        self.job_changed_at
-            .insert(job.name.clone(), self.jobs_generation);
+        self.job_changed(&job.name);
         let mut resum = BTreeSet::new();
         match self.jobs.remove(&job.name) {
             Some(old) if old.same_shape(&job) => {
@@ -365,11 +394,7 @@ impl CellView {
             }
         }
         self.recompute_allocated_on(resum);
-        if job.active && job.tasks.values().any(|t| t.state == TaskState::Pending) {
-            self.pending_jobs.insert(job.name.clone());
-        } else {
-            self.pending_jobs.remove(&job.name);
-        }
+        self.note_pending(&job);
         self.jobs.insert(job.name.clone(), job);
     }
 
@@ -476,9 +501,7 @@ impl CellView {
         let Some(mut job) = self.jobs.remove(name) else {
             return false;
         };
-        self.jobs_generation += 1;
-        self.job_changed_at
-            .insert(name.to_owned(), self.jobs_generation);
+        self.job_changed(name);
         let mut resum = BTreeSet::new();
         for (index, task, reservation) in tasks {
             if job.tasks.get(&index) != Some(&task) {
@@ -489,26 +512,12 @@ impl CellView {
             }
             let id = TaskId::new(name.to_owned(), index);
             let reservation = reservation.unwrap_or_else(|| job.limits_of(index));
-            if let Some(placed) = self
-                .placed
-                .get_mut(&task.machine)
-                .and_then(|m| m.tasks.get_mut(&id))
-            {
-                if placed.reservation != reservation {
-                    placed.reservation = reservation;
-                    self.touch(&task.machine);
-                    resum.insert(task.machine.clone());
-                }
-            }
+            self.note_reservation(&task.machine, &id, reservation, &mut resum);
             job.tasks.insert(index, task);
         }
         self.recompute_allocated_on(resum);
         job.active = active;
-        if job.active && job.tasks.values().any(|t| t.state == TaskState::Pending) {
-            self.pending_jobs.insert(job.name.clone());
-        } else {
-            self.pending_jobs.remove(&job.name);
-        }
+        self.note_pending(&job);
         self.jobs.insert(job.name.clone(), job);
         true
     }
