@@ -190,3 +190,57 @@ fn unknown_jobs_and_bad_files_give_clear_errors_and_exit_codes() {
         "a bad file changes nothing"
     );
 }
+
+const COUNTERS: &str = r#"
+job counters = {
+  type = "batch"
+  priority = 100
+  replicas = 3
+  command = "/bin/sh"
+  args = ["-c", "echo counted %task_index%"]
+  requirements = { cpu = 10m  ram = 16Mi }
+}
+
+job breaker = {
+  type = "batch"
+  priority = 100
+  replicas = 2
+  command = "/bin/sh"
+  args = ["-c", "exit 3"]
+  requirements = { cpu = 10m  ram = 16Mi }
+  restart = { max_attempts = 0  interval = 60s  delay = 1s }
+}
+"#;
+
+#[test]
+fn job_run_follows_a_batch_job_to_its_end_and_fails_when_tasks_fail() {
+    let cell = TestCell::full(3);
+    let file = cell.write_file("counters.bcl", COUNTERS);
+    let run = cell.borg(&[
+        "job",
+        "run",
+        "--wait-timeout-s",
+        "90",
+        file.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    // The first job settles with every task succeeded; the second's tasks fail, which
+    // `job run` reports as an error naming the failed count.
+    assert!(
+        stdout.contains("counters: 3 succeeded"),
+        "progress of counters: {stdout}\n{stderr}"
+    );
+    assert!(!run.status.success(), "a failed task must fail `job run`");
+    assert!(
+        stderr.contains("2 task(s) of job breaker failed"),
+        "stderr: {stderr}\nstdout: {stdout}"
+    );
+    let counters = cell.borg_json(&["job", "status", "counters"]).unwrap();
+    let tasks = counters["tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), 3);
+    assert!(
+        tasks.iter().all(|t| t["state"] == "succeeded"),
+        "{counters}"
+    );
+}

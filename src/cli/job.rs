@@ -346,12 +346,42 @@ pub async fn get_job(
     name: &str,
     consistent: bool,
 ) -> anyhow::Result<v1::Job> {
-    let response = client
+    let response = read_job(client, name, consistent, false).await?;
+    response
+        .job
+        .with_context(|| format!("the master answered without job {name:?}"))
+}
+
+/// The job without its tasks, and how many of them are in each state: what following a
+/// large job's progress needs, without the master encoding every task on each poll.
+async fn get_job_summary(
+    client: &MasterClient,
+    name: &str,
+) -> anyhow::Result<(v1::Job, Vec<(&'static str, usize)>)> {
+    let response = read_job(client, name, false, true).await?;
+    let job = response
+        .job
+        .with_context(|| format!("the master answered without job {name:?}"))?;
+    let counts = response
+        .task_counts
+        .iter()
+        .map(|c| (render::task_state_name(c.state), c.count as usize))
+        .collect();
+    Ok((job, counts))
+}
+
+async fn read_job(
+    client: &MasterClient,
+    name: &str,
+    consistent: bool,
+    summary: bool,
+) -> anyhow::Result<v1::GetJobResponse> {
+    client
         .call(|channel| {
             let request = v1::GetJobRequest {
                 name: name.to_owned(),
                 consistent,
-                summary: false,
+                summary,
             };
             async move {
                 cell_client(channel)
@@ -361,15 +391,12 @@ pub async fn get_job(
             }
         })
         .await
-        .with_context(|| format!("reading job {name:?}"))?;
-    response
-        .job
-        .with_context(|| format!("the master answered without job {name:?}"))
+        .with_context(|| format!("reading job {name:?}"))
 }
 
-/// Whether a job has reached what `job run` waits for: every task running (services) or
-/// finished (batch), or the job is no longer active.
-fn settled(job: &v1::Job) -> bool {
+/// Whether a job needs no more following: it is no longer active, or every task has
+/// reached a state it stays in (for a service, running counts).
+fn settled(job: &v1::Job, counts: &[(&str, usize)]) -> bool {
     if job.state != v1::JobState::Active as i32 {
         return true;
     }
@@ -377,18 +404,19 @@ fn settled(job: &v1::Job) -> bool {
         .spec
         .as_ref()
         .is_some_and(|s| s.job_type == v1::JobType::Batch as i32);
-    !job.tasks.is_empty()
-        && job.tasks.iter().all(|t| {
-            let state = render::task_state_name(t.state);
-            if batch {
-                matches!(state, "succeeded" | "failed" | "killed")
-            } else {
-                matches!(state, "running" | "succeeded" | "failed" | "killed")
-            }
+    counts.iter().any(|(_, count)| *count > 0)
+        && counts.iter().all(|(state, count)| {
+            *count == 0
+                || if batch {
+                    matches!(*state, "succeeded" | "failed" | "killed")
+                } else {
+                    matches!(*state, "running" | "succeeded" | "failed" | "killed")
+                }
         })
 }
 
-/// Re-reads the job until it settles, printing a line whenever its summary changes.
+/// Reads the job's task counts until it settles, printing a line whenever they change;
+/// then reads the whole job once.
 async fn follow(
     client: &MasterClient,
     name: &str,
@@ -398,9 +426,9 @@ async fn follow(
     let deadline = tokio::time::Instant::now() + timeout;
     let mut last_line = String::new();
     loop {
-        let job = get_job(client, name, false).await?;
-        let line = render::task_summary(&job)
-            .into_iter()
+        let (job, counts) = get_job_summary(client, name).await?;
+        let line = counts
+            .iter()
             .filter(|(_, count)| *count > 0)
             .map(|(state, count)| format!("{count} {state}"))
             .collect::<Vec<_>>()
@@ -409,18 +437,18 @@ async fn follow(
             println!("  {name}: {line}");
             last_line = line.clone();
         }
-        if settled(&job) {
-            let failed = job
-                .tasks
+        if settled(&job, &counts) {
+            let failed: usize = counts
                 .iter()
-                .filter(|t| render::task_state_name(t.state) == "failed")
-                .count();
+                .filter(|(state, _)| *state == "failed")
+                .map(|(_, count)| count)
+                .sum();
             if failed > 0 {
                 bail!(
                     "{failed} task(s) of job {name} failed; see `borg job status {name}` for exit codes and messages"
                 );
             }
-            return Ok(job);
+            return get_job(client, name, false).await;
         }
         if tokio::time::Instant::now() >= deadline {
             return Err(anyhow::Error::new(TimedOut {

@@ -16,7 +16,11 @@ const EVENTS_PAGE_MAX: usize = 256;
 /// A task's events returned when the request names no limit, and the most returned.
 const TASK_EVENTS_DEFAULT: usize = 50;
 const TASK_EVENTS_MAX: usize = 1_000;
+/// Requests of one `SubmitJobs` stream being handled at once; the stream is not read further
+/// until one finishes, so HTTP/2 flow control holds the client back.
+const SUBMIT_STREAM_IN_FLIGHT_MAX: usize = 1_024;
 
+#[derive(Clone)]
 pub struct CellApi {
     pub ctx: Arc<ReplicaContext>,
     pub metrics: AuthMetrics,
@@ -26,9 +30,25 @@ impl CellApi {
     async fn submit(
         &self,
         identity: &Identity,
-        mut request: v1::SubmitJobRequest,
+        request: v1::SubmitJobRequest,
         must_exist: bool,
     ) -> Result<v1::SubmitJobResponse, Status> {
+        let (name, index, created) = self.commit_submit(identity, request, must_exist).await?;
+        Ok(v1::SubmitJobResponse {
+            job: self.ctx.state()?.job_view(&name),
+            index,
+            created,
+        })
+    }
+
+    /// Proposes a submit and waits for its commit: the job's name, the write's index and
+    /// whether it created the job.
+    async fn commit_submit(
+        &self,
+        identity: &Identity,
+        mut request: v1::SubmitJobRequest,
+        must_exist: bool,
+    ) -> Result<(String, u64, bool), Status> {
         // A job without an owner belongs to whoever submits it.
         if let (Some(spec), Some(user)) = (request.spec.as_mut(), user_name(identity)) {
             if spec.owner.is_empty() {
@@ -51,12 +71,31 @@ impl CellApi {
             self.count_refusal(&name, error);
         }
         match accepted(committed.outcome)? {
-            Outcome::JobSubmitted { created, .. } => Ok(v1::SubmitJobResponse {
-                job: self.ctx.state()?.job_view(&name),
-                index: committed.index,
-                created,
-            }),
+            Outcome::JobSubmitted { created, .. } => Ok((name, committed.index, created)),
             other => Err(unexpected(&other)),
+        }
+    }
+
+    /// One request of a `SubmitJobs` stream, answered by its request id.
+    async fn submit_reply(
+        &self,
+        identity: &Identity,
+        request: v1::SubmitJobRequest,
+    ) -> v1::SubmitJobsReply {
+        let request_id = request.request_id.clone();
+        match self.commit_submit(identity, request, false).await {
+            Ok((_, index, created)) => v1::SubmitJobsReply {
+                request_id,
+                index,
+                created,
+                ..Default::default()
+            },
+            Err(status) => v1::SubmitJobsReply {
+                request_id,
+                code: status.code() as i32,
+                message: status.message().to_owned(),
+                ..Default::default()
+            },
         }
     }
 
@@ -86,6 +125,42 @@ impl CellService for CellApi {
         self.submit(&identity, request.into_inner(), false)
             .await
             .map(Response::new)
+    }
+
+    type SubmitJobsStream = ReceiverStream<Result<v1::SubmitJobsReply, Status>>;
+
+    async fn submit_jobs(
+        &self,
+        request: Request<tonic::Streaming<v1::SubmitJobRequest>>,
+    ) -> Result<Response<Self::SubmitJobsStream>, Status> {
+        let identity = identity(&request)?;
+        let mut incoming = request.into_inner();
+        let (replies, receiver) = tokio::sync::mpsc::channel(SUBMIT_STREAM_IN_FLIGHT_MAX);
+        let in_flight = Arc::new(tokio::sync::Semaphore::new(SUBMIT_STREAM_IN_FLIGHT_MAX));
+        let api = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok(permit) = in_flight.clone().acquire_owned().await else {
+                    return;
+                };
+                let request = match incoming.message().await {
+                    Ok(Some(request)) => request,
+                    Ok(None) => return,
+                    Err(status) => {
+                        let _ = replies.send(Err(status)).await;
+                        return;
+                    }
+                };
+                let (api, identity, replies) = (api.clone(), identity.clone(), replies.clone());
+                tokio::spawn(async move {
+                    let reply = api.submit_reply(&identity, request).await;
+                    // A client that went away no longer wants its answers.
+                    let _ = replies.send(Ok(reply)).await;
+                    drop(permit);
+                });
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(receiver)))
     }
 
     async fn update_job(
