@@ -70,14 +70,16 @@ async fn borglet_starts(
     isolation: IsolationMode,
     cgroup_mode: CgroupMode,
     keeper: bool,
+    cgroup_spares_max: usize,
 ) -> (Summary, f64, bool, bool) {
     let data_dir = tempfile::tempdir().expect("temp dir");
     let mut config = BorgletConfig::new(vec![], "127.0.0.1:0", "bench-machine", data_dir.path());
     config.cgroups = cgroup_mode;
     config.cgroup_parent = format!(
-        "borg-bench-{}-{isolation:?}-{cgroup_mode:?}-{keeper}",
+        "borg-bench-{}-{isolation:?}-{cgroup_mode:?}-{keeper}-{cgroup_spares_max}",
         std::process::id()
     );
+    config.cgroup_spares_max = cgroup_spares_max;
     config.kill_tasks_on_exit = true;
     config.isolation = isolation;
     config.finished_sandboxes_max = 16;
@@ -182,13 +184,17 @@ fn main() {
         .expect("tokio runtime");
     let vfork = plain_starts(starts, false);
     let plain = plain_starts(starts, true);
-    let row = |isolation, cgroups, keeper| {
-        runtime.block_on(borglet_starts(starts, isolation, cgroups, keeper))
+    let spares = BorgletConfig::new(vec![], "127.0.0.1:0", "bench-machine", "/").cgroup_spares_max;
+    let row = |isolation, cgroups, keeper, spares| {
+        runtime.block_on(borglet_starts(starts, isolation, cgroups, keeper, spares))
     };
-    let (bare, bare_inside, _, _) = row(IsolationMode::Off, CgroupMode::Off, true);
-    let (off, off_inside, _, _) = row(IsolationMode::Off, CgroupMode::Auto, true);
-    let (forked, forked_inside, _, _) = row(IsolationMode::Auto, CgroupMode::Auto, false);
-    let (on, on_inside, cgroups, isolated) = row(IsolationMode::Auto, CgroupMode::Auto, true);
+    let (bare, bare_inside, _, _) = row(IsolationMode::Off, CgroupMode::Off, true, spares);
+    let (off, off_inside, _, _) = row(IsolationMode::Off, CgroupMode::Auto, true, spares);
+    let (forked, forked_inside, _, _) = row(IsolationMode::Auto, CgroupMode::Auto, false, spares);
+    // Each finished task's cgroup removed and the next one's created (as before reuse).
+    let (fresh, fresh_inside, _, _) = row(IsolationMode::Auto, CgroupMode::Auto, true, 0);
+    let (on, on_inside, cgroups, isolated) =
+        row(IsolationMode::Auto, CgroupMode::Auto, true, spares);
     println!(
         "task start latency, {starts} starts per row ({PROGRAM}); cgroups {}, isolation {}; load {}",
         if cgroups { "on" } else { "off" },
@@ -217,7 +223,12 @@ fn main() {
             &forked,
             forked_inside,
         ),
-        ("cgroups + namespaces + user", &on, on_inside),
+        (
+            "cgroups (not reused) + namespaces + user",
+            &fresh,
+            fresh_inside,
+        ),
+        ("cgroups (reused) + namespaces + user", &on, on_inside),
     ];
     for (what, summary, inside) in rows {
         println!(

@@ -97,6 +97,9 @@ pub struct BorgletConfig {
     /// Sandboxes (working directories and logs) of finished tasks kept on disk; older ones
     /// are deleted.
     pub finished_sandboxes_max: usize,
+    /// Finished tasks' cgroups kept, reset, for new tasks (v1 only; 0 creates and removes a
+    /// group per task). See `cgroups::spares`.
+    pub cgroup_spares_max: usize,
     /// `PATH` given to tasks (commands without a slash are looked up in it).
     pub task_path: String,
     pub isolation: IsolationMode,
@@ -160,6 +163,7 @@ impl BorgletConfig {
             starts_in_flight_max: STARTS_IN_FLIGHT_DEFAULT,
             poll_start_wait_ms: POLL_START_WAIT_DEFAULT_MS,
             finished_sandboxes_max: 200,
+            cgroup_spares_max: crate::cgroups::spares::CGROUP_SPARES_MAX,
             task_path: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_owned(),
             isolation: IsolationMode::Auto,
             task_user: "nobody".to_owned(),

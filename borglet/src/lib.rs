@@ -225,7 +225,11 @@ impl Borglet {
         };
         let registry = Registry::new();
         let metrics = BorgletMetrics::new(&registry)?;
-        let cgroups = match cgroups::detect(config.cgroups, &config.cgroup_parent) {
+        let cgroups = match cgroups::detect(
+            config.cgroups,
+            &config.cgroup_parent,
+            config.cgroup_spares_max,
+        ) {
             Detected::Enabled(cgroups) => {
                 tracing::info!(version = cgroups.version().name(), parent = %config.cgroup_parent,
                     "tasks run in cgroups");
@@ -419,9 +423,12 @@ impl Borglet {
         self.supervisor
             .shutdown(self.config.kill_tasks_on_exit)
             .await;
-        if let (true, Some(cgroups)) = (self.config.kill_tasks_on_exit, &self.cgroups) {
-            if let Err(error) = cgroups.remove_parent() {
-                tracing::info!(%error, "the parent cgroup stays");
+        if let Some(cgroups) = &self.cgroups {
+            cgroups.drain_spares();
+            if self.config.kill_tasks_on_exit {
+                if let Err(error) = cgroups.remove_parent() {
+                    tracing::info!(%error, "the parent cgroup stays");
+                }
             }
         }
         tracing::info!(machine = %self.info.name, "borglet stopped");

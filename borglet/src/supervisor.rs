@@ -708,20 +708,13 @@ impl Supervisor {
         Ok(process)
     }
 
-    /// Applies `change` to the task's slot (if it is still there) and refreshes the gauge of
-    /// running tasks.
+    /// Applies `change` to the task's slot (if it is still there). The gauge of running tasks
+    /// is refreshed by the next report (which visits every slot anyway), not here: a count over
+    /// the whole table per slot change was O(tasks) per update.
     fn update(&self, key: &TaskKey, change: impl FnOnce(&mut Slot)) {
-        let mut table = self.table();
-        if let Some(slot) = table.get_mut(key) {
+        if let Some(slot) = self.table().get_mut(key) {
             change(slot);
         }
-        let running = table
-            .values()
-            .filter(|s| s.phase == Phase::Running && s.pid != 0)
-            .count();
-        self.metrics
-            .tasks_running
-            .set(i64::try_from(running).unwrap_or(i64::MAX));
     }
 
     fn cgroup_usage(&self, key: &TaskKey) -> CgroupUsage {
@@ -1072,7 +1065,11 @@ impl Supervisor {
         let mut tasks = Vec::new();
         let mut usage = Resources::ZERO;
         let mut forget = BTreeSet::new();
+        let mut running = 0usize;
         for (key, slot) in table.iter_mut() {
+            if slot.phase == Phase::Running && slot.pid != 0 {
+                running += 1;
+            }
             let state = match (slot.desired, slot.phase) {
                 (false, Phase::Succeeded | Phase::Failed) => {
                     forget.insert(key.clone());
@@ -1100,6 +1097,9 @@ impl Supervisor {
         }
         table.retain(|key, _| !forget.contains(key));
         drop(table);
+        self.metrics
+            .tasks_running
+            .set(i64::try_from(running).unwrap_or(i64::MAX));
         for key in &forget {
             changes.forget(key.clone());
         }

@@ -4,6 +4,7 @@
 
 use borg_proto::v1;
 use borg_proto::v1::borglet_service_client::BorgletServiceClient;
+use borglet::cgroups::spares::spare_name;
 use borglet::cgroups::TaskCgroups;
 use borglet::state_dir::StateDir;
 use borglet::{Borglet, BorgletConfig, CgroupMode};
@@ -932,6 +933,120 @@ async fn a_task_past_its_memory_limit_is_reported_oom_killed() {
         report.message
     );
     assert_eq!(harness.metric("borglet_task_exits_total", Some("oom")), 1.0);
+    if let Some(cgroups) = &harness.cgroups {
+        // The kernel's OOM count cannot be reset: such a group is removed, never reused.
+        assert!(!cgroups.memory_dir("hog.0.1").exists());
+        assert!(!cgroups.memory_dir(&spare_name(0)).exists());
+    }
+    harness.stop().await;
+}
+
+/// The directory of the borglet's group `name` in the v1 hierarchy of `controller`.
+fn v1_group_dir(harness: &Harness, controller: cgroups_rs::fs::Controllers, name: &str) -> PathBuf {
+    let (mount, _) = cgroups_rs::fs::hierarchies::V1::new()
+        .get_mount_point(controller)
+        .unwrap();
+    mount.join(&harness.config.cgroup_parent).join(name)
+}
+
+fn read_trimmed(path: &Path) -> String {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .trim()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_finished_tasks_cgroup_is_reused_without_its_limits_usage_or_processes() {
+    use cgroups_rs::fs::Controllers;
+    use std::os::unix::fs::MetadataExt;
+    let mut harness = Harness::start(CgroupMode::Auto).await;
+    let Some(cgroups) = harness.cgroups.clone() else {
+        assert!(
+            !nix::unistd::geteuid().is_root(),
+            "running as root but no cgroups"
+        );
+        harness.stop().await;
+        return;
+    };
+    if cgroups.version() != borglet::cgroups::CgroupVersion::V1 {
+        eprintln!("skipped: only v1 groups are reused (v2 cannot rename them)");
+        harness.stop().await;
+        return;
+    }
+    // Charges 3 MiB of page cache and burns CPU under a 64 MiB limit.
+    let first = batch(task(
+        "first",
+        0,
+        "/bin/sh",
+        &[
+            "-c",
+            "head -c 3145728 /dev/zero > \"$HOME/f\"; i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done",
+        ],
+    ));
+    harness
+        .poll_until(
+            std::slice::from_ref(&first),
+            "the first task to succeed",
+            |r| state_of(r, &first) == Some(v1::TaskState::Succeeded),
+        )
+        .await;
+    // Seen terminal means cleaned up: the group is now a reset spare.
+    let spare = spare_name(0);
+    let spare_memory = cgroups.memory_dir(&spare);
+    assert!(!cgroups.exists("first.0.1"));
+    assert!(spare_memory.is_dir(), "the finished group was not kept");
+    let spare_inode = std::fs::metadata(&spare_memory).unwrap().ino();
+    assert_eq!(
+        read_trimmed(&v1_group_dir(&harness, Controllers::CpuAcct, &spare).join("cpuacct.usage")),
+        "0"
+    );
+    assert!(cgroups.pids(&spare).is_empty());
+
+    // The next task, without a memory limit, gets that group under its own name.
+    let mut second = task("second", 0, "/bin/sleep", &["300"]);
+    let resources = second
+        .template
+        .as_mut()
+        .unwrap()
+        .resources
+        .as_mut()
+        .unwrap();
+    resources.ram_bytes = 0;
+    harness.run_until_running(&second).await;
+    let name = "second.0.1";
+    let memory_dir = cgroups.memory_dir(name);
+    assert_eq!(
+        std::fs::metadata(&memory_dir).unwrap().ino(),
+        spare_inode,
+        "not reused"
+    );
+    assert!(!spare_memory.exists());
+    let limit: u64 = read_trimmed(&memory_dir.join("memory.limit_in_bytes"))
+        .parse()
+        .unwrap();
+    assert!(limit >= 1 << 62, "the first task's limit stayed: {limit}");
+    let charged: u64 = read_trimmed(&memory_dir.join("memory.usage_in_bytes"))
+        .parse()
+        .unwrap();
+    assert!(
+        charged < 2 << 20,
+        "the first task's page cache stayed charged: {charged}"
+    );
+    assert_eq!(
+        read_trimmed(&v1_group_dir(&harness, Controllers::Cpu, name).join("cpu.cfs_quota_us")),
+        "-1"
+    );
+    let report = harness.poll(std::slice::from_ref(&second)).await;
+    let pid = report_of(&report, &second).unwrap().pid;
+    for member in cgroups.pids(name) {
+        assert!(process_exists(member));
+        let cmdline = std::fs::read_to_string(format!("/proc/{member}/cmdline")).unwrap();
+        assert!(
+            member == pid || !cmdline.contains("/bin/sh"),
+            "a process of the first task: {cmdline}"
+        );
+    }
     harness.stop().await;
 }
 

@@ -2,8 +2,11 @@
 //! run. Each replica and each etcd member is its own process (this binary re-executes itself as
 //! `master_bench replica ...`), so the leader can be killed with SIGKILL.
 //!
-//! Figures: committed mutations/s at 1 and 64 in flight (borgmaster: SubmitJob; etcd: a put
-//! through its HTTP/JSON gateway `/v3/kv/put`, on keep-alive connections, one per writer),
+//! Figures: committed mutations/s at 1 and 64 in flight, each writer with one write
+//! outstanding at a time (borgmaster: a `SubmitJob`, as a unary call on one connection and
+//! on one `SubmitJobs` stream shared by the writers; etcd: a put through its HTTP/JSON gateway
+//! `/v3/kv/put` on keep-alive connections, one per writer, and through its native gRPC
+//! `KV/Put` over 1 and over 8 HTTP/2 connections; the ratio is against etcd's faster path),
 //! failover (SIGKILL the leader → next committed write, median and max over the trials),
 //! recovery of a replica from a checkpoint of a cell with 100,000 tasks, and the replicas'
 //! memory (VmRSS) holding them.
@@ -14,6 +17,7 @@
 //! fault injection (`BORG_FAULT_FSYNC_STALL_MS`): every fsync of every borgmaster replica
 //! takes N ms longer (etcd's do not), to show that a stalling disk changes no leader.
 
+use borg_common::master_client::{SubmitStream, TokenInterceptor};
 use borg_proto::v1;
 use borg_proto::v1::cell_service_client::CellServiceClient;
 use borg_proto::v1::replica_service_client::ReplicaServiceClient;
@@ -24,6 +28,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tonic::service::interceptor::InterceptedService;
 
 const MEMBERS: usize = 5;
 const FAILOVER_WRITE_ATTEMPT_TIMEOUT_MS: u64 = 300;
@@ -43,6 +48,10 @@ struct Settings {
     throughput_only: bool,
     /// Only the failover trials (A/B of election settings).
     failover_only: bool,
+    /// Client paths to borgmaster measured in each round (`--borg-path`).
+    borg_paths: Vec<BorgPath>,
+    /// etcd gRPC phases at 64 in flight: one per connection count (`--etcd-grpc-connections`).
+    etcd_grpc_connections: Vec<usize>,
 }
 
 /// Passes `--sync-inline-wait-ms` to the replica processes (A/B of the setting).
@@ -50,7 +59,7 @@ const SYNC_INLINE_WAIT_ENV: &str = "MASTER_BENCH_SYNC_INLINE_WAIT_MS";
 /// Passes `--leader-lost-tick-speedup` to the replica processes (A/B of the setting).
 const LEADER_LOST_SPEEDUP_ENV: &str = "MASTER_BENCH_LEADER_LOST_TICK_SPEEDUP";
 
-const USAGE: &str = "master_bench [--quick] [--rounds N] [--no-etcd] [--throughput-only] [--inject-fsync-stall-ms N] [--sync-inline-wait-ms N] [--leader-lost-tick-speedup N] [--failover-only]";
+const USAGE: &str = "master_bench [--quick] [--rounds N] [--no-etcd] [--throughput-only] [--borg-path unary|stream|both] [--etcd-grpc-connections N,N..] [--inject-fsync-stall-ms N] [--sync-inline-wait-ms N] [--leader-lost-tick-speedup N] [--failover-only]";
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -99,7 +108,38 @@ fn main() {
             }
         }
     }
+    let borg_paths = match args.iter().position(|a| a == "--borg-path") {
+        None => vec![BorgPath::Unary, BorgPath::Stream],
+        Some(i) => match args.get(i + 1).map(String::as_str) {
+            Some("unary") => vec![BorgPath::Unary],
+            Some("stream") => vec![BorgPath::Stream],
+            Some("both") => vec![BorgPath::Unary, BorgPath::Stream],
+            _ => {
+                eprintln!("--borg-path takes unary, stream or both\n{USAGE}");
+                std::process::exit(2);
+            }
+        },
+    };
+    let etcd_grpc_connections = match args.iter().position(|a| a == "--etcd-grpc-connections") {
+        None => vec![1, 8],
+        Some(i) => {
+            let list: Option<Vec<usize>> = args.get(i + 1).and_then(|list| {
+                list.split(',')
+                    .map(|n| n.parse().ok().filter(|n| *n >= 1))
+                    .collect()
+            });
+            match list {
+                Some(list) => list,
+                None => {
+                    eprintln!("--etcd-grpc-connections takes counts of 1 or more, comma-separated\n{USAGE}");
+                    std::process::exit(2);
+                }
+            }
+        }
+    };
     let settings = Settings {
+        borg_paths,
+        etcd_grpc_connections,
         throughput_s: if quick { 3 } else { 10 },
         rounds,
         failover_trials: 7,
@@ -280,22 +320,78 @@ async fn bench(settings: Settings) {
         None
     };
     // Both cells run side by side; each round measures borgmaster, then etcd, at every
-    // concurrency, so both see the same machine load.
+    // concurrency and through every client path, so both see the same machine load.
     let (leader_before, changes_before) = cell.leadership().await;
-    let mut ours: Vec<Vec<f64>> = vec![Vec::new(); concurrencies.len()];
-    let mut theirs: Vec<Vec<f64>> = vec![Vec::new(); concurrencies.len()];
+    let etcd_paths: Vec<EtcdPath> = std::iter::once(EtcdPath::Http)
+        .chain(
+            settings
+                .etcd_grpc_connections
+                .iter()
+                .map(|&connections| EtcdPath::Grpc { connections }),
+        )
+        .collect();
+    // Per concurrency: each path's rate in every round.
+    let mut ours: Vec<Vec<(BorgPath, Vec<f64>)>> = concurrencies
+        .iter()
+        .map(|_| {
+            settings
+                .borg_paths
+                .iter()
+                .map(|p| (*p, Vec::new()))
+                .collect()
+        })
+        .collect();
+    // No etcd cell: no etcd series (nothing to print for it).
+    let mut theirs: Vec<Vec<(EtcdPath, Vec<f64>)>> = concurrencies
+        .iter()
+        .map(|&inflight| {
+            if etcd.is_none() {
+                return Vec::new();
+            }
+            etcd_paths
+                .iter()
+                .filter(|p| {
+                    inflight > 1
+                        || **p == EtcdPath::Http
+                        || **p == EtcdPath::Grpc { connections: 1 }
+                })
+                .map(|p| (*p, Vec::new()))
+                .collect()
+        })
+        .collect();
     for round in 1..=settings.rounds {
         for (c, &inflight) in concurrencies.iter().enumerate() {
-            let rate = cell.throughput(inflight, settings.throughput_s).await;
-            ours[c].push(rate);
-            let etcd_rate = match &etcd {
-                Some(etcd) => etcd.throughput(inflight, settings.throughput_s).await,
-                None => f64::NAN,
-            };
-            theirs[c].push(etcd_rate);
+            for (path, rates) in ours[c].iter_mut() {
+                let rate = cell
+                    .throughput(*path, inflight, settings.throughput_s)
+                    .await;
+                println!(
+                    "round {round}, {inflight} in flight: borgmaster {}: {rate:.0} committed mutations/s",
+                    path.name()
+                );
+                rates.push(rate);
+            }
+            if let Some(etcd) = &etcd {
+                for (path, rates) in theirs[c].iter_mut() {
+                    let rate = etcd
+                        .throughput(*path, inflight, settings.throughput_s)
+                        .await;
+                    println!(
+                        "round {round}, {inflight} in flight: etcd {}: {rate:.0} committed puts/s",
+                        path.name()
+                    );
+                    rates.push(rate);
+                }
+            }
+            let (ours_best, theirs_best) = (
+                headline(&ours[c], round - 1),
+                headline(&theirs[c], round - 1),
+            );
             println!(
-                "round {round}, {inflight} in flight: borgmaster {rate:.0} committed mutations/s, etcd {etcd_rate:.0} committed puts/s: {:.2}x",
-                rate / etcd_rate
+                "round {round}, {inflight} in flight: borgmaster's faster path ({}) / etcd's faster path ({}): {:.2}x",
+                ours_best.1,
+                theirs_best.1,
+                ours_best.0 / theirs_best.0
             );
         }
     }
@@ -306,22 +402,69 @@ async fn bench(settings: Settings) {
         if changes == 0 && leader_before.is_some() && leader_before == leader_after { "no leader change" } else { "LEADER CHANGED" }
     );
     for (c, inflight) in concurrencies.iter().enumerate() {
-        let (a, b) = (median(&ours[c]), median(&theirs[c]));
-        let ratios: Vec<f64> = ours[c].iter().zip(&theirs[c]).map(|(a, b)| a / b).collect();
-        println!(
-            "median of {} rounds at {inflight} in flight: borgmaster {a:.0}/s, etcd {b:.0}/s, ratio of medians {:.2}x (per round {:?})",
-            settings.rounds,
-            a / b,
-            ratios.iter().map(|r| format!("{r:.2}")).collect::<Vec<_>>()
-        );
-        rows.push((
-            format!(
-                "mutations/s, {inflight} in flight (median of {})",
-                settings.rounds
-            ),
-            format!("{a:.0}"),
-            format!("{b:.0}"),
-        ));
+        for (path, rates) in &ours[c] {
+            println!(
+                "median of {} rounds at {inflight} in flight: borgmaster {}: {:.0}/s (rounds {})",
+                settings.rounds,
+                path.name(),
+                median(rates),
+                format_rates(rates)
+            );
+        }
+        for (path, rates) in &theirs[c] {
+            println!(
+                "median of {} rounds at {inflight} in flight: etcd {}: {:.0}/s (rounds {})",
+                settings.rounds,
+                path.name(),
+                median(rates),
+                format_rates(rates)
+            );
+        }
+        // The headline: borgmaster's last path (the stream, when measured) against etcd's
+        // faster path by median, and each borgmaster path against it.
+        let etcd_best = theirs[c]
+            .iter()
+            .map(|(path, rates)| (median(rates), path.name()))
+            .max_by(|a, b| a.0.total_cmp(&b.0))
+            .unwrap_or((f64::NAN, "-".into()));
+        for (path, rates) in &ours[c] {
+            let per_round: Vec<String> = (0..rates.len())
+                .map(|r| {
+                    let best = headline(&theirs[c], r).0;
+                    format!("{:.2}", rates[r] / best)
+                })
+                .collect();
+            let ratio = median(rates) / etcd_best.0;
+            println!(
+                "ratio at {inflight} in flight: borgmaster {} {:.0}/s against etcd's faster path ({}) {:.0}/s: {ratio:.2}x (per round against that round's best etcd path: {})",
+                path.name(),
+                median(rates),
+                etcd_best.1,
+                etcd_best.0,
+                per_round.join(" / ")
+            );
+            rows.push((
+                format!(
+                    "mutations/s, {inflight} in flight, borgmaster {} vs etcd {} (median of {})",
+                    path.name(),
+                    etcd_best.1,
+                    settings.rounds
+                ),
+                format!("{:.0}", median(rates)),
+                format!("{:.0} ({ratio:.2}x)", etcd_best.0),
+            ));
+        }
+        for (path, rates) in &theirs[c] {
+            rows.push((
+                format!(
+                    "etcd {}, {inflight} in flight (median of {})",
+                    path.name(),
+                    settings.rounds
+                ),
+                String::new(),
+                format!("{:.0}", median(rates)),
+            ));
+        }
     }
     rows.push((
         "leader changes during the throughput runs".into(),
@@ -369,6 +512,39 @@ async fn bench(settings: Settings) {
         ));
     }
     print_rows(rows);
+}
+
+/// The fastest path's rate in round `round` (and its name); NaN when none was measured.
+fn headline<P: PathName>(paths: &[(P, Vec<f64>)], round: usize) -> (f64, String) {
+    paths
+        .iter()
+        .filter_map(|(path, rates)| rates.get(round).map(|r| (*r, path.label())))
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .unwrap_or((f64::NAN, "-".into()))
+}
+
+trait PathName {
+    fn label(&self) -> String;
+}
+
+impl PathName for BorgPath {
+    fn label(&self) -> String {
+        self.name().into()
+    }
+}
+
+impl PathName for EtcdPath {
+    fn label(&self) -> String {
+        self.name()
+    }
+}
+
+fn format_rates(rates: &[f64]) -> String {
+    rates
+        .iter()
+        .map(|r| format!("{r:.0}"))
+        .collect::<Vec<_>>()
+        .join(" / ")
 }
 
 fn print_rows(rows: Vec<(String, String, String)>) {
@@ -473,16 +649,19 @@ impl BorgCell {
         (agreed, changes)
     }
 
-    fn client(&self, address: &str) -> CellServiceClient<tonic::transport::Channel> {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+    fn channel(&self, address: &str) -> tonic::transport::Channel {
+        tonic::transport::Endpoint::from_shared(format!("http://{address}"))
             .expect("endpoint")
             .connect_timeout(Duration::from_millis(200))
             .timeout(Duration::from_millis(
                 FAILOVER_WRITE_ATTEMPT_TIMEOUT_MS.max(5_000),
             ))
             .tcp_nodelay(true)
-            .connect_lazy();
-        CellServiceClient::new(channel)
+            .connect_lazy()
+    }
+
+    fn client(&self, address: &str) -> CellServiceClient<tonic::transport::Channel> {
+        CellServiceClient::new(self.channel(address))
     }
 
     /// CPU ticks used by each replica so far.
@@ -490,17 +669,34 @@ impl BorgCell {
         self.members.iter().map(Member::cpu_ticks).collect()
     }
 
-    async fn throughput(&self, inflight: usize, seconds: u64) -> f64 {
+    /// Committed writes/s with `inflight` writers, each with one write outstanding at a time,
+    /// through `path`: unary `SubmitJob` calls on one connection, or one shared `SubmitJobs`
+    /// stream.
+    async fn throughput(&self, path: BorgPath, inflight: usize, seconds: u64) -> f64 {
         let leader = self.wait_leader().await;
         let cpu_before = self.cpu_ticks();
         let status_before = self.status(leader).await;
         let client = self.client(&self.addresses[leader]);
-        let counter = Arc::new(AtomicU64::new(0));
-        let refused = Arc::new(AtomicU64::new(0));
+        let stream = match path {
+            BorgPath::Unary => None,
+            BorgPath::Stream => Some(Arc::new(
+                SubmitStream::open(
+                    InterceptedService::new(
+                        self.channel(&self.addresses[leader]),
+                        TokenInterceptor::default(),
+                    ),
+                    inflight,
+                    Duration::from_secs(5),
+                )
+                .await
+                .expect("open a SubmitJobs stream"),
+            )),
+        };
+        let tally = Arc::new(Tally::default());
         let stop = Instant::now() + Duration::from_secs(seconds);
         let mut writers = tokio::task::JoinSet::new();
         for w in 0..inflight {
-            let (mut client, counter, refused) = (client.clone(), counter.clone(), refused.clone());
+            let (mut client, stream, tally) = (client.clone(), stream.clone(), tally.clone());
             writers.spawn(async move {
                 let mut n = 0u64;
                 while Instant::now() < stop {
@@ -520,21 +716,22 @@ impl BorgCell {
                         request_id: format!("w{sequence}"),
                         check_index: None,
                     };
-                    if client.submit_job(request).await.is_ok() {
-                        counter.fetch_add(1, Ordering::Relaxed);
-                    } else {
-                        refused.fetch_add(1, Ordering::Relaxed);
-                    }
+                    let committed = match &stream {
+                        Some(stream) => stream.submit(request).await.is_ok(),
+                        None => client.submit_job(request).await.is_ok(),
+                    };
+                    tally.count(committed);
                 }
             });
         }
         let started = Instant::now();
         while writers.join_next().await.is_some() {}
-        let refused = refused.load(Ordering::Relaxed);
-        if refused > 0 {
-            println!("  borgmaster: {refused} writes failed at {inflight} in flight (not counted)");
+        let elapsed_s = started.elapsed().as_secs_f64();
+        let committed = tally.committed.load(Ordering::Relaxed);
+        let failed = tally.failed.load(Ordering::Relaxed);
+        if failed > 0 {
+            println!("  borgmaster: {failed} writes failed at {inflight} in flight (not counted)");
         }
-        let committed = counter.load(Ordering::Relaxed);
         // CPU per write is what a busy shared machine changes least (throughput depends on
         // what else runs); clock ticks are 10 ms on Linux.
         let used_s: Vec<f64> = self
@@ -550,18 +747,20 @@ impl BorgCell {
                 .applied_log_index
                 .saturating_sub(before.applied_log_index);
             println!(
-                "  borgmaster, {inflight} in flight: {commands} commands in {entries} log entries ({:.1} per entry)",
+                "  borgmaster {}, {inflight} in flight: {commands} commands in {entries} log entries ({:.1} per entry)",
+                path.name(),
                 commands as f64 / entries.max(1) as f64
             );
         }
         let per_write_us = |s: f64| s * 1e6 / committed.max(1) as f64;
         println!(
-            "  borgmaster, {inflight} in flight: the five replicas used {cpu_s:.2} CPU-s: {:.0} µs of CPU per committed write (leader {:.0} µs, followers {:.0} µs)",
+            "  borgmaster {}, {inflight} in flight: the five replicas used {cpu_s:.2} CPU-s: {:.0} µs of CPU per committed write (leader {:.0} µs, followers {:.0} µs)",
+            path.name(),
             per_write_us(cpu_s),
             per_write_us(used_s[leader]),
             per_write_us(cpu_s - used_s[leader]),
         );
-        committed as f64 / started.elapsed().as_secs_f64()
+        committed as f64 / elapsed_s
     }
 
     /// One write accepted by any live replica (followers forward), trying each in turn.
@@ -719,6 +918,62 @@ impl BorgCell {
     }
 }
 
+/// How the bench's writers reach borgmaster.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum BorgPath {
+    /// One unary `SubmitJob` call per write, all writers on one HTTP/2 connection.
+    Unary,
+    /// One `SubmitJobs` stream shared by all writers (`borg_common`'s `SubmitStream`).
+    Stream,
+}
+
+impl BorgPath {
+    fn name(self) -> &'static str {
+        match self {
+            BorgPath::Unary => "unary SubmitJob",
+            BorgPath::Stream => "SubmitJobs stream",
+        }
+    }
+}
+
+/// How the bench's writers reach etcd.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum EtcdPath {
+    /// `/v3/kv/put` on etcd's HTTP/JSON gateway, one keep-alive HTTP/1.1 connection per
+    /// writer.
+    Http,
+    /// etcd's native gRPC `KV/Put`, the writers spread over this many HTTP/2 connections.
+    Grpc { connections: usize },
+}
+
+impl EtcdPath {
+    fn name(self) -> String {
+        match self {
+            EtcdPath::Http => "HTTP/JSON gateway".into(),
+            EtcdPath::Grpc { connections: 1 } => "gRPC KV/Put, 1 connection".into(),
+            EtcdPath::Grpc { connections } => format!("gRPC KV/Put, {connections} connections"),
+        }
+    }
+}
+
+/// Writes counted by a throughput phase's writers.
+#[derive(Default)]
+struct Tally {
+    committed: AtomicU64,
+    failed: AtomicU64,
+}
+
+impl Tally {
+    fn count(&self, committed: bool) {
+        let counter = if committed {
+            &self.committed
+        } else {
+            &self.failed
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// Jobs each throughput writer cycles over (updating one per write).
 const JOBS_PER_WRITER: u64 = 16;
 
@@ -854,45 +1109,76 @@ impl EtcdCell {
         None
     }
 
-    async fn throughput(&self, inflight: usize, seconds: u64) -> f64 {
+    /// Committed puts/s with `inflight` writers, each with one put outstanding at a time,
+    /// through `path`, at the leader.
+    async fn throughput(&self, path: EtcdPath, inflight: usize, seconds: u64) -> f64 {
         let leader = self.leader().await.unwrap_or(0);
+        let address = self.clients[leader].clone();
         let cpu_before: u64 = self.members.iter().map(Member::cpu_ticks).sum();
-        let counter = Arc::new(AtomicU64::new(0));
+        let tally = Arc::new(Tally::default());
         let stop = Instant::now() + Duration::from_secs(seconds);
+        let grpc_channels: Vec<tonic::transport::Channel> = match path {
+            EtcdPath::Http => Vec::new(),
+            EtcdPath::Grpc { connections } => (0..connections.max(1))
+                .map(|_| etcd_grpc_channel(&address))
+                .collect(),
+        };
         let mut writers = tokio::task::JoinSet::new();
         for w in 0..inflight {
-            let (address, counter) = (self.clients[leader].clone(), counter.clone());
-            writers.spawn(async move {
-                let Ok(mut conn) = HttpConn::connect(&address).await else {
-                    return;
-                };
-                let mut n = 0u64;
-                while Instant::now() < stop {
-                    let body = put_body(&format!("t{inflight}-{w}-{n}"), "value");
-                    n += 1;
-                    match conn.post("/v3/kv/put", &body).await {
-                        Ok((200, _)) => {
-                            counter.fetch_add(1, Ordering::Relaxed);
+            let (address, tally) = (address.clone(), tally.clone());
+            let key = move |n: u64| format!("t{inflight}-{w}-{n}");
+            match path {
+                EtcdPath::Http => writers.spawn(async move {
+                    let Ok(mut conn) = HttpConn::connect(&address).await else {
+                        return;
+                    };
+                    let mut n = 0u64;
+                    while Instant::now() < stop {
+                        let body = put_body(&key(n), "value");
+                        n += 1;
+                        match conn.post("/v3/kv/put", &body).await {
+                            Ok((code, _)) => tally.count(code == 200),
+                            Err(_) => {
+                                tally.count(false);
+                                match HttpConn::connect(&address).await {
+                                    Ok(c) => conn = c,
+                                    Err(_) => return,
+                                }
+                            }
                         }
-                        Ok(_) => {}
-                        Err(_) => match HttpConn::connect(&address).await {
-                            Ok(c) => conn = c,
-                            Err(_) => return,
-                        },
                     }
+                }),
+                EtcdPath::Grpc { .. } => {
+                    let channel = grpc_channels[w % grpc_channels.len()].clone();
+                    writers.spawn(async move {
+                        let mut kv = tonic::client::Grpc::new(channel);
+                        let mut n = 0u64;
+                        while Instant::now() < stop {
+                            let put =
+                                etcd_grpc_put(&mut kv, key(n).into_bytes(), b"value".to_vec());
+                            n += 1;
+                            tally.count(put.await.is_ok());
+                        }
+                    })
                 }
-            });
+            };
         }
         let started = Instant::now();
         while writers.join_next().await.is_some() {}
-        let committed = counter.load(Ordering::Relaxed);
+        let elapsed_s = started.elapsed().as_secs_f64();
+        let committed = tally.committed.load(Ordering::Relaxed);
+        let failed = tally.failed.load(Ordering::Relaxed);
+        if failed > 0 {
+            println!("  etcd: {failed} puts failed at {inflight} in flight (not counted)");
+        }
         let cpu_after: u64 = self.members.iter().map(Member::cpu_ticks).sum();
         let cpu_s = cpu_after.saturating_sub(cpu_before) as f64 / CLOCK_TICKS_PER_S;
         println!(
-            "  etcd, {inflight} in flight: the five members used {cpu_s:.2} CPU-s: {:.0} µs of CPU per committed put",
+            "  etcd {}, {inflight} in flight: the five members used {cpu_s:.2} CPU-s: {:.0} µs of CPU per committed put",
+            path.name(),
             cpu_s * 1e6 / committed.max(1) as f64
         );
-        committed as f64 / started.elapsed().as_secs_f64()
+        committed as f64 / elapsed_s
     }
 
     async fn put_anywhere(&self, key: &str) -> bool {
@@ -952,6 +1238,64 @@ impl EtcdCell {
         }
         times
     }
+}
+
+/// etcd's `etcdserverpb.PutRequest`, the two fields the bench sets (etcd's rpc.proto).
+#[derive(Clone, PartialEq, prost::Message)]
+struct EtcdPutRequest {
+    #[prost(bytes = "vec", tag = "1")]
+    key: Vec<u8>,
+    #[prost(bytes = "vec", tag = "2")]
+    value: Vec<u8>,
+}
+
+/// etcd's `etcdserverpb.ResponseHeader`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct EtcdResponseHeader {
+    #[prost(uint64, tag = "1")]
+    cluster_id: u64,
+    #[prost(uint64, tag = "2")]
+    member_id: u64,
+    #[prost(int64, tag = "3")]
+    revision: i64,
+    #[prost(uint64, tag = "4")]
+    raft_term: u64,
+}
+
+/// etcd's `etcdserverpb.PutResponse` (without `prev_kv`, which the bench never asks for).
+#[derive(Clone, PartialEq, prost::Message)]
+struct EtcdPutResponse {
+    #[prost(message, optional, tag = "1")]
+    header: Option<EtcdResponseHeader>,
+}
+
+/// An HTTP/2 connection to an etcd member's client port (gRPC and the gateway share it).
+fn etcd_grpc_channel(address: &str) -> tonic::transport::Channel {
+    tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+        .expect("endpoint")
+        .connect_timeout(Duration::from_millis(500))
+        .timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .connect_lazy()
+}
+
+/// One `etcdserverpb.KV/Put`: the revision it committed at.
+async fn etcd_grpc_put(
+    kv: &mut tonic::client::Grpc<tonic::transport::Channel>,
+    key: Vec<u8>,
+    value: Vec<u8>,
+) -> Result<i64, tonic::Status> {
+    kv.ready()
+        .await
+        .map_err(|e| tonic::Status::unavailable(format!("etcd connection: {e}")))?;
+    let response: tonic::Response<EtcdPutResponse> = kv
+        .unary(
+            tonic::Request::new(EtcdPutRequest { key, value }),
+            tonic::codegen::http::uri::PathAndQuery::from_static("/etcdserverpb.KV/Put"),
+            tonic_prost::ProstCodec::default(),
+        )
+        .await?;
+    Ok(response.into_inner().header.map_or(0, |h| h.revision))
 }
 
 fn put_body(key: &str, value: &str) -> String {

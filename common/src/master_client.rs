@@ -7,10 +7,14 @@
 
 use crate::auth::{is_valid_token, AUTHORIZATION_HEADER, BEARER_PREFIX};
 use borg_proto::leader::leader_hint;
+use borg_proto::v1;
+use borg_proto::v1::cell_service_client::CellServiceClient;
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
 use tonic::service::Interceptor;
@@ -181,6 +185,15 @@ impl MasterClient {
             .len()
     }
 
+    /// Opens a `SubmitJobs` stream (see `SubmitStream`) at the replica this client sends to,
+    /// trying the next one while replicas are unavailable. Any replica takes it: followers
+    /// forward each write to the leader.
+    pub async fn submit_stream(&self, in_flight_max: usize) -> Result<SubmitStream, Status> {
+        let reply_timeout = Duration::from_millis(self.config.request_timeout_ms);
+        self.call(|channel| SubmitStream::open(channel, in_flight_max, reply_timeout))
+            .await
+    }
+
     /// Runs `op` on a channel to the leader (or any replica, for reads that any replica
     /// serves), following leader hints and retrying unavailable replicas within the bounds
     /// of the configuration.
@@ -250,6 +263,153 @@ impl MasterClient {
             ),
         ))
     }
+}
+
+/// Many writes in flight on one `CellService.SubmitJobs` stream, each caller awaiting its
+/// own answer: one HTTP/2 stream instead of one call per write, which is what a unary
+/// `SubmitJob` mostly costs the leader. At most `in_flight_max` writes are outstanding;
+/// further callers wait for a slot. A request without an id gets a fresh one (replies are
+/// matched by id, so two writes in flight must not share one).
+///
+/// A write's failure comes back as the status `SubmitJob` would have returned. If the stream
+/// breaks, every outstanding and later write fails with `UNAVAILABLE`; the caller opens a new
+/// stream (perhaps at another replica) and retries with the same request ids.
+pub struct SubmitStream {
+    requests: mpsc::Sender<v1::SubmitJobRequest>,
+    waiters: Arc<Mutex<Waiters>>,
+    slots: Arc<Semaphore>,
+    reply_timeout: Duration,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+/// Callers awaiting their replies, by request id; `closed` once the reply stream ended.
+#[derive(Default)]
+struct Waiters {
+    by_request_id: HashMap<String, oneshot::Sender<v1::SubmitJobsReply>>,
+    closed: Option<Status>,
+}
+
+impl SubmitStream {
+    /// Opens the stream on `channel`. A write not answered within `reply_timeout` fails with
+    /// `DEADLINE_EXCEEDED` (its outcome unknown: retry it with the same request id).
+    pub async fn open(
+        channel: MasterChannel,
+        in_flight_max: usize,
+        reply_timeout: Duration,
+    ) -> Result<SubmitStream, Status> {
+        let in_flight_max = in_flight_max.max(1);
+        let (requests, outgoing) = mpsc::channel(in_flight_max);
+        let mut replies = CellServiceClient::new(channel)
+            .submit_jobs(ReceiverStream::new(outgoing))
+            .await?
+            .into_inner();
+        let waiters = Arc::new(Mutex::new(Waiters::default()));
+        let reader = {
+            let waiters = waiters.clone();
+            tokio::spawn(async move {
+                let ended = loop {
+                    match replies.message().await {
+                        Ok(Some(reply)) => {
+                            let waiter = lock(&waiters).by_request_id.remove(&reply.request_id);
+                            if let Some(waiter) = waiter {
+                                // A caller that timed out no longer waits.
+                                let _ = waiter.send(reply);
+                            }
+                        }
+                        Ok(None) => {
+                            break Status::unavailable("the replica closed the submit stream")
+                        }
+                        Err(status) => break status,
+                    }
+                };
+                let mut waiters = lock(&waiters);
+                // Dropping the senders fails every outstanding write.
+                waiters.by_request_id.clear();
+                waiters.closed = Some(ended);
+            })
+        };
+        Ok(SubmitStream {
+            requests,
+            waiters,
+            slots: Arc::new(Semaphore::new(in_flight_max)),
+            reply_timeout,
+            reader,
+        })
+    }
+
+    /// Sends one submit and waits for its outcome: the reply (index, created) once
+    /// committed, else the status the write was refused with.
+    pub async fn submit(
+        &self,
+        mut request: v1::SubmitJobRequest,
+    ) -> Result<v1::SubmitJobsReply, Status> {
+        let _slot = self
+            .slots
+            .acquire()
+            .await
+            .map_err(|_| Status::unavailable("the submit stream is closed"))?;
+        if request.request_id.is_empty() {
+            request.request_id = crate::new_request_id("stream");
+        }
+        let request_id = request.request_id.clone();
+        let (reply, answer) = oneshot::channel();
+        {
+            let mut waiters = lock(&self.waiters);
+            if let Some(ended) = &waiters.closed {
+                return Err(stream_broken(ended));
+            }
+            if waiters.by_request_id.contains_key(&request_id) {
+                return Err(Status::invalid_argument(format!(
+                    "request id {request_id:?} is already in flight on this stream; wait for its answer"
+                )));
+            }
+            waiters.by_request_id.insert(request_id.clone(), reply);
+        }
+        if self.requests.send(request).await.is_err() {
+            lock(&self.waiters).by_request_id.remove(&request_id);
+            return Err(Status::unavailable(
+                "the submit stream is closed; retry with the same request id",
+            ));
+        }
+        match tokio::time::timeout(self.reply_timeout, answer).await {
+            Ok(Ok(reply)) if reply.code == Code::Ok as i32 => Ok(reply),
+            Ok(Ok(reply)) => Err(Status::new(Code::from(reply.code), reply.message)),
+            Ok(Err(_)) => {
+                let waiters = lock(&self.waiters);
+                Err(match &waiters.closed {
+                    Some(ended) => stream_broken(ended),
+                    None => Status::unavailable("the submit stream ended"),
+                })
+            }
+            Err(_) => {
+                lock(&self.waiters).by_request_id.remove(&request_id);
+                Err(Status::deadline_exceeded(format!(
+                    "write {request_id} was not answered within {} ms; its outcome is unknown: retry with the same request id",
+                    self.reply_timeout.as_millis()
+                )))
+            }
+        }
+    }
+}
+
+impl Drop for SubmitStream {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+/// The waiters' lock; a panic while holding it cannot leave the map inconsistent.
+fn lock(waiters: &Mutex<Waiters>) -> std::sync::MutexGuard<'_, Waiters> {
+    waiters
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn stream_broken(ended: &Status) -> Status {
+    Status::unavailable(format!(
+        "the submit stream broke ({}); open a new one and retry with the same request id",
+        ended.message()
+    ))
 }
 
 /// Unavailable replicas and transport failures are worth another replica; everything else

@@ -20,6 +20,7 @@
 
 use crate::class::Classes;
 use crate::feasibility;
+use crate::order::queue_order;
 use crate::view::{CellView, PendingTask};
 use crate::work::MachineWork;
 use borg_model::{Priority, Resources, TaskId, TaskState};
@@ -410,7 +411,8 @@ impl Backlog {
 
 /// A round's new tasks with at most `replacements_max` of those placed before (victims of
 /// preemptions and tasks of lost machines: incarnation above 0), highest priority first;
-/// tasks never placed all stay. Returns them and how many were left for a later round.
+/// tasks never placed all stay (with `replacements_max` 0, they alone). Returns them and how
+/// many were left for a later round.
 /// A preemption of a large job re-pends hundreds of tasks, which in turn preempt; in one
 /// round their plan and its commit took 140-500 ms, and a job arriving meanwhile waited for
 /// both. In bounded rounds it waits for one small round at most, and its own round is
@@ -431,6 +433,57 @@ pub fn bound_replacements(
     replaced.truncate(replacements_max);
     out.extend(replaced);
     (out, left)
+}
+
+/// At most `max` of a round's new tasks: first the first `heads_per_job` tasks never placed
+/// of each job (jobs in queue order: priority, then owners in turn), then the rest in queue
+/// order. Returns them and how many were left for later rounds. A large round delays every
+/// job arriving while it is planned and committed, so rounds are small; and in a burst of
+/// several jobs each gets its first placements in the first round rather than after every
+/// task of the jobs of higher priority (which still go first within each round).
+pub fn bound_new_round(
+    new: Vec<PendingTask>,
+    max: usize,
+    heads_per_job: usize,
+) -> (Vec<PendingTask>, usize) {
+    if new.len() <= max {
+        return (new, 0);
+    }
+    let order = queue_order(&new);
+    let mut taken = vec![false; new.len()];
+    let mut count = 0;
+    let mut heads: HashMap<&str, usize> = HashMap::new();
+    for &i in &order {
+        if count >= max {
+            break;
+        }
+        let task = &new[i];
+        if task.incarnation != 0 {
+            continue;
+        }
+        let head = heads.entry(task.id.job.as_str()).or_default();
+        if *head < heads_per_job {
+            *head += 1;
+            taken[i] = true;
+            count += 1;
+        }
+    }
+    for &i in &order {
+        if count >= max {
+            break;
+        }
+        if !taken[i] {
+            taken[i] = true;
+            count += 1;
+        }
+    }
+    let left = new.len() - count;
+    let round = new
+        .into_iter()
+        .zip(taken)
+        .filter_map(|(task, taken)| taken.then_some(task))
+        .collect();
+    (round, left)
 }
 
 #[cfg(test)]
@@ -643,8 +696,41 @@ mod tests {
         let (round, left) = bound_replacements(new.clone(), 2);
         assert_eq!(ids(&round), ["fresh/0", "fresh/1", "high/0", "victims/0"]);
         assert_eq!(left, 1);
+        let (round, left) = bound_replacements(new.clone(), 0);
+        assert_eq!(ids(&round), ["fresh/0", "fresh/1"], "never placed alone");
+        assert_eq!(left, 3);
         let (round, left) = bound_replacements(new, 3);
         assert_eq!(round.len(), 5, "within the bound: unchanged");
         assert_eq!(left, 0);
+    }
+
+    #[test]
+    fn a_bounded_round_takes_each_jobs_head_then_priority_order() {
+        let tasks = |name: &str, priority: Priority, n: u32| {
+            let j = self::job(name, priority, n, 0);
+            j.tasks
+                .iter()
+                .map(|(index, t)| j.pending_task(*index, t))
+                .collect::<Vec<_>>()
+        };
+        let mut new = tasks("big", 200, 6);
+        new.extend(tasks("small", 100, 3));
+        new.extend(tasks("low", 50, 1));
+        let (round, left) = bound_new_round(new.clone(), 6, 2);
+        let mut got = ids(&round);
+        got.sort();
+        // Heads: big/0-1, small/0-1, low/0; then the next in priority order: big/2.
+        assert_eq!(
+            got,
+            ["big/0", "big/1", "big/2", "low/0", "small/0", "small/1"]
+        );
+        assert_eq!(left, 4);
+        let (round, left) = bound_new_round(new.clone(), 10, 2);
+        assert_eq!((round.len(), left), (10, 0), "within the bound: unchanged");
+        // Fewer slots than heads: the heads of the higher priorities.
+        let (round, _) = bound_new_round(new, 3, 2);
+        let mut got = ids(&round);
+        got.sort();
+        assert_eq!(got, ["big/0", "big/1", "small/0"]);
     }
 }

@@ -19,10 +19,17 @@ pub const BACKLOG_RETRY_INTERVAL_MS: u64 = 30_000;
 /// need.
 pub const BACKLOG_ROUND_INTERVAL_MS: u64 = 100;
 /// Default of `SchedulerConfig::replacements_per_round_max`: re-placing a preempted task
-/// costs a round 0.3-2 ms (idle to loaded 2-core machine) on the loaded Google 2011 cell, so
-/// a job arriving behind such a round waits some 20-130 ms, not the 140-500 ms of a round of
-/// a large job's 180-200 victims.
-pub const REPLACEMENTS_PER_ROUND_MAX: usize = 64;
+/// costs a round 1-12 ms (idle to load 15 on a 2-core machine; most for one that fits
+/// nowhere and scans 2,000 machines) on the loaded Google 2011 cell. A new job arrives
+/// typically while the victims of the job before it are planned: behind a round of 8 it
+/// waits some 10-90 ms, not the 100-280 ms of a round of 64 victims or the 140-500 ms of
+/// a large job's 180-200.
+pub const REPLACEMENTS_PER_ROUND_MAX: usize = 8;
+/// Default of `SchedulerConfig::new_round_tasks_max`: the library plans 0.3 ms per task of a
+/// 100-200-task job on the loaded Google 2011 cell (idle 2-core machine), so a round of 32
+/// costs ~10 ms and its commit ~5 ms: a job arriving meanwhile waits that long, not the
+/// 60-70 ms of a whole 200-task job, and the job's first 32 tasks commit as soon.
+pub const NEW_ROUND_TASKS_MAX: usize = 32;
 /// Default of `SchedulerConfig::watch_message_bytes_max`. The first message of the cell
 /// stream is a snapshot of the whole cell: 7 MB for the Google 2011 cell (12.5k machines,
 /// 144k tasks) before placement, ~16 MB once placed; tonic's default of 4 MiB refuses it.
@@ -65,9 +72,18 @@ pub struct SchedulerConfig {
     /// not wait for it).
     pub backlog_round_interval_ms: u64,
     /// Most tasks placed before (preemption victims, tasks of lost machines or updated
-    /// jobs) in one round; the rest go in later rounds. Tasks never placed are not limited
-    /// by it (only by `placement.tasks_max`), so a new job never waits behind a long round.
+    /// jobs) in one round; the rest go in later rounds. They have rounds of their own while
+    /// tasks never placed (new jobs) wait, for at most a second, so a new job waits behind
+    /// at most one small round of them.
     pub replacements_per_round_max: usize,
+    /// Most new tasks (never placed, or re-placed) planned in one round: each job's first
+    /// two, then the rest in queue order (priority, then owners in turn); the others are
+    /// planned in the next round, once this one's commit shows in the view. Bounds what a
+    /// job arriving meanwhile waits for, and commits a large job's plan in pieces. A burst
+    /// of many times more (a cold start) goes in a bounded number of larger rounds
+    /// (`service::ROUNDS_PER_BURST_MAX`). Retries are bounded by
+    /// `backlog_retries_per_round_max` instead.
+    pub new_round_tasks_max: usize,
     /// Largest message of the cell stream accepted (the snapshot is one message).
     pub watch_message_bytes_max: usize,
     pub placement: PlacementConfig,
@@ -92,6 +108,7 @@ impl SchedulerConfig {
             backlog_retry_interval_ms: BACKLOG_RETRY_INTERVAL_MS,
             backlog_round_interval_ms: BACKLOG_ROUND_INTERVAL_MS,
             replacements_per_round_max: REPLACEMENTS_PER_ROUND_MAX,
+            new_round_tasks_max: NEW_ROUND_TASKS_MAX,
             watch_message_bytes_max: WATCH_MESSAGE_BYTES_MAX,
             placement: PlacementConfig::new(),
         }
@@ -114,6 +131,7 @@ impl SchedulerConfig {
                 "replacements_per_round_max",
                 self.replacements_per_round_max as u64,
             ),
+            ("new_round_tasks_max", self.new_round_tasks_max as u64),
             (
                 "watch_message_bytes_max",
                 self.watch_message_bytes_max as u64,

@@ -37,6 +37,6 @@ pub use plan::{ConstraintFailure, Placement, Plan, UnplacedReason, Victim};
 pub use schedule::{schedule, schedule_among, schedule_with_cache, PlacementConfig};
 pub use scoring::FitPolicy;
 pub use service::run;
-pub use view::{CellView, JobView, MachineView, PendingTask, PlacedTask, TaskView};
+pub use view::{CellView, JobView, MachineRef, MachineView, PendingTask, PlacedTask, TaskView};
 pub use view_sync::{ViewSync, ViewSyncError};
 pub use why::{why_pending, Change, WhyPending};

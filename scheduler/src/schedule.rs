@@ -10,7 +10,7 @@ use crate::order::{queue_order_by, QueueOrder};
 use crate::plan::{ConstraintFailure, Placement, Plan, UnplacedReason, Victim};
 use crate::scoring::{self, FitPolicy, Score};
 use crate::spread::Spread;
-use crate::view::{CellView, MachineView, PendingTask};
+use crate::view::{CellView, MachineRef, PendingTask};
 use crate::work::MachineWork;
 use borg_model::{Band, Constraint, Priority, Resources, TaskId};
 use rand::seq::SliceRandom;
@@ -129,7 +129,7 @@ pub fn schedule_among(
     among: Option<&[String]>,
 ) -> Plan {
     cache.begin_call(config.fit_policy, view.machine_set_generation());
-    let machines: Vec<&MachineView> = view.machines().collect();
+    let machines: Vec<MachineRef<'_>> = view.machine_refs().collect();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     // Positions in `machines`, in the order the scan walks them.
     let mut machine_order: Vec<usize> = match among {
@@ -140,7 +140,7 @@ pub fn schedule_among(
                 .iter()
                 .filter_map(|name| {
                     machines
-                        .binary_search_by(|m| m.name.as_str().cmp(name))
+                        .binary_search_by(|m| m.machine.name.as_str().cmp(name))
                         .ok()
                 })
                 .collect();
@@ -165,7 +165,7 @@ pub fn schedule_among(
     };
 
     // By position in `machine_order` (see the scan below).
-    let mut works: Vec<Option<MachineWork<'_>>> = vec![None; scanned];
+    let mut works = Works::new(scanned);
     let mut summaries: Vec<Option<Summary>> = vec![None; scanned];
     let mut classes = Classes::new(config.equivalence_classes);
     let mut slots: HashMap<ClassId, usize> = HashMap::new();
@@ -176,9 +176,13 @@ pub fn schedule_among(
     // Tasks this plan evicts (they no longer count for their job's spreading).
     let mut evicted: HashSet<TaskId> = HashSet::new();
     let mut allocs = AllocFit::default();
-    let capacity = machines
-        .iter()
-        .fold(Resources::ZERO, |sum, machine| sum + machine.capacity);
+    // Only the largest-first order reads the cell's capacity.
+    let capacity = match config.queue_order {
+        QueueOrder::LargestFirst => machines
+            .iter()
+            .fold(Resources::ZERO, |sum, m| sum + m.machine.capacity),
+        QueueOrder::RoundRobin => Resources::ZERO,
+    };
     let queue = queue_order_by(pending, config.queue_order, &capacity);
     let mut plan = Plan::default();
 
@@ -250,8 +254,8 @@ pub fn schedule_among(
             // A machine this call has not touched, at the view generation an earlier call
             // saw: its summary and this class's verdict there may be cached, and need no
             // `MachineWork` (the reasons below build it when they count it).
-            let unchanged_generation = (config.score_cache && works[p].is_none())
-                .then(|| view.machine_generation(&machines[m].name));
+            let unchanged_generation =
+                (config.score_cache && !works.has(p)).then(|| machines[m].generation());
             if let (Some(generation), None) = (unchanged_generation, summaries[p]) {
                 summaries[p] = cache.summary(u32::try_from(m).unwrap_or(u32::MAX), generation);
             }
@@ -281,11 +285,7 @@ pub fn schedule_among(
                     continue;
                 }
             }
-            let work = works[p].get_or_insert_with(|| {
-                let mut work = MachineWork::new(view, machines[m]);
-                work.domains = spread.domains_of(machines[m]);
-                work
-            });
+            let work = works.get_or_insert_with(p, || MachineWork::of(machines[m]));
             // Kept current by `place` below; computed once per machine and call.
             if summaries[p].is_none() {
                 let summary = Summary::of(work);
@@ -308,7 +308,7 @@ pub fn schedule_among(
             let verdict = match cached {
                 Some(verdict) => verdict,
                 None => {
-                    let verdict = evaluate(view, work, class, config.fit_policy);
+                    let verdict = evaluate(work, class, config.fit_policy);
                     if let Some(s) = slot {
                         cache.put(s, position, work, verdict.clone());
                     }
@@ -345,13 +345,9 @@ pub fn schedule_among(
             // Why the skipped machines do not fit, for the reason (rare: once per class).
             for &p in &skipped {
                 let m = machine_order[p];
-                let work = works[p].get_or_insert_with(|| {
-                    let mut work = MachineWork::new(view, machines[m]);
-                    work.domains = spread.domains_of(machines[m]);
-                    work
-                });
+                let work = works.get_or_insert_with(p, || MachineWork::of(machines[m]));
                 {
-                    if let Err(infeasible) = evaluate(view, work, class, config.fit_policy) {
+                    if let Err(infeasible) = evaluate(work, class, config.fit_policy) {
                         count_infeasible(
                             &infeasible,
                             &mut reason,
@@ -364,7 +360,7 @@ pub fn schedule_among(
         }
 
         plan.machines_examined += examined as u64;
-        let chosen = best.and_then(|(_, p, fit)| works[p].as_mut().map(|work| (p, fit, work)));
+        let chosen = best.and_then(|(_, p, fit)| works.get_mut(p).map(|work| (p, fit, work)));
         match chosen {
             Some((p, fit, work)) => {
                 let preempt = fit
@@ -399,8 +395,8 @@ pub fn schedule_among(
                 plan.placements.push(Placement {
                     task: task.id.clone(),
                     incarnation: task.incarnation,
-                    machine: machines[machine_order[p]].name.clone(),
-                    machine_version: machines[machine_order[p]].version,
+                    machine: machines[machine_order[p]].machine.name.clone(),
+                    machine_version: machines[machine_order[p]].machine.version,
                     preempt,
                 });
             }
@@ -456,6 +452,47 @@ fn place_in_alloc(
                 ..UnplacedReason::default()
             },
         )),
+    }
+}
+
+/// The call's `MachineWork`s by scan position, built on first need. An index per position
+/// into a list of the works built: a call that builds few works (most online plans) does
+/// not fill and free a work-sized slot per machine of the cell.
+struct Works<'a> {
+    at: Vec<u32>,
+    works: Vec<MachineWork<'a>>,
+}
+
+impl<'a> Works<'a> {
+    const NONE: u32 = u32::MAX;
+
+    fn new(positions: usize) -> Self {
+        Works {
+            at: vec![Self::NONE; positions],
+            works: Vec::new(),
+        }
+    }
+
+    fn has(&self, p: usize) -> bool {
+        self.at.get(p).is_some_and(|&i| i != Self::NONE)
+    }
+
+    fn get_mut(&mut self, p: usize) -> Option<&mut MachineWork<'a>> {
+        let i = *self.at.get(p)?;
+        self.works.get_mut(usize::try_from(i).ok()?)
+    }
+
+    fn get_or_insert_with(
+        &mut self,
+        p: usize,
+        make: impl FnOnce() -> MachineWork<'a>,
+    ) -> &mut MachineWork<'a> {
+        if !self.has(p) {
+            self.at[p] = u32::try_from(self.works.len()).unwrap_or(Self::NONE);
+            self.works.push(make());
+        }
+        let i = self.at[p] as usize;
+        &mut self.works[i]
     }
 }
 
@@ -634,16 +671,10 @@ impl FailedShapes {
 }
 
 /// The class's verdict on the machine as the plan has left it, with the class-level score.
-pub fn evaluate(
-    view: &CellView,
-    work: &MachineWork<'_>,
-    class: &TaskClass,
-    policy: FitPolicy,
-) -> Verdict {
+pub fn evaluate(work: &MachineWork<'_>, class: &TaskClass, policy: FitPolicy) -> Verdict {
     let fit = feasibility::check(work, class)?;
     let package_local = !class.package.is_empty()
-        && (work.plan_packages.contains(&class.package)
-            || view.has_package(&work.machine.name, &class.package));
+        && (work.plan_packages.contains(&class.package) || work.held.has_package(&class.package));
     let score = scoring::class_score(work, class, &fit, policy, package_local);
     Ok((fit, score))
 }

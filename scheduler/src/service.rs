@@ -2,7 +2,7 @@
 //! `schedule` when the view changed and tasks are pending, and commits the plans. One plan
 //! is in flight at a time; its tasks stay out of new plans until the view shows the commit.
 
-use crate::backlog::{bound_replacements, Backlog, ROOM_ON_MACHINES_MAX};
+use crate::backlog::{bound_new_round, bound_replacements, Backlog, ROOM_ON_MACHINES_MAX};
 use crate::cache::ScoreCache;
 use crate::commit::{commit_plan, CommitOutcome};
 use crate::config::SchedulerConfig;
@@ -30,9 +30,22 @@ const JOBS_LOGGED_MAX: usize = 3;
 /// machine by machine (`Backlog::room_freed_on`) and the tasks that fit there are retried
 /// there; on more, every backlog task is retried anywhere.
 const ROOM_FREED_MACHINES_CHECKED_MAX: usize = ROOM_ON_MACHINES_MAX;
-/// Due backlog retries give way to rounds of new tasks at most this long; then they join
-/// one, so that a steady stream of new tasks cannot starve them.
-const RETRIES_GIVE_WAY_MAX_MS: u64 = 1_000;
+/// Due backlog retries, and tasks placed before (victims), give way to rounds of tasks never
+/// placed at most this long; then they join one, so that a steady stream of new jobs cannot
+/// starve them.
+const GIVE_WAY_MAX_MS: u64 = 1_000;
+/// A burst of new tasks larger than `new_round_tasks_max` times this (a cold start, a large
+/// job) is planned in rounds of a this-th of what waits: throughput where latency cannot be
+/// had anyway, in a bounded number of rounds.
+const ROUNDS_PER_BURST_MAX: usize = 8;
+/// A bounded round of new tasks takes this many of each job's first tasks before the rest
+/// in queue order (`backlog::bound_new_round`).
+const JOB_HEAD_TASKS_PER_ROUND: usize = 2;
+/// After a commit is answered, the next round waits at most this long for the view to show
+/// it (the leader publishes the change before it answers, so it is normally there already):
+/// a round planned without it would count the committed machines' room twice and the
+/// master would reject the overlap.
+const VIEW_CATCH_UP_WAIT_MAX_MS: u64 = 250;
 
 /// Runs the scheduler until `shutdown` is cancelled.
 pub async fn run(
@@ -64,8 +77,9 @@ enum Event {
     Update(Result<Option<v1::CellUpdate>, Status>),
     Committed(Option<(CommitOutcome, Duration)>),
     Tick,
-    /// Backlog retries may run again (`backlog_round_interval_ms` passed).
-    RetriesDue,
+    /// A round may be due: backlog retries may run again (`backlog_round_interval_ms`
+    /// passed), or the wait for the view to show the last commit ended.
+    Wakeup,
     /// A round left work for the next one (deferred or backlog retries) and no commit is
     /// being awaited: plan again once the stream's ready updates are applied.
     Replan,
@@ -85,8 +99,15 @@ struct Scheduler {
     retries_due_at: Instant,
     /// Since when due retries have given way to rounds of new tasks.
     retries_gave_way_since: Option<Instant>,
-    /// Wake up to retry when retries wait only for `retries_due_at`.
-    retries_wakeup: Option<tokio::time::Instant>,
+    /// Since when re-pended tasks (victims) have given way to rounds of tasks never placed.
+    replacements_gave_way_since: Option<Instant>,
+    /// Wake up to plan when retries wait only for `retries_due_at`, or a round waits for
+    /// the view to show the last commit.
+    wakeup: Option<tokio::time::Instant>,
+    /// The log index of the last commit with accepted placements, and until when a round
+    /// waits for the view to reach it (`VIEW_CATCH_UP_WAIT_MAX_MS`).
+    committed_index: u64,
+    catch_up_until: Option<Instant>,
     /// When the first update not yet planned from arrived, and time spent applying updates
     /// since the last round (a round's wait, for the debug log and metrics).
     unplanned_since: Option<Instant>,
@@ -118,7 +139,10 @@ impl Scheduler {
             backlog_retried: Instant::now(),
             retries_due_at: Instant::now(),
             retries_gave_way_since: None,
-            retries_wakeup: None,
+            replacements_gave_way_since: None,
+            wakeup: None,
+            committed_index: 0,
+            catch_up_until: None,
             unplanned_since: None,
             applied_for: Duration::ZERO,
             commit_round: 0,
@@ -200,7 +224,11 @@ impl Scheduler {
         let mut tick = tokio::time::interval(Duration::from_millis(self.config.retry_interval_ms));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let wakeup = self.retries_wakeup;
+            let wakeup = self.wakeup;
+            let can_plan = self.dirty
+                && self.commit.is_none()
+                && self.sync.has_snapshot()
+                && !self.waiting_for_view();
             // Biased: updates (new work) are taken before a round is planned, so a job whose
             // update arrives while a round runs is planned in the next one.
             let event = tokio::select! {
@@ -219,8 +247,8 @@ impl Scheduler {
                         Some(at) => tokio::time::sleep_until(at).await,
                         None => std::future::pending().await,
                     }
-                }, if wakeup.is_some() => Event::RetriesDue,
-                _ = std::future::ready(()), if self.dirty && self.commit.is_none() && self.sync.has_snapshot() => Event::Replan,
+                }, if wakeup.is_some() => Event::Wakeup,
+                _ = std::future::ready(()), if can_plan => Event::Replan,
             };
             match event {
                 Event::Shutdown => return self.sync.has_snapshot(),
@@ -262,8 +290,8 @@ impl Scheduler {
                     self.on_committed(done);
                 }
                 Event::Replan => {}
-                Event::RetriesDue => {
-                    self.retries_wakeup = None;
+                Event::Wakeup => {
+                    self.wakeup = None;
                     self.dirty = true;
                 }
                 Event::Tick => {
@@ -348,6 +376,11 @@ impl Scheduler {
             .placements_rejected
             .inc_by(outcome.rejected.len() as u64);
         self.in_flight.accepted(&outcome.accepted, outcome.index);
+        if !outcome.accepted.is_empty() {
+            self.committed_index = self.committed_index.max(outcome.index);
+            self.catch_up_until =
+                Some(Instant::now() + Duration::from_millis(VIEW_CATCH_UP_WAIT_MAX_MS));
+        }
         for (task, reason) in outcome.rejected.iter().take(UNPLACED_LOGGED_MAX) {
             tracing::debug!(%task, %reason, "placement rejected by the master");
         }
@@ -402,8 +435,25 @@ impl Scheduler {
         );
     }
 
+    /// The last commit's placements are not in the view yet (and the wait for them has
+    /// not timed out): a round now would plan on room they took.
+    fn waiting_for_view(&self) -> bool {
+        self.sync.view().index() < self.committed_index
+            && self
+                .catch_up_until
+                .is_some_and(|until| Instant::now() < until)
+    }
+
     fn maybe_schedule(&mut self) {
         if !self.dirty || self.commit.is_some() || !self.sync.has_snapshot() {
+            return;
+        }
+        if self.waiting_for_view() {
+            // The commit's update (or the wait's end) plans the round.
+            if let Some(until) = self.catch_up_until {
+                let until = tokio::time::Instant::from_std(until);
+                self.wakeup = Some(self.wakeup.map_or(until, |w| w.min(until)));
+            }
             return;
         }
         self.dirty = false;
@@ -426,18 +476,47 @@ impl Scheduler {
         // New tasks go first, alone: a new job's round costs its own tasks, not retries.
         // Retries have rounds of their own, at most one per `backlog_round_interval_ms`,
         // and join a round of new tasks only once they gave way for
-        // `RETRIES_GIVE_WAY_MAX_MS`.
-        let (mut pending, replacements_left) =
-            bound_replacements(collected.new, self.config.replacements_per_round_max);
-        if replacements_left > 0 {
-            // The rest in the next round, once this round's commit is answered.
+        // `GIVE_WAY_MAX_MS`. Likewise tasks never placed (new jobs) go before tasks placed
+        // before (victims, who may preempt in turn, and who fit nowhere cost a whole scan
+        // each: 1-4 ms a task), which have rounds of their own, bounded.
+        let fresh = collected.new.iter().filter(|t| t.incarnation == 0).count();
+        let replaced = collected.new.len() - fresh;
+        let replacements_starved = self
+            .replacements_gave_way_since
+            .is_some_and(|since| collect_started - since >= Duration::from_millis(GIVE_WAY_MAX_MS));
+        let replacements_wait = fresh > 0 && replaced > 0 && !replacements_starved;
+        self.replacements_gave_way_since = if replacements_wait {
+            self.replacements_gave_way_since.or(Some(collect_started))
+        } else {
+            None
+        };
+        let (pending, replacements_left) = bound_replacements(
+            collected.new,
+            if replacements_wait {
+                0
+            } else {
+                self.config.replacements_per_round_max
+            },
+        );
+        // A round of new tasks plans at most `new_round_tasks_max` of them (each job's
+        // first ones first), or its share of a larger burst.
+        let round_tasks_max = self
+            .config
+            .new_round_tasks_max
+            .max(pending.len().div_ceil(ROUNDS_PER_BURST_MAX))
+            .min(self.config.placement.tasks_max);
+        let (mut pending, new_left) =
+            bound_new_round(pending, round_tasks_max, JOB_HEAD_TASKS_PER_ROUND);
+        let held_back = replacements_left + new_left;
+        if held_back > 0 {
+            // The rest in the next round, once this round's commit shows in the view.
             self.dirty = true;
         }
         let new = pending.len();
         let has_retries = !collected.retries.is_empty();
-        let starved = self.retries_gave_way_since.is_some_and(|since| {
-            collect_started - since >= Duration::from_millis(RETRIES_GIVE_WAY_MAX_MS)
-        });
+        let starved = self
+            .retries_gave_way_since
+            .is_some_and(|since| collect_started - since >= Duration::from_millis(GIVE_WAY_MAX_MS));
         let with_retries = has_retries && (new == 0 || starved);
         self.retries_gave_way_since = if has_retries && !with_retries {
             self.retries_gave_way_since.or(Some(collect_started))
@@ -459,7 +538,7 @@ impl Scheduler {
             // Plan them once this round's commit is answered.
             self.dirty = true;
         } else if collected.stale > retries {
-            self.retries_wakeup = Some(tokio::time::Instant::from_std(
+            self.wakeup = Some(tokio::time::Instant::from_std(
                 self.retries_due_at.max(collect_started),
             ));
         }
@@ -520,6 +599,7 @@ impl Scheduler {
                 placements = plan.placements.len(),
                 unplaced = plan.unplaced.len(),
                 deferred = plan.deferred,
+                held_back,
                 waited_ms = waited.map(|w| w.as_secs_f64() * 1e3),
                 apply_ms = applied_for.as_secs_f64() * 1e3,
                 collect_ms = collect_elapsed.as_secs_f64() * 1e3,

@@ -1,12 +1,12 @@
 //! Failure-domain counts per job: how many of a job's tasks each machine, rack and power
 //! domain holds (from the view, plus this plan's placements, less its evictions), for the
-//! spreading score terms. Domain names are interned once per machine so the per-candidate
-//! lookups compare integers, and the counts live with the job (whose tasks are placed one
-//! after another), not with each machine, so a candidate's lookup stays in cache.
+//! spreading score terms. Domain names are interned by the view (`MachineRef::domains`) so
+//! the per-candidate lookups compare integers, and the counts live with the job (whose
+//! tasks are placed one after another), not with each machine, so a candidate's lookup
+//! stays in cache.
 
 use crate::cache::PositionHasher;
-use crate::scoring::{POWER_ATTRIBUTE, RACK_ATTRIBUTE};
-use crate::view::{CellView, MachineView};
+use crate::view::{CellView, MachineRef};
 use borg_model::TaskId;
 use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasherDefault;
@@ -30,39 +30,19 @@ struct JobDomains {
 /// Counts for the jobs seen in one `schedule` call, built lazily from the view.
 #[derive(Debug, Default)]
 pub struct Spread {
-    names: [HashMap<String, u32>; 2],
     jobs: Vec<JobDomains>,
     by_job: HashMap<String, JobSlot>,
 }
 
 impl Spread {
-    /// The machine's interned rack and power domain.
-    pub fn domains_of(&mut self, machine: &MachineView) -> Domains {
-        let mut out = [None; 2];
-        for (kind, attribute) in [RACK_ATTRIBUTE, POWER_ATTRIBUTE].into_iter().enumerate() {
-            if let Some(value) = machine.attributes.get(attribute) {
-                let names = &mut self.names[kind];
-                let next = u32::try_from(names.len()).unwrap_or(u32::MAX);
-                out[kind] = Some(match names.get(value) {
-                    Some(&id) => id,
-                    None => {
-                        names.insert(value.clone(), next);
-                        next
-                    }
-                });
-            }
-        }
-        out
-    }
-
     /// The slot of `job`, its counts built from the view on first sight. `machines` are the
-    /// call's machines in name order (as `CellView::machines` gives them); tasks in
+    /// call's machines in name order (as `CellView::machine_refs` gives them); tasks in
     /// `evicted` (by this plan) do not count on their machine.
     pub fn prepare(
         &mut self,
         view: &CellView,
         job: &str,
-        machines: &[&MachineView],
+        machines: &[MachineRef<'_>],
         evicted: &HashSet<TaskId>,
     ) -> JobSlot {
         if let Some(&slot) = self.by_job.get(job) {
@@ -71,11 +51,11 @@ impl Spread {
         let mut domains = JobDomains::default();
         if let Some(j) = view.job(job) {
             for (index, task) in j.tasks.iter().filter(|(_, t)| t.state.is_placed()) {
-                if let Some(machine) = view.machine(&task.machine) {
-                    let of = self.domains_of(machine);
+                if let Some(of) = view.domains_of(&task.machine) {
                     domains.add(of);
                 }
-                let position = machines.binary_search_by(|m| m.name.as_str().cmp(&task.machine));
+                let position =
+                    machines.binary_search_by(|m| m.machine.name.as_str().cmp(&task.machine));
                 if let (Ok(m), false) = (
                     position,
                     !evicted.is_empty() && evicted.contains(&TaskId::new(job, *index)),

@@ -2,6 +2,8 @@
 //! jobs with their tasks. Built from the master's cell-state stream (`view_sync`) or
 //! directly by the simulator. Pure: no I/O, no clock.
 
+use crate::scoring::{POWER_ATTRIBUTE, RACK_ATTRIBUTE};
+use crate::spread::Domains;
 use borg_model::{
     Constraint, JobSpec, MachineInfo, MachineState, Priority, Resources, TaskId, TaskState,
 };
@@ -208,21 +210,121 @@ impl MachineTasks {
     }
 }
 
+/// Everything the view holds about one machine name, kept together so that placement
+/// reads a machine's tasks, packages and generation without a look-up by name per machine.
+/// A job may name a machine the view has not received yet: then `machine` is `None`.
+/// Small (the rest is boxed): a scan over the cell's entries and their generations reads
+/// the map's nodes, not a cache line per machine.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct MachineEntry {
+    /// The view generation at which the machine or its tasks last changed: score caches key
+    /// on it.
+    changed_at: u64,
+    machine: Option<Box<MachineView>>,
+    held: Box<Held>,
+}
+
+/// What the view holds on a machine besides the machine itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Held {
+    tasks: MachineTasks,
+    /// Tasks (any state) per package that ran or run there, per the view.
+    packages: HashMap<Arc<str>, u32>,
+    /// The machine's rack and power domain, interned (see `CellView::domain_ids`).
+    domains: Domains,
+}
+
+impl MachineEntry {
+    /// Holds nothing worth keeping (its generation only matters while it holds something).
+    fn is_empty(&self) -> bool {
+        self.machine.is_none() && self.held.tasks.tasks.is_empty() && self.held.packages.is_empty()
+    }
+}
+
+/// A machine of the view with what the view holds about it: what `CellView`'s per-machine
+/// questions (`allocated`, `placed_on`, `machine_generation`, ...) answer, without a
+/// look-up by name. From `CellView::machine_refs` (in name order) or
+/// `CellView::machine_ref`.
+#[derive(Debug, Clone, Copy)]
+pub struct MachineRef<'a> {
+    pub machine: &'a MachineView,
+    /// `None`: the view holds no task or generation for the machine's name.
+    entry: Option<&'a MachineEntry>,
+}
+
+impl<'a> MachineRef<'a> {
+    /// Generation at which the machine or its tasks last changed (0: the view holds nothing
+    /// under the name).
+    pub fn generation(&self) -> u64 {
+        self.entry.map_or(0, |e| e.changed_at)
+    }
+
+    /// Tasks placed on the machine, in task id order.
+    pub fn placed(&self) -> impl Iterator<Item = &'a PlacedTask> + 'a {
+        self.entry
+            .into_iter()
+            .flat_map(|e| e.held.tasks.tasks.values())
+    }
+
+    /// How many tasks are placed on the machine.
+    pub fn placed_count(&self) -> usize {
+        self.entry.map_or(0, |e| e.held.tasks.tasks.len())
+    }
+
+    /// See `CellView::allocated`.
+    pub fn allocated(&self) -> Resources {
+        let known = self
+            .entry
+            .map(|e| e.held.tasks.allocated)
+            .unwrap_or_default();
+        max_per_dimension(&self.machine.reported_allocated, &known)
+    }
+
+    /// See `CellView::ports_used`.
+    pub fn ports_used(&self) -> u32 {
+        self.entry.map_or(0, |e| e.held.tasks.ports)
+    }
+
+    /// See `CellView::reserved`.
+    pub fn reserved(&self) -> Resources {
+        let Some(tasks) = self.entry.map(|e| &e.held.tasks) else {
+            return self.machine.reported_allocated;
+        };
+        let unexplained = self
+            .machine
+            .reported_allocated
+            .saturating_sub(&tasks.allocated);
+        tasks.reserved + unexplained
+    }
+
+    /// Whether a task of `package` runs or ran on the machine, per the view.
+    pub fn has_package(&self, package: &str) -> bool {
+        self.entry
+            .is_some_and(|e| e.held.packages.contains_key(package))
+    }
+
+    /// The machine's rack and power domain, interned: equal ids, equal domains.
+    pub fn domains(&self) -> Domains {
+        self.entry.map_or([None; 2], |e| e.held.domains)
+    }
+}
+
 /// The whole cell as of log index `index`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CellView {
     index: u64,
-    machines: BTreeMap<String, MachineView>,
+    /// Per machine name: the machine (once received), its tasks, packages and generation.
+    machines: BTreeMap<String, MachineEntry>,
+    /// Entries of `machines` that hold a machine.
+    machine_count: usize,
+    /// Per failure-domain attribute (rack, power), an id per value seen, so that spreading
+    /// compares integers. Grows with the distinct values seen (a cell's racks and power
+    /// domains); reset by `clear`.
+    domain_ids: [HashMap<String, u32>; 2],
     jobs: BTreeMap<String, JobView>,
-    placed: BTreeMap<String, MachineTasks>,
     /// Active jobs with at least one pending task: a round scans these, not every task of a
     /// cell where most tasks run.
     pending_jobs: BTreeSet<String>,
-    /// Per machine, tasks (any state) per package that ran or run there, per the view.
-    packages: HashMap<String, HashMap<Arc<str>, u32>>,
-    /// Per machine, the view generation at which it or its tasks last changed: score caches
-    /// key on it.
-    changed_at: HashMap<String, u64>,
     generation: u64,
     machine_set_generation: u64,
     /// Per job, the job generation at which it was last upserted: the scheduler's backlog
@@ -264,20 +366,54 @@ impl CellView {
     }
 
     pub fn upsert_machine(&mut self, machine: MachineView) {
-        self.touch(&machine.name);
-        if self
-            .machines
-            .insert(machine.name.clone(), machine)
-            .is_none()
-        {
+        let domains = self.intern_domains(&machine);
+        let entry = self.touch(&machine.name);
+        entry.held.domains = domains;
+        if entry.machine.replace(Box::new(machine)).is_none() {
+            self.machine_count += 1;
             self.machine_set_generation = self.generation;
         }
     }
 
     pub fn remove_machine(&mut self, name: &str) {
-        self.touch(name);
-        if self.machines.remove(name).is_some() {
+        if self.machines.contains_key(name) && self.touch(name).machine.take().is_some() {
+            self.machine_count -= 1;
             self.machine_set_generation = self.generation;
+        }
+        self.prune(name);
+    }
+
+    /// The machine's rack and power domain as ids (new values get the next id).
+    fn intern_domains(&mut self, machine: &MachineView) -> Domains {
+        let mut out = [None; 2];
+        for (kind, attribute) in [RACK_ATTRIBUTE, POWER_ATTRIBUTE].into_iter().enumerate() {
+            if let Some(value) = machine.attributes.get(attribute) {
+                let ids = &mut self.domain_ids[kind];
+                let next = u32::try_from(ids.len()).unwrap_or(u32::MAX);
+                out[kind] = Some(match ids.get(value) {
+                    Some(&id) => id,
+                    None => {
+                        ids.insert(value.clone(), next);
+                        next
+                    }
+                });
+            }
+        }
+        out
+    }
+
+    /// The interned rack and power domain of machine `name` (`None`: not in the view).
+    pub fn domains_of(&self, name: &str) -> Option<Domains> {
+        self.machines
+            .get(name)
+            .filter(|e| e.machine.is_some())
+            .map(|e| e.held.domains)
+    }
+
+    /// Drops the entry of `name` if it holds nothing any more.
+    fn prune(&mut self, name: &str) {
+        if self.machines.get(name).is_some_and(MachineEntry::is_empty) {
+            self.machines.remove(name);
         }
     }
 
@@ -287,26 +423,25 @@ impl CellView {
         self.machine_set_generation
     }
 
-    /// Generation at which the machine or its tasks last changed (0: never seen).
+    /// Generation at which the machine or its tasks last changed (0: the view holds nothing
+    /// under the name).
     pub fn machine_generation(&self, name: &str) -> u64 {
-        self.changed_at.get(name).copied().unwrap_or(0)
+        self.machines.get(name).map_or(0, |e| e.changed_at)
     }
 
-    fn touch(&mut self, machine: &str) {
+    /// Marks the machine changed (a new generation); returns its entry (created if new).
+    fn touch(&mut self, machine: &str) -> &mut MachineEntry {
         self.generation += 1;
-        match self.changed_at.get_mut(machine) {
-            Some(at) => *at = self.generation,
-            None => {
-                self.changed_at.insert(machine.to_owned(), self.generation);
-            }
-        }
+        let entry = self.machines.entry(machine.to_owned()).or_default();
+        entry.changed_at = self.generation;
+        entry
     }
 
     /// Whether a task of `package` runs or ran on the machine, per the view.
     pub fn has_package(&self, machine: &str, package: &str) -> bool {
-        self.packages
+        self.machines
             .get(machine)
-            .is_some_and(|p| p.contains_key(package))
+            .is_some_and(|e| e.held.packages.contains_key(package))
     }
 
     /// Sets a placed task's reservation (the seam for reservations computed from usage;
@@ -333,9 +468,9 @@ impl CellView {
         resum: &mut BTreeSet<String>,
     ) -> bool {
         let Some(placed) = self
-            .placed
+            .machines
             .get_mut(machine)
-            .and_then(|m| m.tasks.get_mut(task))
+            .and_then(|m| m.held.tasks.tasks.get_mut(task))
         else {
             return false;
         };
@@ -410,20 +545,18 @@ impl CellView {
         if task.machine.is_empty() {
             return;
         }
-        *self
+        let entry = self.touch(&task.machine);
+        *entry
+            .held
             .packages
-            .entry(task.machine.clone())
-            .or_default()
             .entry(Arc::clone(&job.package))
             .or_insert(0) += 1;
-        self.touch(&task.machine);
         // A task in an alloc holds the alloc's room, not the machine's.
         if !task.state.is_placed() || job.alloc_set.is_some() {
             return;
         }
         let id = TaskId::new(job.name.clone(), index);
-        let on_machine = self.placed.entry(task.machine.clone()).or_default();
-        on_machine.tasks.insert(
+        entry.held.tasks.tasks.insert(
             id.clone(),
             PlacedTask {
                 id,
@@ -451,27 +584,21 @@ impl CellView {
         if task.machine.is_empty() {
             return;
         }
-        self.touch(&task.machine);
-        if let Some(packages) = self.packages.get_mut(&task.machine) {
-            if let Some(count) = packages.get_mut(&job.package) {
-                *count = count.saturating_sub(1);
-                if *count == 0 {
-                    packages.remove(&job.package);
-                }
-            }
-            if packages.is_empty() {
-                self.packages.remove(&task.machine);
+        let entry = self.touch(&task.machine);
+        if let Some(count) = entry.held.packages.get_mut(&job.package) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                entry.held.packages.remove(&job.package);
             }
         }
-        if let Some(on_machine) = self.placed.get_mut(&task.machine) {
-            if on_machine
-                .tasks
-                .remove(&TaskId::new(job.name.clone(), index))
-                .is_some()
-                && !resum.contains(task.machine.as_str())
-            {
-                resum.insert(task.machine.clone());
-            }
+        entry
+            .held
+            .tasks
+            .tasks
+            .remove(&TaskId::new(job.name.clone(), index));
+        // Re-summed, and its entry dropped once it holds nothing, by `recompute_allocated_on`.
+        if !resum.contains(task.machine.as_str()) {
+            resum.insert(task.machine.clone());
         }
     }
 
@@ -479,12 +606,10 @@ impl CellView {
     /// square of a machine's task count for a large job on one machine.
     fn recompute_allocated_on(&mut self, machines: BTreeSet<String>) {
         for machine in machines {
-            if let Some(on_machine) = self.placed.get_mut(&machine) {
-                on_machine.recompute_allocated();
-                if on_machine.tasks.is_empty() {
-                    self.placed.remove(&machine);
-                }
+            if let Some(entry) = self.machines.get_mut(&machine) {
+                entry.held.tasks.recompute_allocated();
             }
+            self.prune(&machine);
         }
     }
 
@@ -536,15 +661,34 @@ impl CellView {
 
     /// Machines in name order.
     pub fn machines(&self) -> impl Iterator<Item = &MachineView> {
-        self.machines.values()
+        self.machines.values().filter_map(|e| e.machine.as_deref())
+    }
+
+    /// Machines in name order (as `machines`), each with what the view holds about it.
+    pub fn machine_refs(&self) -> impl Iterator<Item = MachineRef<'_>> {
+        self.machines.values().filter_map(|e| {
+            e.machine.as_deref().map(|machine| MachineRef {
+                machine,
+                entry: Some(e),
+            })
+        })
+    }
+
+    /// `machine` with what the view holds under its name (which need not be the view's
+    /// own copy of the machine).
+    pub fn machine_ref<'a>(&'a self, machine: &'a MachineView) -> MachineRef<'a> {
+        MachineRef {
+            machine,
+            entry: self.machines.get(&machine.name),
+        }
     }
 
     pub fn machine(&self, name: &str) -> Option<&MachineView> {
-        self.machines.get(name)
+        self.machines.get(name).and_then(|e| e.machine.as_deref())
     }
 
     pub fn machine_count(&self) -> usize {
-        self.machines.len()
+        self.machine_count
     }
 
     pub fn jobs(&self) -> impl Iterator<Item = &JobView> {
@@ -573,44 +717,37 @@ impl CellView {
 
     /// Tasks placed on `machine`, in task id order.
     pub fn placed_on(&self, machine: &str) -> impl Iterator<Item = &PlacedTask> {
-        self.placed
+        self.machines
             .get(machine)
             .into_iter()
-            .flat_map(|m| m.tasks.values())
+            .flat_map(|m| m.held.tasks.tasks.values())
     }
 
     /// Task `task` as placed on `machine`, if the view holds it there.
     pub fn placed_task(&self, machine: &str, task: &TaskId) -> Option<&PlacedTask> {
-        self.placed.get(machine).and_then(|m| m.tasks.get(task))
+        self.machines
+            .get(machine)
+            .and_then(|m| m.held.tasks.tasks.get(task))
     }
 
     /// What is allocated on the machine: per dimension the larger of the master's figure and
     /// the sum over the tasks the view knows, so a view caught between a machine update and
     /// the job update that explains it never sees room that is not there.
     pub fn allocated(&self, machine: &MachineView) -> Resources {
-        let known = self
-            .placed
-            .get(&machine.name)
-            .map(|m| m.allocated)
-            .unwrap_or_default();
-        max_per_dimension(&machine.reported_allocated, &known)
+        self.machine_ref(machine).allocated()
     }
 
     /// Ports held by the tasks the view knows on the machine (the master does not report
     /// them: the view's tasks are the only account).
     pub fn ports_used(&self, machine: &str) -> u32 {
-        self.placed.get(machine).map_or(0, |m| m.ports)
+        self.machines.get(machine).map_or(0, |m| m.held.tasks.ports)
     }
 
     /// What the machine's placed tasks reserve (their reservations; never less than the
     /// master's allocation minus what the view's tasks account for, so unknown tasks count
     /// at their limits).
     pub fn reserved(&self, machine: &MachineView) -> Resources {
-        let Some(tasks) = self.placed.get(&machine.name) else {
-            return machine.reported_allocated;
-        };
-        let unexplained = machine.reported_allocated.saturating_sub(&tasks.allocated);
-        tasks.reserved + unexplained
+        self.machine_ref(machine).reserved()
     }
 
     /// Pending tasks of active jobs, in (job, index) order.
@@ -641,6 +778,7 @@ pub fn max_per_dimension(a: &Resources, b: &Resources) -> Resources {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::work::MachineWork;
 
     fn job(name: &str, tasks: Vec<(TaskState, &str)>) -> JobView {
         JobView {
@@ -850,5 +988,78 @@ mod tests {
         view.remove_job("b");
         assert!(names(&view).is_empty());
         assert!(view.pending_tasks().is_empty());
+    }
+
+    fn racked(name: &str, rack: &str) -> MachineView {
+        let info = MachineInfo {
+            name: name.into(),
+            capacity: Resources::new(1000, 1000),
+            attributes: [("rack".to_string(), rack.to_string())].into(),
+            ..Default::default()
+        };
+        MachineView::new(info, MachineState::Up, 1)
+    }
+
+    #[test]
+    fn machine_refs_answer_what_the_questions_by_name_answer() {
+        let mut view = CellView::new();
+        for (name, rack) in [("m2", "r1"), ("m1", "r1"), ("m3", "r2")] {
+            view.upsert_machine(racked(name, rack));
+        }
+        view.upsert_job(job(
+            "b",
+            vec![(TaskState::Running, "m1"), (TaskState::Running, "m9")],
+        ));
+        let mut low = job("a", vec![(TaskState::Running, "m1")]);
+        low.priority = 50;
+        view.upsert_job(low);
+        let names: Vec<&str> = view.machines().map(|m| m.name.as_str()).collect();
+        let refs: Vec<MachineRef<'_>> = view.machine_refs().collect();
+        assert_eq!(
+            refs.iter()
+                .map(|r| r.machine.name.as_str())
+                .collect::<Vec<_>>(),
+            names,
+            "the same machines in the same (name) order; m9 is not a machine yet"
+        );
+        assert_eq!(names, ["m1", "m2", "m3"]);
+        for r in &refs {
+            let name = r.machine.name.as_str();
+            assert_eq!(r.generation(), view.machine_generation(name));
+            assert_eq!(r.allocated(), view.allocated(r.machine));
+            assert_eq!(r.reserved(), view.reserved(r.machine));
+            assert_eq!(r.ports_used(), view.ports_used(name));
+            assert_eq!(
+                r.has_package("/bin/true"),
+                view.has_package(name, "/bin/true")
+            );
+            assert!(r.placed().eq(view.placed_on(name)));
+            assert_eq!(Some(r.domains()), view.domains_of(name));
+        }
+        assert_eq!(refs[0].domains(), refs[1].domains(), "m1 and m2 share r1");
+        assert_ne!(refs[0].domains(), refs[2].domains());
+        // Eviction order: lowest priority first, then task id.
+        let work = MachineWork::of(refs[0]);
+        let order: Vec<String> = work.evictable.iter().map(|t| t.id.to_string()).collect();
+        assert_eq!(order, ["a/0", "b/0"]);
+    }
+
+    #[test]
+    fn a_removed_machine_keeps_its_tasks_until_they_leave() {
+        let mut view = CellView::new();
+        view.upsert_machine(racked("m1", "r1"));
+        view.upsert_job(job("a", vec![(TaskState::Running, "m1")]));
+        let set = view.machine_set_generation();
+        view.remove_machine("m1");
+        assert_ne!(view.machine_set_generation(), set);
+        assert_eq!((view.machine_count(), view.machines().count()), (0, 0));
+        assert_eq!(view.placed_on("m1").count(), 1);
+        assert_eq!(view.domains_of("m1"), None);
+        view.remove_job("a");
+        assert_eq!(view.placed_on("m1").count(), 0);
+        assert_eq!(view.machine_generation("m1"), 0, "nothing is left under m1");
+        view.upsert_machine(racked("m1", "r2"));
+        assert_eq!(view.machine_count(), 1);
+        assert!(view.machine_generation("m1") > 0);
     }
 }

@@ -9,7 +9,7 @@ use crate::plan::ConstraintFailure;
 use crate::schedule::evaluate;
 use crate::scoring::{FitPolicy, Score};
 use crate::spread::Spread;
-use crate::view::{CellView, MachineView, PendingTask};
+use crate::view::{CellView, MachineRef, PendingTask};
 use crate::work::MachineWork;
 use borg_model::{Constraint, Priority, Resources, TaskId};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -72,8 +72,8 @@ pub fn why_pending(view: &CellView, task: &PendingTask, policy: FitPolicy) -> Wh
     let mut classes = Classes::new(false);
     let class_id = classes.class_of(task, &package);
     let class = classes.get(class_id);
-    let machines: Vec<&MachineView> = view.machines().collect();
-    let works: Vec<MachineWork<'_>> = machines.iter().map(|m| MachineWork::new(view, m)).collect();
+    let machines: Vec<MachineRef<'_>> = view.machine_refs().collect();
+    let works: Vec<MachineWork<'_>> = machines.iter().map(|&m| MachineWork::of(m)).collect();
     let mut spread = Spread::default();
     let job_slot = spread.prepare(view, &task.id.job, &machines, &HashSet::new());
 
@@ -93,7 +93,7 @@ pub fn why_pending(view: &CellView, task: &PendingTask, policy: FitPolicy) -> Wh
     // Up machines that pass every hard constraint but lack resources.
     let mut short: Vec<&MachineWork<'_>> = Vec::new();
     for (m, work) in works.iter().enumerate() {
-        match evaluate(view, work, class, policy) {
+        match evaluate(work, class, policy) {
             Ok((_, mut score)) => {
                 score.same_job_on_machine = spread.on_machine(job_slot, m);
                 why.best.push(Candidate {

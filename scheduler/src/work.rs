@@ -1,13 +1,15 @@
 //! A machine as seen during one `schedule` call: the view's state plus what the plan so far
 //! has placed on it and evicted from it, so task 2 sees the room task 1 took.
 
-use crate::view::{CellView, MachineView, PlacedTask};
+use crate::view::{CellView, MachineRef, MachineView, PlacedTask};
 use borg_model::{Band, Priority, Resources};
 use std::sync::Arc;
 
 #[derive(Debug, Clone)]
 pub struct MachineWork<'a> {
     pub machine: &'a MachineView,
+    /// What the view holds about the machine (its packages, for package locality).
+    pub held: MachineRef<'a>,
     /// Copies of the machine's state and capacities that feasibility reads for every
     /// candidate: they sit with the rest of the work, which a scan reads in order, rather
     /// than behind the `machine` pointer.
@@ -32,14 +34,23 @@ pub struct MachineWork<'a> {
     /// the pair.
     pub view_generation: u64,
     pub plan_changes: u32,
-    /// Interned rack and power domain (set by `schedule`; see `spread`).
+    /// Interned rack and power domain (`MachineRef::domains`; see `spread`).
     pub domains: crate::spread::Domains,
 }
 
 impl<'a> MachineWork<'a> {
     pub fn new(view: &'a CellView, machine: &'a MachineView) -> Self {
-        let mut evictable: Vec<&PlacedTask> = view.placed_on(&machine.name).collect();
-        evictable.sort_by(|a, b| a.priority.cmp(&b.priority).then_with(|| a.id.cmp(&b.id)));
+        MachineWork::of(view.machine_ref(machine))
+    }
+
+    /// The work of a machine as the view holds it (`CellView::machine_refs`).
+    pub fn of(view: MachineRef<'a>) -> Self {
+        let machine = view.machine;
+        let mut evictable: Vec<&PlacedTask> = Vec::with_capacity(view.placed_count());
+        evictable.extend(view.placed());
+        // `placed` is in task id order and the sort is stable: (priority, id) order without
+        // comparing ids.
+        evictable.sort_by_key(|t| t.priority);
         let (mut prod_tasks, mut non_prod_tasks) = (0, 0);
         for task in &evictable {
             if Band::of(task.priority).is_prod() {
@@ -50,19 +61,20 @@ impl<'a> MachineWork<'a> {
         }
         MachineWork {
             machine,
-            allocated: view.allocated(machine),
+            held: view,
+            allocated: view.allocated(),
             up: machine.state == borg_model::MachineState::Up,
             capacity: machine.capacity,
             port_capacity: machine.port_capacity,
-            reserved: view.reserved(machine),
-            ports_used: view.ports_used(&machine.name),
+            reserved: view.reserved(),
+            ports_used: view.ports_used(),
             evictable,
             prod_tasks,
             non_prod_tasks,
             plan_packages: Vec::new(),
-            view_generation: view.machine_generation(&machine.name),
+            view_generation: view.generation(),
             plan_changes: 0,
-            domains: [None; 2],
+            domains: view.domains(),
         }
     }
 

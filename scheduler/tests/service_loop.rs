@@ -228,6 +228,40 @@ async fn wait_for(what: &str, deadline: Duration, mut condition: impl FnMut() ->
     }
 }
 
+/// Shuts the scheduler down (it must return cleanly), then the fake.
+async fn stop(
+    shutdown: CancellationToken,
+    scheduler: tokio::task::JoinHandle<Result<(), scheduler::SchedulerError>>,
+    server_shutdown: CancellationToken,
+) {
+    shutdown.cancel();
+    let result = tokio::time::timeout(Duration::from_secs(10), scheduler)
+        .await
+        .expect("run returns after shutdown")
+        .expect("run does not panic");
+    assert!(result.is_ok(), "{result:?}");
+    server_shutdown.cancel();
+}
+
+/// Serves `fake`, runs a scheduler (its test config changed by `adjust`) until `tasks` tasks
+/// are scheduled, then shuts it down (it must return cleanly) and the fake.
+async fn run_until_scheduled(fake: &Fake, tasks: usize, adjust: impl FnOnce(&mut SchedulerConfig)) {
+    let server_shutdown = CancellationToken::new();
+    let address = serve(fake.clone(), server_shutdown.clone()).await;
+    let shutdown = CancellationToken::new();
+    let mut config = config(vec![address.to_string()]);
+    adjust(&mut config);
+    let scheduler = tokio::spawn(run(config, shutdown.clone()));
+    let state = Arc::clone(&fake.state);
+    wait_for(
+        &format!("{tasks} tasks scheduled"),
+        Duration::from_secs(20),
+        || state.lock().unwrap().scheduled_tasks() == tasks,
+    )
+    .await;
+    stop(shutdown, scheduler, server_shutdown).await;
+}
+
 fn config(masters: Vec<String>) -> SchedulerConfig {
     let mut config = SchedulerConfig::new(masters);
     config.scheduler_id = "test-scheduler".into();
@@ -263,13 +297,7 @@ async fn pending_tasks_are_placed_once_in_bounded_batches() {
     })
     .await;
 
-    shutdown.cancel();
-    let result = tokio::time::timeout(Duration::from_secs(10), scheduler)
-        .await
-        .expect("run returns after shutdown")
-        .expect("run does not panic");
-    assert!(result.is_ok(), "{result:?}");
-    server_shutdown.cancel();
+    stop(shutdown, scheduler, server_shutdown).await;
 
     let state = state.lock().unwrap();
     let placements: Vec<&v1::Placement> =
@@ -323,13 +351,7 @@ async fn the_leader_is_followed_and_a_lost_stream_is_reopened() {
     })
     .await;
 
-    shutdown.cancel();
-    let result = tokio::time::timeout(Duration::from_secs(10), scheduler)
-        .await
-        .expect("run returns after shutdown")
-        .expect("run does not panic");
-    assert!(result.is_ok(), "{result:?}");
-    server_shutdown.cancel();
+    stop(shutdown, scheduler, server_shutdown).await;
 }
 
 #[tokio::test]
@@ -360,26 +382,36 @@ async fn rejected_placements_are_retried() {
         state.submit("web", 2, 100);
         state.reject_commits = 2;
     }
-    let server_shutdown = CancellationToken::new();
-    let address = serve(fake.clone(), server_shutdown.clone()).await;
-    let shutdown = CancellationToken::new();
-    let mut config = config(vec![address.to_string()]);
-    config.retry_interval_ms = 20;
-    let scheduler = tokio::spawn(run(config, shutdown.clone()));
-
-    let state = Arc::clone(&fake.state);
-    wait_for("2 tasks scheduled", Duration::from_secs(20), || {
-        state.lock().unwrap().scheduled_tasks() == 2
-    })
-    .await;
-    shutdown.cancel();
-    let result = tokio::time::timeout(Duration::from_secs(10), scheduler)
-        .await
-        .expect("run returns after shutdown")
-        .expect("run does not panic");
-    assert!(result.is_ok(), "{result:?}");
-    server_shutdown.cancel();
-    let state = state.lock().unwrap();
+    run_until_scheduled(&fake, 2, |config| config.retry_interval_ms = 20).await;
+    let state = fake.state.lock().unwrap();
     // Two rejected rounds, then the accepted one (plans of at most 2 placements).
     assert_eq!(state.commits.len(), 3, "{:?}", state.commits.len());
+}
+
+#[tokio::test]
+async fn a_large_job_is_planned_and_committed_in_bounded_rounds() {
+    let fake = Fake::default();
+    {
+        let mut state = fake.state.lock().unwrap();
+        for m in 0..10 {
+            state.add_machine(&format!("m{m}"), 10_000);
+        }
+        state.submit("big", 100, 100);
+    }
+    run_until_scheduled(&fake, 100, |config| {
+        config.plan_batch_max = 1_000;
+        config.new_round_tasks_max = 10;
+    })
+    .await;
+    let state = fake.state.lock().unwrap();
+    // A burst of 100 is planned in rounds of max(10, 100 / 8) = 13 at most, each its own
+    // commit, never overlapping (the fake rejects a placement of a task already placed).
+    let sizes: Vec<usize> = state.commits.iter().map(|c| c.placements.len()).collect();
+    assert!(sizes.iter().all(|&n| n <= 13), "{sizes:?}");
+    assert!(sizes.len() >= 8, "{sizes:?}");
+    assert_eq!(
+        sizes.iter().sum::<usize>(),
+        100,
+        "each task placed once: {sizes:?}"
+    );
 }

@@ -17,8 +17,8 @@ use scheduler::{
     schedule, CellView, FitPolicy, MachineView, PendingTask, PlacementConfig, Plan, ScoreCache,
 };
 use sim::online::{
-    loaded_view, online_jobs, percentile, run_online, thread_cpu_time, timed, with_topology,
-    ONLINE_JOBS, ONLINE_TASKS_PER_JOB_MAX,
+    digest_of, loaded_view, online_jobs, percentile, plan_digest, run_online, thread_cpu_time,
+    timed, with_topology, ONLINE_JOBS, ONLINE_TASKS_PER_JOB_MAX,
 };
 use sim::trace::google2011::{self, Google2011Options, TRACE_WINDOW_START_US};
 use sim::trace::TraceTask;
@@ -212,7 +212,7 @@ fn bench_google(results: &mut Vec<String>, parts: &dyn Fn(&str) -> bool) {
         let (time, plan) = median_run(&view, &pending, &config);
         let q = quality(&machines, &pending, &plan);
         println!(
-            "(1) {:<30} {:>6.2} s  placed {:>6}  pending {:>6}  machines used {:>5}  cpu {:.1}% ram {:.1}%  stranded cpu {:.2}% ram {:.2}%",
+            "(1) {:<30} {:>6.2} s  placed {:>6}  pending {:>6}  machines used {:>5}  cpu {:.1}% ram {:.1}%  stranded cpu {:.2}% ram {:.2}%  digest {:016x}",
             label,
             secs(time),
             plan.placements.len(),
@@ -221,7 +221,8 @@ fn bench_google(results: &mut Vec<String>, parts: &dyn Fn(&str) -> bool) {
             q.cpu_used_percent,
             q.ram_used_percent,
             q.stranded_cpu_percent,
-            q.stranded_ram_percent
+            q.stranded_ram_percent,
+            plan_digest(&plan)
         );
         results.push(format!(
             "| (1) whole cell, {} | {:.2} s | {} placed, {} pending | {} machines used; stranded cpu {:.2}%, ram {:.2}% |",
@@ -353,14 +354,15 @@ fn bench_online(
         percentile(&times, 1.0),
     );
     println!(
-        "(4) online, machines_examined_max {}: {} jobs ({asked} tasks, {placed} placed) into the loaded cell: per plan p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms (cache hits {}, misses {})",
+        "(4) online, machines_examined_max {}: {} jobs ({asked} tasks, {placed} placed) into the loaded cell: per plan p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms (cache hits {}, misses {}; digest {:016x})",
         base.machines_examined_max,
         times.len(),
         p50.as_secs_f64() * 1e3,
         p99.as_secs_f64() * 1e3,
         max.as_secs_f64() * 1e3,
         cache.hits,
-        cache.misses
+        cache.misses,
+        digest_of(plans.iter().map(|p| p.digest))
     );
     results.push(format!(
         "| (4) online, {} jobs into the loaded cell, machines_examined_max {} | p50 {:.1} ms, p99 {:.1} ms | {asked} tasks, {placed} placed | pure library time per plan |",
@@ -410,12 +412,13 @@ fn bench_c1m(results: &mut Vec<String>) {
     let (time, plan) = timed(|| schedule(&view, &pending, &config, SEED));
     let rate = plan.placements.len() as f64 / secs(time);
     println!(
-        "(3) C1M: {} tasks onto {MACHINES} machines in {:.2} s ({:.0} placements/s; {} pending; {:.0} machines examined per task)",
+        "(3) C1M: {} tasks onto {MACHINES} machines in {:.2} s ({:.0} placements/s; {} pending; {:.0} machines examined per task; digest {:016x})",
         pending.len(),
         secs(time),
         rate,
         plan.unplaced.len() + plan.deferred,
-        plan.machines_examined as f64 / pending.len() as f64
+        plan.machines_examined as f64 / pending.len() as f64,
+        plan_digest(&plan)
     );
     results.push(format!(
         "| (3) C1M, 1,000 x 1,000 tasks onto 5,000 machines | {:.2} s | {} placed, {} pending | {:.0} placements/s (Nomad: ~3,750/s on 160 CPUs) |",

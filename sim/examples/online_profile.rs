@@ -11,7 +11,9 @@
 //! `FREED_MACHINES` machines left the loaded cell): a round that examines the cell at
 //! random (`schedule_among` with `None`, as `schedule_with_cache`) and one among the freed machines (`schedule_among`).
 use scheduler::{schedule_among, PlacementConfig, Plan, ScoreCache};
-use sim::online::{loaded_view, online_jobs, run_online, timed, with_topology};
+use sim::online::{
+    digest_of, loaded_view, online_jobs, plan_digest, run_online, timed, with_topology,
+};
 use sim::trace::google2011::{self, Google2011Options, TRACE_WINDOW_START_US};
 
 const SEED: u64 = 2011;
@@ -37,6 +39,11 @@ fn main() {
         ..PlacementConfig::new()
     };
     let plan = scheduler::schedule(&sim::cell::empty_view(&machines), &pending, &config, SEED);
+    println!(
+        "whole cell: {} placed, plan digest {:016x}",
+        plan.placements.len(),
+        plan_digest(&plan)
+    );
     if retry {
         return compare_retries(&machines, &pending, plan);
     }
@@ -48,10 +55,19 @@ fn main() {
     );
     println!("online plans start");
     let mut by_job: Vec<(usize, f64, usize, usize, u64)> = Vec::new();
+    let mut totals_ms: Vec<f64> = Vec::new();
     for rep in 0..reps {
         let mut view = loaded.clone();
         let mut cache = ScoreCache::new(PlacementConfig::new().score_cache_entries_max);
         let plans = run_online(&mut view, &jobs, &PlacementConfig::new(), SEED, &mut cache);
+        if rep == 0 {
+            let placed: usize = plans.iter().map(|p| p.placed).sum();
+            println!(
+                "online: {placed} placed, plans digest {:016x}",
+                digest_of(plans.iter().map(|p| p.digest))
+            );
+        }
+        totals_ms.push(plans.iter().map(|p| p.time.as_secs_f64() * 1e3).sum());
         for (k, p) in plans.iter().enumerate() {
             let ms = p.time.as_secs_f64() * 1e3;
             if rep == 0 {
@@ -62,6 +78,13 @@ fn main() {
         }
     }
     by_job.sort_by(|a, b| b.1.total_cmp(&a.1));
+    totals_ms.sort_by(f64::total_cmp);
+    let median = totals_ms.get(totals_ms.len() / 2).copied().unwrap_or(0.0);
+    let least = totals_ms.first().copied().unwrap_or(0.0);
+    println!(
+        "all {} plans on-CPU: least {least:.1} ms, median {median:.1} ms of {reps} runs",
+        jobs.len()
+    );
     println!("slowest plans (least of {reps} runs, on-CPU):");
     for (k, ms, tasks, placed, examined) in by_job.iter().take(SLOWEST_SHOWN) {
         println!("  online-{k}: {tasks} tasks, {placed} placed, {examined} machines examined, {ms:.1} ms");

@@ -143,6 +143,9 @@ pub struct OnlinePlan {
     pub priority: borg_model::Priority,
     pub placed: usize,
     pub machines_examined: u64,
+    /// `plan_digest` of the plan: equal digests, equal plans (for checking that a change to
+    /// the library keeps its plans).
+    pub digest: u64,
     /// On-CPU time of the call (wall time where the kernel does not say).
     pub time: Duration,
 }
@@ -172,12 +175,44 @@ pub fn run_online(
             priority: first.priority,
             placed: plan.placements.len(),
             machines_examined: plan.machines_examined,
+            digest: plan_digest(&plan),
             time,
         });
         let tasks: Vec<&PendingTask> = new.iter().collect();
         loaded.upsert_job(job_view(&first.id.job, &tasks, &placed_by(&plan)));
     }
     plans
+}
+
+/// A hash of everything a plan says: placements (task, machine, version, victims) and why
+/// each unplaced task waits, in order, and the counts. Equal input and seed must give an
+/// equal digest before and after a change that is meant to alter speed only.
+pub fn plan_digest(plan: &Plan) -> u64 {
+    use std::hash::{Hash, Hasher};
+    // `DefaultHasher::new` has fixed keys: digests compare across runs and builds.
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    for p in &plan.placements {
+        (&p.task, p.incarnation, &p.machine, p.machine_version).hash(&mut hasher);
+        for v in &p.preempt {
+            (&v.task, v.incarnation, v.priority).hash(&mut hasher);
+        }
+    }
+    for (task, reason) in &plan.unplaced {
+        task.hash(&mut hasher);
+        format!("{reason:?}").hash(&mut hasher);
+    }
+    (plan.deferred, plan.machines_examined).hash(&mut hasher);
+    hasher.finish()
+}
+
+/// Digest of a sequence of plans' digests (see `plan_digest`).
+pub fn digest_of(digests: impl IntoIterator<Item = u64>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    for d in digests {
+        d.hash(&mut hasher);
+    }
+    hasher.finish()
 }
 
 /// Time `f` takes on this thread's CPU: the machine is shared (other builds and tests run

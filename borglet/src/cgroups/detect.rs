@@ -17,15 +17,20 @@ pub enum Detected {
 
 /// Auto mode uses cgroups when running as root and the hierarchy is writable (the parent group
 /// is created here, which proves it). v2 is used when the unified hierarchy is mounted at
-/// `/sys/fs/cgroup`; otherwise the v1 hierarchies of memory and cpu are required.
-pub fn detect(mode: CgroupMode, parent: &str) -> Detected {
-    match try_detect(mode, parent) {
+/// `/sys/fs/cgroup`; otherwise the v1 hierarchies of memory and cpu are required, and v1 keeps
+/// up to `spares_max` finished groups for reuse.
+pub fn detect(mode: CgroupMode, parent: &str, spares_max: usize) -> Detected {
+    match try_detect(mode, parent, spares_max) {
         Ok(cgroups) => Detected::Enabled(cgroups),
         Err(reason) => Detected::Disabled { reason },
     }
 }
 
-fn try_detect(mode: CgroupMode, parent: &str) -> Result<Arc<dyn TaskCgroups>, String> {
+fn try_detect(
+    mode: CgroupMode,
+    parent: &str,
+    spares_max: usize,
+) -> Result<Arc<dyn TaskCgroups>, String> {
     if mode == CgroupMode::Off {
         return Err("cgroups are turned off in the configuration".to_owned());
     }
@@ -52,7 +57,8 @@ fn try_detect(mode: CgroupMode, parent: &str) -> Result<Arc<dyn TaskCgroups>, St
             cpuacct: mount(Controllers::CpuAcct),
             pids: mount(Controllers::Pids),
         };
-        Arc::new(V1Cgroups::new(mounts, parent).map_err(|e| e.to_string())?)
+        let v1 = V1Cgroups::new(mounts, parent).map_err(|e| e.to_string())?;
+        Arc::new(v1.with_spares_max(spares_max))
     };
     cgroups
         .ensure_parent()

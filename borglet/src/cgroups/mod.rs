@@ -9,6 +9,7 @@
 pub mod detect;
 mod files;
 pub mod limits;
+pub mod spares;
 pub mod v1;
 pub mod v2;
 
@@ -88,10 +89,15 @@ pub trait TaskCgroups: Send + Sync + Debug {
 
     fn exists(&self, name: &str) -> bool;
 
-    /// Removes the group; it must hold no process. Removing a missing group succeeds.
+    /// Removes the group; it must hold no process. Removing a missing group succeeds. An
+    /// implementation may keep the group, reset and renamed, as a spare for a later
+    /// [`TaskCgroups::create`] (v1: see [`spares`]).
     fn remove(&self, name: &str) -> Result<(), CgroupError>;
 
-    /// Removes the parent group if it holds no task group (best effort: a parent still in
+    /// Removes the kept spare groups (at shutdown). Best effort.
+    fn drain_spares(&self) {}
+
+    /// Removes the spares and then the parent group if it holds no task group (best effort: a parent still in
     /// use stays). Used when the borglet leaves nothing behind (`kill_tasks_on_exit`).
     fn remove_parent(&self) -> Result<(), CgroupError>;
 

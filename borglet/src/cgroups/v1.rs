@@ -2,6 +2,10 @@
 //! path in each of the hierarchies the borglet uses (memory, cpu, cpuacct, pids).
 
 use super::files::{read_keyed, read_pids, read_u64};
+use super::spares::{
+    spare_name, SparePool, CGROUP_SPARES_MAX, SPARE_MEMORY_BEFORE_RESET_MAX_BYTES,
+    SPARE_MEMORY_RESIDUE_MAX_BYTES,
+};
 use super::{
     validate_relative, CgroupError, CgroupLimits, CgroupUsage, CgroupVersion, TaskCgroups,
 };
@@ -10,6 +14,7 @@ use cgroups_rs::fs::memory::MemController;
 use cgroups_rs::fs::pid::PidController;
 use cgroups_rs::fs::MaxValue;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Mount points of the v1 hierarchies the borglet uses. `cpu` and `cpuacct` are often one
 /// mount (`cpu,cpuacct`): the same path may appear twice.
@@ -51,6 +56,8 @@ pub struct V1Cgroups {
     mounts: V1Mounts,
     /// Relative path of the borglet's parent group in every hierarchy.
     parent: PathBuf,
+    /// Finished tasks' groups kept, reset, for the next tasks.
+    spares: Arc<SparePool>,
 }
 
 impl V1Cgroups {
@@ -59,11 +66,113 @@ impl V1Cgroups {
         Ok(V1Cgroups {
             mounts,
             parent: PathBuf::from(parent),
+            spares: Arc::new(SparePool::new(CGROUP_SPARES_MAX)),
         })
+    }
+
+    /// Keeps at most `max` finished groups for reuse (default [`CGROUP_SPARES_MAX`]; 0: none).
+    pub fn with_spares_max(mut self, max: usize) -> V1Cgroups {
+        self.spares = Arc::new(SparePool::new(max.min(CGROUP_SPARES_MAX)));
+        self
     }
 
     fn dir(&self, mount: &Path, name: &str) -> PathBuf {
         mount.join(&self.parent).join(name)
+    }
+
+    /// Renames group `from` to `to` in every hierarchy, or in none: a failure renames back
+    /// the hierarchies already done (best effort).
+    fn rename_group(&self, from: &str, to: &str) -> std::io::Result<()> {
+        let mounts = self.mounts.distinct();
+        for (done, mount) in mounts.iter().enumerate() {
+            if let Err(error) = std::fs::rename(self.dir(mount, from), self.dir(mount, to)) {
+                for undo in &mounts[..done] {
+                    let _ = std::fs::rename(self.dir(undo, to), self.dir(undo, from));
+                }
+                return Err(error);
+            }
+        }
+        Ok(())
+    }
+
+    fn remove_group(&self, name: &str) -> Result<(), CgroupError> {
+        for mount in self.mounts.distinct() {
+            remove_dir(&self.dir(mount, name))?;
+        }
+        Ok(())
+    }
+
+    /// Makes a ready spare the group `name`; false when there is none (or it failed).
+    fn reuse_spare(&self, name: &str) -> bool {
+        let Some(slot) = self.spares.take_ready() else {
+            return false;
+        };
+        let spare = spare_name(slot);
+        let renamed = self.rename_group(&spare, name);
+        if let Err(error) = &renamed {
+            tracing::debug!(%spare, %error, "cannot reuse a spare cgroup: removing it");
+            let _ = self.remove_group(&spare);
+        }
+        self.spares.put_free(slot);
+        renamed.is_ok()
+    }
+
+    /// Keeps the finished group `name` as a spare if the pool has room and the group can be
+    /// made as good as new (see [`Self::reset`]): no process, no OOM kill counted (the
+    /// kernel's counter cannot be reset), memory charge emptied, CPU usage zeroed, no CPU cap.
+    fn keep_spare(&self, name: &str) -> bool {
+        let memory_dir = self.dir(&self.mounts.memory, name);
+        if !memory_dir.is_dir() {
+            return false;
+        }
+        let Some(slot) = self.spares.take_free() else {
+            return false;
+        };
+        let kept = self.reset(name) && self.rename_group(name, &spare_name(slot)).is_ok();
+        if kept {
+            self.spares.put_ready(slot);
+        } else {
+            self.spares.put_free(slot);
+        }
+        kept
+    }
+
+    /// Resets an empty group's usage and CPU cap; false if it cannot be made clean.
+    fn reset(&self, name: &str) -> bool {
+        // Every process joins all the hierarchies at once (the join files), and the task's
+        // drain checked this one: a process here is one that was moved in from outside.
+        let memory_dir = self.dir(&self.mounts.memory, name);
+        if !read_pids(&memory_dir.join("cgroup.procs")).is_empty()
+            || read_keyed(&memory_dir.join("memory.oom_control"), "oom_kill") > 0
+        {
+            return false;
+        }
+        let charged = || read_u64(&memory_dir.join("memory.usage_in_bytes"));
+        // A task that left no page cache leaves about the kernel's per-CPU precharge, which
+        // the next task's charges use up: emptying it would cost a reclaim pass for nothing.
+        let emptied = match charged() {
+            bytes if bytes <= SPARE_MEMORY_RESIDUE_MAX_BYTES => true,
+            bytes if bytes > SPARE_MEMORY_BEFORE_RESET_MAX_BYTES => false,
+            _ => {
+                super::write_setting(&memory_dir, "memory.force_empty", "0").is_ok()
+                    && charged() <= SPARE_MEMORY_RESIDUE_MAX_BYTES
+            }
+        };
+        let cpu_dir = self.dir(&self.mounts.cpu, name);
+        emptied
+            && super::write_setting(&cpu_dir, "cpu.cfs_quota_us", "-1").is_ok()
+            && self.mounts.cpuacct.as_ref().is_none_or(|mount| {
+                super::write_setting(&self.dir(mount, name), "cpuacct.usage", "0").is_ok()
+            })
+    }
+
+    /// Removes the spares a previous run of the borglet left (all slots: the pool is bounded).
+    fn remove_leftover_spares(&self) {
+        for slot in 0..CGROUP_SPARES_MAX {
+            if let Err(error) = self.remove_group(&spare_name(slot)) {
+                tracing::warn!(%error, "cannot remove a leftover spare cgroup");
+            }
+        }
     }
 }
 
@@ -108,17 +217,26 @@ impl TaskCgroups for V1Cgroups {
         for mount in self.mounts.distinct() {
             create_dir(&mount.join(&self.parent))?;
         }
+        self.remove_leftover_spares();
         Ok(())
     }
 
     fn create(&self, name: &str, limits: &CgroupLimits) -> Result<(), CgroupError> {
         validate_relative(name)?;
-        for mount in self.mounts.distinct() {
-            create_dir(&self.dir(mount, name))?;
-        }
         let memory_dir = self.dir(&self.mounts.memory, name);
-        if let Some(bytes) = limits.memory_bytes {
-            let value = i64::try_from(bytes).unwrap_or(i64::MAX);
+        // A spare carries the previous task's limits: every one is written, "none" too.
+        let reused = !memory_dir.is_dir() && self.reuse_spare(name);
+        if !reused {
+            for mount in self.mounts.distinct() {
+                create_dir(&self.dir(mount, name))?;
+            }
+        }
+        let unlimited = reused.then_some(i64::MAX);
+        if let Some(value) = limits
+            .memory_bytes
+            .map(|bytes| i64::try_from(bytes).unwrap_or(i64::MAX))
+            .or(unlimited)
+        {
             MemController::new(memory_dir.clone(), PathBuf::from("/"), false)
                 .set_limit(value)
                 .map_err(|e| limit_error(&memory_dir, "memory.limit_in_bytes", value, e))?;
@@ -127,12 +245,15 @@ impl TaskCgroups for V1Cgroups {
         CpuController::new(cpu_dir.clone(), PathBuf::from("/"), false)
             .set_shares(limits.cpu_shares)
             .map_err(|e| limit_error(&cpu_dir, "cpu.shares", limits.cpu_shares, e))?;
-        if let (Some(pids_mount), Some(max)) = (&self.mounts.pids, limits.pids_max) {
+        let pids_max = match limits.pids_max {
+            Some(max) => Some(MaxValue::Value(i64::try_from(max).unwrap_or(i64::MAX))),
+            None => reused.then_some(MaxValue::Max),
+        };
+        if let (Some(pids_mount), Some(max)) = (&self.mounts.pids, pids_max) {
             let pids_dir = self.dir(pids_mount, name);
-            let value = i64::try_from(max).unwrap_or(i64::MAX);
             PidController::new(pids_dir.clone(), PathBuf::from("/"), false)
-                .set_pid_max(MaxValue::Value(value))
-                .map_err(|e| limit_error(&pids_dir, "pids.max", value, e))?;
+                .set_pid_max(max)
+                .map_err(|e| limit_error(&pids_dir, "pids.max", format!("{max:?}"), e))?;
         }
         Ok(())
     }
@@ -168,13 +289,23 @@ impl TaskCgroups for V1Cgroups {
 
     fn remove(&self, name: &str) -> Result<(), CgroupError> {
         validate_relative(name)?;
-        for mount in self.mounts.distinct() {
-            remove_dir(&self.dir(mount, name))?;
+        if self.keep_spare(name) {
+            return Ok(());
         }
-        Ok(())
+        self.remove_group(name)
+    }
+
+    fn drain_spares(&self) {
+        for slot in self.spares.drain_ready() {
+            if let Err(error) = self.remove_group(&spare_name(slot)) {
+                tracing::warn!(%error, "cannot remove a spare cgroup");
+            }
+        }
     }
 
     fn remove_parent(&self) -> Result<(), CgroupError> {
+        self.drain_spares();
+        self.remove_leftover_spares();
         for mount in self.mounts.distinct() {
             remove_dir(&mount.join(&self.parent))?;
         }

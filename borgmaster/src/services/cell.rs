@@ -138,12 +138,19 @@ impl CellService for CellApi {
         let (replies, receiver) = tokio::sync::mpsc::channel(SUBMIT_STREAM_IN_FLIGHT_MAX);
         let in_flight = Arc::new(tokio::sync::Semaphore::new(SUBMIT_STREAM_IN_FLIGHT_MAX));
         let api = self.clone();
+        let shutdown = self.ctx.shutdown.clone();
         tokio::spawn(async move {
             loop {
                 let Ok(permit) = in_flight.clone().acquire_owned().await else {
                     return;
                 };
-                let request = match incoming.message().await {
+                // On shutdown the stream is read no further: the reply stream ends once the
+                // writes in flight are answered, so the server can stop.
+                let message = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    message = incoming.message() => message,
+                };
+                let request = match message {
                     Ok(Some(request)) => request,
                     Ok(None) => return,
                     Err(status) => {
