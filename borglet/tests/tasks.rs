@@ -974,14 +974,16 @@ async fn a_finished_tasks_cgroup_is_reused_without_its_limits_usage_or_processes
         harness.stop().await;
         return;
     }
-    // Charges 3 MiB of page cache and burns CPU under a 64 MiB limit.
+    // Charges 2 MiB of page cache and burns CPU under a 64 MiB limit. The cache is synced:
+    // dirty pages may not be reclaimable by `memory.force_empty` at once, and a group that
+    // cannot be emptied is (rightly) removed rather than kept.
     let first = batch(task(
         "first",
         0,
         "/bin/sh",
         &[
             "-c",
-            "head -c 3145728 /dev/zero > \"$HOME/f\"; i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done",
+            "head -c 2097152 /dev/zero > \"$HOME/f\"; sync; i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done",
         ],
     ));
     harness
