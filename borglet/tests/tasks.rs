@@ -542,7 +542,7 @@ async fn incremental_reports_carry_only_changes_and_restarts_bring_a_full_one() 
             break;
         }
         assert!(Instant::now() < deadline, "`dropped` was never forgotten");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(POLL_PAUSE).await;
     }
     assert!(
         killed_seen,
@@ -601,7 +601,7 @@ async fn usage_is_sampled_on_its_own_timer_and_reported_as_a_change() {
             break;
         }
         assert!(Instant::now() < deadline, "no usage was reported");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(POLL_PAUSE).await;
     }
     harness
         .poll_until(&[], "every task to be gone", |r| r.tasks.is_empty())

@@ -47,6 +47,31 @@ const JOB_HEAD_TASKS_PER_ROUND: usize = 2;
 /// master would reject the overlap.
 const VIEW_CATCH_UP_WAIT_MAX_MS: u64 = 250;
 
+/// Work that gives way to rounds of other work for at most `GIVE_WAY_MAX_MS`, so that a
+/// steady stream of the other cannot starve it.
+#[derive(Debug, Default)]
+struct GiveWay {
+    /// Since when it has given way (`None`: it is not waiting).
+    since: Option<Instant>,
+}
+
+impl GiveWay {
+    /// Whether the work waits this round: when `contended` (it and the other both wait),
+    /// unless it has given way for `GIVE_WAY_MAX_MS` already.
+    fn waits(&mut self, contended: bool, now: Instant) -> bool {
+        let starved = self
+            .since
+            .is_some_and(|since| now - since >= Duration::from_millis(GIVE_WAY_MAX_MS));
+        let waits = contended && !starved;
+        self.since = if waits {
+            self.since.or(Some(now))
+        } else {
+            None
+        };
+        waits
+    }
+}
+
 /// Runs the scheduler until `shutdown` is cancelled.
 pub async fn run(
     config: SchedulerConfig,
@@ -97,10 +122,10 @@ struct Scheduler {
     backlog_retried: Instant,
     /// Backlog retries may not start a round before this (pacing).
     retries_due_at: Instant,
-    /// Since when due retries have given way to rounds of new tasks.
-    retries_gave_way_since: Option<Instant>,
-    /// Since when re-pended tasks (victims) have given way to rounds of tasks never placed.
-    replacements_gave_way_since: Option<Instant>,
+    /// Due retries give way to rounds of new tasks.
+    retries_give_way: GiveWay,
+    /// Re-pended tasks (victims) give way to rounds of tasks never placed.
+    replacements_give_way: GiveWay,
     /// Wake up to plan when retries wait only for `retries_due_at`, or a round waits for
     /// the view to show the last commit.
     wakeup: Option<tokio::time::Instant>,
@@ -138,8 +163,8 @@ impl Scheduler {
             backlog: Backlog::new(),
             backlog_retried: Instant::now(),
             retries_due_at: Instant::now(),
-            retries_gave_way_since: None,
-            replacements_gave_way_since: None,
+            retries_give_way: GiveWay::default(),
+            replacements_give_way: GiveWay::default(),
             wakeup: None,
             committed_index: 0,
             catch_up_until: None,
@@ -481,15 +506,9 @@ impl Scheduler {
         // each: 1-4 ms a task), which have rounds of their own, bounded.
         let fresh = collected.new.iter().filter(|t| t.incarnation == 0).count();
         let replaced = collected.new.len() - fresh;
-        let replacements_starved = self
-            .replacements_gave_way_since
-            .is_some_and(|since| collect_started - since >= Duration::from_millis(GIVE_WAY_MAX_MS));
-        let replacements_wait = fresh > 0 && replaced > 0 && !replacements_starved;
-        self.replacements_gave_way_since = if replacements_wait {
-            self.replacements_gave_way_since.or(Some(collect_started))
-        } else {
-            None
-        };
+        let replacements_wait = self
+            .replacements_give_way
+            .waits(fresh > 0 && replaced > 0, collect_started);
         let (pending, replacements_left) = bound_replacements(
             collected.new,
             if replacements_wait {
@@ -514,15 +533,10 @@ impl Scheduler {
         }
         let new = pending.len();
         let has_retries = !collected.retries.is_empty();
-        let starved = self
-            .retries_gave_way_since
-            .is_some_and(|since| collect_started - since >= Duration::from_millis(GIVE_WAY_MAX_MS));
-        let with_retries = has_retries && (new == 0 || starved);
-        self.retries_gave_way_since = if has_retries && !with_retries {
-            self.retries_gave_way_since.or(Some(collect_started))
-        } else {
-            None
-        };
+        let with_retries = has_retries
+            && !self
+                .retries_give_way
+                .waits(has_retries && new > 0, collect_started);
         let mut retries = 0;
         // Targeted retries examine only the machines with freed room, in a round of their
         // own; joined to new tasks they are tried anywhere.
