@@ -160,6 +160,7 @@ fn run_replica(args: &[String]) {
     // Warnings and errors go to the replica's log file (stderr), from RUST_LOG.
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_ansi(false)
         .with_writer(std::io::stderr)
         .init();
     let id: u64 = args[0].parse().expect("replica id");
@@ -401,6 +402,7 @@ async fn bench(settings: Settings) {
         "borgmaster: leader before/after the throughput runs: {leader_before:?}/{leader_after:?}; leader changes seen by the replicas meanwhile: {changes} ({})",
         if changes == 0 && leader_before.is_some() && leader_before == leader_after { "no leader change" } else { "LEADER CHANGED" }
     );
+    report_replica_logs(dir.path());
     for (c, inflight) in concurrencies.iter().enumerate() {
         for (path, rates) in &ours[c] {
             println!(
@@ -512,6 +514,45 @@ async fn bench(settings: Settings) {
         ));
     }
     print_rows(rows);
+}
+
+/// What the replicas' logs say about stalls of their Paxos loops (warnings are always
+/// logged; checkpoint timings at `BENCH_REPLICA_LOG=info`), and a copy of the logs in
+/// `BENCH_KEEP_LOGS` (a directory) if set: the bench's own directory is removed at its end.
+fn report_replica_logs(dir: &Path) {
+    let keep = std::env::var_os("BENCH_KEEP_LOGS").map(PathBuf::from);
+    for id in 1..=MEMBERS {
+        let path = dir.join(format!("replica-{id}.log"));
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        let count = |needle: &str| text.lines().filter(|l| l.contains(needle)).count();
+        let longest_pass_ms = text
+            .lines()
+            .filter_map(|l| l.split("pass_ms=").nth(1))
+            .filter_map(|rest| rest.split(' ').next()?.parse::<u64>().ok())
+            .max()
+            .unwrap_or(0);
+        println!(
+            "borgmaster replica {id} log: {} slow loop passes (longest {longest_pass_ms} ms), {} late ticks, {} applies blocked on the state lock, {} checkpoints logged, {} leader changes logged",
+            count("a pass of the Paxos loop took longer"),
+            count("did not tick for a long time"),
+            count("blocked the loop on the cell state"),
+            count("checkpoint written"),
+            count("leader changed"),
+        );
+        if let Some(keep) = &keep {
+            let copied = std::fs::create_dir_all(keep)
+                .and_then(|_| std::fs::copy(&path, keep.join(format!("replica-{id}.log"))));
+            if let Err(error) = copied {
+                eprintln!(
+                    "cannot copy {} to {}: {error}",
+                    path.display(),
+                    keep.display()
+                );
+            }
+        }
+    }
 }
 
 /// The fastest path's rate in round `round` (and its name); NaN when none was measured.

@@ -16,6 +16,7 @@ pub mod context;
 pub mod entry;
 pub mod error;
 pub mod log_syncer;
+pub mod loop_watch;
 pub mod metrics;
 pub mod paxos;
 pub mod persist_gate;

@@ -39,6 +39,9 @@ pub struct ReplicaMetrics {
     pub log_sync_seconds: Histogram,
     /// Paxos messages waiting for an fsync to cover what they claim.
     pub held_messages: IntGauge,
+    /// Passes of the Paxos loop longer than a quarter of the election timeout, by their
+    /// slowest step (`tick_gap`: ticks late, whatever held the loop).
+    pub slow_loop_passes: IntCounterVec,
 }
 
 impl ReplicaMetrics {
@@ -72,6 +75,14 @@ impl ReplicaMetrics {
             &["reason"],
         )?;
         registry.register(Box::new(proposals_refused.clone()))?;
+        let slow_loop_passes = IntCounterVec::new(
+            Opts::new(
+                "slow_loop_passes_total",
+                "Paxos loop passes longer than a quarter of the election timeout, by slowest step",
+            ),
+            &["step"],
+        )?;
+        registry.register(Box::new(slow_loop_passes.clone()))?;
         Ok(ReplicaMetrics {
             proposals: counter(
                 "proposals_total",
@@ -135,6 +146,7 @@ impl ReplicaMetrics {
                 "held_messages",
                 "Paxos messages waiting for an fsync that covers what they claim",
             )?,
+            slow_loop_passes,
             registry,
         })
     }

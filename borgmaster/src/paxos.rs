@@ -6,8 +6,12 @@
 //! change to watchers, and checkpointing the state every `checkpoint_every_entries` or
 //! `checkpoint_every_s`.
 //!
-//! Compaction: a checkpoint is serialized in the loop (it must match its index) and written
-//! (SHA-256, synced) on a blocking thread. Once it is durable, the log below it is trimmed:
+//! Compaction: a checkpoint is serialized on a blocking thread under the cell state's read
+//! lock (so it matches the log index it records; applying waits for it without ever blocking
+//! the loop) and written there (SHA-256; chunks outside the log's write path, `storage`).
+//! Nothing a checkpoint does may stall the loop for a heartbeat round: a stalled loop sends
+//! no heartbeats and costs the leader its place (`loop_watch` reports slow passes). Once it
+//! is durable, the log below it is trimmed:
 //! - the leader calls OmniPaxos' `trim` at its checkpoint index, or at the index every
 //!   replica has accepted if that is lower, so no live replica is left behind the trim point;
 //! - a follower applies the leader's `Trim(i)` only up to its own checkpoint, so every
@@ -47,6 +51,7 @@
 use crate::catchup::fetch_best_checkpoint;
 use crate::entry::{PaxosMessage, SharedEntry, ENTRY_BYTES_MAX, ENTRY_COMMANDS_MAX};
 use crate::log_syncer::LogSyncer;
+use crate::loop_watch::LoopWatch;
 use crate::metrics::ReplicaMetrics;
 use crate::persist_gate::PersistGate;
 use crate::state::{CellState, LogEntry, Outcome};
@@ -59,6 +64,7 @@ use omnipaxos::messages::Message;
 use omnipaxos::util::LogEntry as PaxosLogEntry;
 use omnipaxos::{ClusterConfig, CompactionErr, OmniPaxos, ServerConfig};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock, TryLockError};
 use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -74,8 +80,11 @@ pub const APPLY_BATCH_MAX: usize = 1_024;
 /// Most queued messages or proposals handled per wake-up before the loop ticks again.
 const DRAIN_MAX: usize = 256;
 /// Longest time the loop defers applying because readers hold the cell state (a watcher's
-/// snapshot, a checkpoint being serialized): it then waits for the lock. Deferring keeps
-/// ticks and heartbeats flowing, so a long read never costs the leader its place.
+/// snapshot): it then waits for the lock. Deferring keeps ticks and heartbeats flowing, so a
+/// long read never costs the leader its place. A checkpoint being serialized is waited for
+/// without blocking however long it takes (it ends on its own, and a large state takes
+/// seconds on a loaded machine); new readers queue behind a blocked writer, so short
+/// readers cannot starve applying.
 const APPLY_DEFER_MAX_MS: u64 = 1_000;
 
 /// What a write's waiter learns (also the answer to a forwarded write, in bincode).
@@ -187,8 +196,20 @@ fn staggered(every: u64, id: u64) -> u64 {
     every.saturating_add(every.saturating_mul(id % 5) / 10)
 }
 
-/// A checkpoint being written on a blocking thread: its index and time once durable.
-type CheckpointTask = JoinHandle<Result<(u64, u64), StorageError>>;
+/// A checkpoint being written on a blocking thread: what was written once durable.
+type CheckpointTask = JoinHandle<Result<CheckpointWritten, StorageError>>;
+
+/// A durable checkpoint and what each step of taking it cost (logged at info).
+struct CheckpointWritten {
+    index: u64,
+    time_ms: u64,
+    bytes: usize,
+    /// Waiting for the read lock on the cell state; serializing the state under it.
+    lock_wait: Duration,
+    serialize: Duration,
+    checksum: Duration,
+    write: Duration,
+}
 
 struct Waiter {
     reply: oneshot::Sender<Result<Committed, ProposeError>>,
@@ -218,6 +239,8 @@ pub struct PaxosLoop {
     last_checkpoint_at: Instant,
     /// Since when applying has waited for readers to release the cell state.
     apply_deferred_since: Option<Instant>,
+    /// Set while a checkpoint holds the cell state's read lock (applying then never blocks).
+    checkpoint_reading: Arc<AtomicBool>,
     /// Highest trim index a leader asked for (applied up to our own checkpoint).
     trim_requested: usize,
     /// A peer's checkpoint being fetched because this replica is behind the trim point.
@@ -231,6 +254,8 @@ pub struct PaxosLoop {
     gate: PersistGate,
     /// Until when heartbeat rounds run faster: the connection to the leader broke.
     fast_election_until: Option<Instant>,
+    /// Times each pass and reports the slow ones.
+    watch: LoopWatch,
 }
 
 impl PaxosLoop {
@@ -248,7 +273,14 @@ impl PaxosLoop {
         let syncer = LogSyncer::spawn(db.clone()).map_err(|e| StorageError::Task {
             reason: format!("cannot start the fsync thread: {e}"),
         })?;
+        let tick_interval = Duration::from_millis(settings.tick_interval_ms.max(1));
+        let watch = LoopWatch::new(
+            tick_interval,
+            tick_interval * settings.server_config.election_tick_timeout.max(1) as u32,
+            metrics.slow_loop_passes.clone(),
+        );
         Ok(PaxosLoop {
+            watch,
             settings,
             paxos,
             db,
@@ -267,6 +299,7 @@ impl PaxosLoop {
             checkpoint_task: None,
             last_checkpoint_at: Instant::now(),
             apply_deferred_since: None,
+            checkpoint_reading: Arc::default(),
             trim_requested: 0,
             catch_up_task: None,
             last_catch_up_at: None,
@@ -292,42 +325,59 @@ impl PaxosLoop {
                 biased;
                 _ = shutdown.cancelled() => break,
                 _ = ticker.tick() => {
+                    self.watch.begin_pass();
+                    self.watch.ticked();
                     for _ in 0..self.ticks_per_tick() {
                         self.paxos.tick();
                     }
+                    self.watch.step("tick");
                     self.expire_waiters();
+                    self.watch.step("expire_waiters");
                     self.maybe_checkpoint();
+                    self.watch.step("checkpoint_start");
                 }
                 written = join_optional(&mut self.checkpoint_task) => {
+                    self.watch.begin_pass();
                     self.checkpoint_written(written.unwrap_or_else(|join| Err(StorageError::Task {
                         reason: join.to_string(),
                     })));
+                    self.watch.step("checkpoint_done_trim");
                 }
                 fetched = join_optional(&mut self.catch_up_task) => {
+                    self.watch.begin_pass();
                     if let Ok(Some(checkpoint)) = fetched {
                         self.install_fetched(checkpoint);
                     }
+                    self.watch.step("catch_up_install");
                 }
                 synced = self.syncer.finished(), if self.sync_in_flight => {
+                    self.watch.begin_pass();
                     if let Err(error) = self.synced(synced) {
                         tracing::error!(%error, "cannot make the log durable; stopping the replica");
                         failure = Some(error);
                         break;
                     }
+                    self.watch.step("synced");
                 }
                 Some(incoming) = self.channels.incoming.recv() => {
+                    self.watch.begin_pass();
                     self.handle_incoming(incoming);
                     self.drain_inputs(None);
+                    self.watch.step("incoming");
                 }
                 Some(proposal) = self.channels.proposals.recv() => {
+                    self.watch.begin_pass();
                     self.drain_inputs(Some(proposal));
+                    self.watch.step("proposals");
                 }
             }
             self.release_held_incoming();
+            self.watch.step("release_held");
             // A decided entry is on a majority's disks already (the leader's copy counted
             // only once synced), whatever this replica's own sync, so it is applied and
             // answered at once.
             self.apply_decided();
+            self.watch.step("apply");
             // The writes gathered while a sync was in flight become one entry once it ends:
             // appended earlier, they would still wait for the next sync (a sync covers only
             // what was written before it began), so holding them costs a writer nothing and
@@ -335,13 +385,18 @@ impl PaxosLoop {
             if !self.sync_in_flight {
                 self.append_batch();
             }
+            self.watch.step("append");
             if let Err(error) = self.start_sync() {
                 tracing::error!(%error, "cannot make the log durable; stopping the replica");
                 failure = Some(error);
                 break;
             }
+            self.watch.step("sync_start");
             self.send_outgoing();
+            self.watch.step("send");
             self.update_leader();
+            self.watch.step("leader");
+            self.watch.end_pass();
         }
         let batch = self.batch_waiters.drain(..).map(|(_, w)| w);
         for waiter in self.waiters.drain().flat_map(|(_, w)| w).chain(batch) {
@@ -661,16 +716,22 @@ impl PaxosLoop {
             Ok(guard) => guard,
             Err(TryLockError::WouldBlock) => {
                 let since = *self.apply_deferred_since.get_or_insert_with(Instant::now);
-                if since.elapsed() < Duration::from_millis(APPLY_DEFER_MAX_MS) {
+                if since.elapsed() < Duration::from_millis(APPLY_DEFER_MAX_MS)
+                    || self.checkpoint_reading.load(Ordering::Acquire)
+                {
                     // Applied at a later pass; the loop goes on ticking meanwhile.
                     self.publish_progress();
                     return;
                 }
-                tracing::debug!(
-                    "applying waited {APPLY_DEFER_MAX_MS} ms for readers; waiting for the lock"
-                );
+                let blocked = Instant::now();
                 match state_lock.write() {
-                    Ok(guard) => guard,
+                    Ok(guard) => {
+                        tracing::warn!(
+                            blocked_ms = blocked.elapsed().as_millis() as u64,
+                            "applying waited {APPLY_DEFER_MAX_MS} ms for readers, then blocked the loop on the cell state's lock"
+                        );
+                        guard
+                    }
                     Err(_) => {
                         tracing::error!("cell state lock poisoned; not applying");
                         return;
@@ -792,29 +853,56 @@ impl PaxosLoop {
         // 100,000-task state takes long enough to miss heartbeats) and off the runtime's
         // workers. The read lock makes the loop defer applying meanwhile, so the snapshot is
         // the state at the log index it records.
+        let reading = ReadingFlag::raise(self.checkpoint_reading.clone());
         self.checkpoint_task = Some(tokio::task::spawn_blocking(move || {
-            let (applied, bytes) = {
+            let started = Instant::now();
+            let (applied, bytes, locked) = {
                 let state = state.read().map_err(|_| StorageError::Task {
                     reason: "cell state lock poisoned".into(),
                 })?;
-                (state.applied_log_index(), state.to_snapshot_bytes())
+                let locked = started.elapsed();
+                (state.applied_log_index(), state.to_snapshot_bytes(), locked)
             };
+            drop(reading);
+            let serialized = started.elapsed();
             let time_ms = borg_common::now_ms();
+            let size = bytes.len();
             let checkpoint = Checkpoint::new(applied, time_ms, bytes);
+            let hashed = started.elapsed();
             db.save_checkpoint(&checkpoint)?;
-            Ok((applied, time_ms))
+            Ok(CheckpointWritten {
+                index: applied,
+                time_ms,
+                bytes: size,
+                lock_wait: locked,
+                serialize: serialized - locked,
+                checksum: hashed - serialized,
+                write: started.elapsed() - hashed,
+            })
         }));
     }
 
-    fn checkpoint_written(&mut self, written: Result<(u64, u64), StorageError>) {
+    fn checkpoint_written(&mut self, written: Result<CheckpointWritten, StorageError>) {
         match written {
-            Ok((index, time_ms)) => {
+            Ok(written) => {
+                let index = written.index;
                 self.progress.checkpoint_index = index;
-                self.progress.checkpoint_time_ms = time_ms;
+                self.progress.checkpoint_time_ms = written.time_ms;
                 self.metrics.checkpoint_index.set(index as i64);
                 self.metrics.checkpoints.inc();
-                tracing::debug!(index, "checkpoint written");
+                let trim_started = Instant::now();
                 self.trim_below_checkpoint();
+                tracing::info!(
+                    index,
+                    bytes = written.bytes,
+                    lock_wait_ms = written.lock_wait.as_millis() as u64,
+                    serialize_ms = written.serialize.as_millis() as u64,
+                    checksum_ms = written.checksum.as_millis() as u64,
+                    write_ms = written.write.as_millis() as u64,
+                    trim_ms = trim_started.elapsed().as_millis() as u64,
+                    compacted = self.progress.compacted_index,
+                    "checkpoint written"
+                );
                 self.publish_progress();
             }
             Err(error) => {
@@ -1012,6 +1100,23 @@ impl PaxosLoop {
                 true
             }
         });
+    }
+}
+
+/// Raised from before a checkpoint asks for the cell state's read lock until it released
+/// it (lowered when dropped, on every path).
+struct ReadingFlag(Arc<AtomicBool>);
+
+impl ReadingFlag {
+    fn raise(flag: Arc<AtomicBool>) -> Self {
+        flag.store(true, Ordering::Release);
+        ReadingFlag(flag)
+    }
+}
+
+impl Drop for ReadingFlag {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
     }
 }
 
