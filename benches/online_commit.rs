@@ -829,6 +829,11 @@ fn print_scheduler(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>
         mean_ms(before, after, "borg_scheduler_plan_commit_seconds")
     );
     println!(
+        "  placements committed {:.0}, rejected by the master {:.0}",
+        delta("borg_scheduler_placements_accepted_total"),
+        delta("borg_scheduler_placements_rejected_total"),
+    );
+    println!(
         "  per round: wait of new work for its round {}; collect {}; updates applied {}; backlog retry rounds {:.0}; watch restarts {:.0}",
         mean_ms(before, after, "borg_scheduler_round_wait_seconds"),
         mean_ms(before, after, "borg_scheduler_collect_seconds"),

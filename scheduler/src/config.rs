@@ -30,6 +30,14 @@ pub const REPLACEMENTS_PER_ROUND_MAX: usize = 8;
 /// costs ~10 ms and its commit ~5 ms: a job arriving meanwhile waits that long, not the
 /// 60-70 ms of a whole 200-task job, and the job's first 32 tasks commit as soon.
 pub const NEW_ROUND_TASKS_MAX: usize = 32;
+/// Default of `SchedulerConfig::continued_round_tasks_max`: a job waiting alone, or the
+/// rest of a burst once every job in it has had a round, goes in rounds this large (20-80
+/// ms of planning on the loaded Google 2011 cell, 2-core machine at load 2-10): a 200-task
+/// job is planned in one call, not seven, and a job arriving meanwhile waits for one.
+pub const CONTINUED_ROUND_TASKS_MAX: usize = 256;
+/// Default of `SchedulerConfig::commits_in_flight_max`: while one round's plan is being
+/// committed the next is planned (on the machines the first does not touch) and sent.
+pub const COMMITS_IN_FLIGHT_MAX: usize = 2;
 /// Default of `SchedulerConfig::watch_message_bytes_max`. The first message of the cell
 /// stream is a snapshot of the whole cell: 7 MB for the Google 2011 cell (12.5k machines,
 /// 144k tasks) before placement, ~16 MB once placed; tonic's default of 4 MiB refuses it.
@@ -76,14 +84,23 @@ pub struct SchedulerConfig {
     /// tasks never placed (new jobs) wait, for at most a second, so a new job waits behind
     /// at most one small round of them.
     pub replacements_per_round_max: usize,
-    /// Most new tasks (never placed, or re-placed) planned in one round: each job's first
-    /// two, then the rest in queue order (priority, then owners in turn); the others are
-    /// planned in the next round, once this one's commit shows in the view. Bounds what a
-    /// job arriving meanwhile waits for, and commits a large job's plan in pieces. A burst
-    /// of many times more (a cold start) goes in a bounded number of larger rounds
+    /// Most new tasks (never placed, or re-placed) planned in a round in which several
+    /// jobs wait, one of which arrived since the last round: each job's first two, then the rest in
+    /// queue order (priority, then owners in turn); the others are planned in the next
+    /// rounds (`continued_round_tasks_max`). A new job's first placements come after a
+    /// small round, and every job of a burst has its first ones in the first round. A
+    /// burst of many times more (a cold start) goes in a bounded number of larger rounds
     /// (`service::ROUNDS_PER_BURST_MAX`). Retries are bounded by
     /// `backlog_retries_per_round_max` instead.
     pub new_round_tasks_max: usize,
+    /// Most new tasks in a round when one job waits, or no job waiting arrived since the
+    /// last round (each has had its first tasks planned): a job alone, or the rest of a
+    /// burst of jobs.
+    pub continued_round_tasks_max: usize,
+    /// Most plans being committed at once. A round is planned while earlier ones are being
+    /// committed, on the machines they do not touch (`in_flight::Claims`); 1 plans each
+    /// round only once the previous one's commit is answered.
+    pub commits_in_flight_max: usize,
     /// Largest message of the cell stream accepted (the snapshot is one message).
     pub watch_message_bytes_max: usize,
     pub placement: PlacementConfig,
@@ -109,6 +126,8 @@ impl SchedulerConfig {
             backlog_round_interval_ms: BACKLOG_ROUND_INTERVAL_MS,
             replacements_per_round_max: REPLACEMENTS_PER_ROUND_MAX,
             new_round_tasks_max: NEW_ROUND_TASKS_MAX,
+            continued_round_tasks_max: CONTINUED_ROUND_TASKS_MAX,
+            commits_in_flight_max: COMMITS_IN_FLIGHT_MAX,
             watch_message_bytes_max: WATCH_MESSAGE_BYTES_MAX,
             placement: PlacementConfig::new(),
         }
@@ -132,6 +151,11 @@ impl SchedulerConfig {
                 self.replacements_per_round_max as u64,
             ),
             ("new_round_tasks_max", self.new_round_tasks_max as u64),
+            (
+                "continued_round_tasks_max",
+                self.continued_round_tasks_max as u64,
+            ),
+            ("commits_in_flight_max", self.commits_in_flight_max as u64),
             (
                 "watch_message_bytes_max",
                 self.watch_message_bytes_max as u64,

@@ -34,7 +34,9 @@ pub use config::SchedulerConfig;
 pub use error::SchedulerError;
 pub use order::QueueOrder;
 pub use plan::{ConstraintFailure, Placement, Plan, UnplacedReason, Victim};
-pub use schedule::{schedule, schedule_among, schedule_with_cache, PlacementConfig};
+pub use schedule::{
+    schedule, schedule_among, schedule_among_except, schedule_with_cache, PlacementConfig,
+};
 pub use scoring::FitPolicy;
 pub use service::run;
 pub use view::{CellView, JobView, MachineRef, MachineView, PendingTask, PlacedTask, TaskView};

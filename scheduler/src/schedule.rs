@@ -128,27 +128,49 @@ pub fn schedule_among(
     cache: &mut ScoreCache,
     among: Option<&[String]>,
 ) -> Plan {
+    schedule_among_except(view, pending, config, seed, cache, among, &[])
+}
+
+/// `schedule_among` that never places on (nor evicts from) the machines named in `except`
+/// (names not in the view are ignored). For planning while an earlier plan is being
+/// committed: the view does not show that plan yet, so the machines it touches are left
+/// to a later call. With `except` empty the plan is `schedule_among`'s.
+pub fn schedule_among_except(
+    view: &CellView,
+    pending: &[PendingTask],
+    config: &PlacementConfig,
+    seed: u64,
+    cache: &mut ScoreCache,
+    among: Option<&[String]>,
+    except: &[String],
+) -> Plan {
     cache.begin_call(config.fit_policy, view.machine_set_generation());
     let machines: Vec<MachineRef<'_>> = view.machine_refs().collect();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    // Positions in `machines` of the named machines (`machines` is in name order,
+    // `CellView::machines`), sorted, without duplicates.
+    let positions_of = |names: &[String]| {
+        let mut positions: Vec<usize> = names
+            .iter()
+            .filter_map(|name| {
+                machines
+                    .binary_search_by(|m| m.machine.name.as_str().cmp(name))
+                    .ok()
+            })
+            .collect();
+        positions.sort_unstable();
+        positions.dedup();
+        positions
+    };
     // Positions in `machines`, in the order the scan walks them.
     let mut machine_order: Vec<usize> = match among {
         None => (0..machines.len()).collect(),
-        Some(names) => {
-            // `machines` is in name order (`CellView::machines`).
-            let mut positions: Vec<usize> = names
-                .iter()
-                .filter_map(|name| {
-                    machines
-                        .binary_search_by(|m| m.machine.name.as_str().cmp(name))
-                        .ok()
-                })
-                .collect();
-            positions.sort_unstable();
-            positions.dedup();
-            positions
-        }
+        Some(names) => positions_of(names),
     };
+    if !except.is_empty() {
+        let excepted = positions_of(except);
+        machine_order.retain(|m| excepted.binary_search(m).is_err());
+    }
     if config.relaxed_randomization {
         machine_order.shuffle(&mut rng);
     }

@@ -1,24 +1,27 @@
 //! The scheduler process: follows the leader's cell-state stream into a `ViewSync`, runs
-//! `schedule` when the view changed and tasks are pending, and commits the plans. One plan
-//! is in flight at a time; its tasks stay out of new plans until the view shows the commit.
+//! `schedule` when the view changed and tasks are pending, and commits the plans. Up to
+//! `commits_in_flight_max` plans are being committed at once: their tasks stay out of new
+//! plans, and new plans stay off their machines, until the view shows the commit.
 
 use crate::backlog::{bound_new_round, bound_replacements, Backlog, ROOM_ON_MACHINES_MAX};
 use crate::cache::ScoreCache;
 use crate::commit::{commit_plan, CommitOutcome};
 use crate::config::SchedulerConfig;
 use crate::error::SchedulerError;
-use crate::in_flight::InFlight;
+use crate::in_flight::{Claims, InFlight};
 use crate::metrics::SchedulerMetrics;
 use crate::room::RoomFreed;
-use crate::schedule::schedule_among;
+use crate::schedule::schedule_among_except;
 use crate::view::PendingTask;
 use crate::view_sync::ViewSync;
 use borg_common::{now_ms, MasterClient, MasterClientConfig};
+use borg_model::TaskId;
 use borg_proto::v1;
 use borg_proto::v1::scheduler_service_client::SchedulerServiceClient;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::task::JoinHandle;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
@@ -41,11 +44,9 @@ const ROUNDS_PER_BURST_MAX: usize = 8;
 /// A bounded round of new tasks takes this many of each job's first tasks before the rest
 /// in queue order (`backlog::bound_new_round`).
 const JOB_HEAD_TASKS_PER_ROUND: usize = 2;
-/// After a commit is answered, the next round waits at most this long for the view to show
-/// it (the leader publishes the change before it answers, so it is normally there already):
-/// a round planned without it would count the committed machines' room twice and the
-/// master would reject the overlap.
-const VIEW_CATCH_UP_WAIT_MAX_MS: u64 = 250;
+/// Most tasks remembered as held once (`Scheduler::held_before`); the memory is dropped
+/// when full (a task may then be held once more).
+const HELD_BEFORE_MAX: usize = 10_000;
 
 /// Work that gives way to rounds of other work for at most `GIVE_WAY_MAX_MS`, so that a
 /// steady stream of the other cannot starve it.
@@ -100,15 +101,18 @@ pub async fn run(
 enum Event {
     Shutdown,
     Update(Result<Option<v1::CellUpdate>, Status>),
-    Committed(Option<(CommitOutcome, Duration)>),
+    Committed(Option<Committed>),
     Tick,
     /// A round may be due: backlog retries may run again (`backlog_round_interval_ms`
-    /// passed), or the wait for the view to show the last commit ended.
+    /// passed).
     Wakeup,
-    /// A round left work for the next one (deferred or backlog retries) and no commit is
-    /// being awaited: plan again once the stream's ready updates are applied.
+    /// A round left work for the next one (deferred or backlog retries) and another plan
+    /// may be committed: plan again once the stream's ready updates are applied.
     Replan,
 }
+
+/// A round's commit, answered: the round, the master's answer, how long it took.
+type Committed = (u64, CommitOutcome, Duration);
 
 struct Scheduler {
     config: SchedulerConfig,
@@ -116,6 +120,20 @@ struct Scheduler {
     metrics: SchedulerMetrics,
     sync: ViewSync,
     in_flight: InFlight,
+    /// Machines of the plans being committed, until the view shows them.
+    claims: Claims,
+    /// Claimed machines a round left alone while it left tasks unplaced: once released,
+    /// room counts as freed there (`room_reappeared`), so the backlog retries those tasks
+    /// on them (a small cell may have had no other machine).
+    claimed_while_unplaced: BTreeSet<String>,
+    room_reappeared: RoomFreed,
+    /// Tasks never placed that a round left unplaced while it left claimed machines alone
+    /// (a job's later pieces: its earlier ones went there), each with the newest claimed
+    /// round then: planned again as new work once those claims settled
+    /// (the machines left alone may have room), not parked in the backlog. A task is held
+    /// once (`held_before`); unplaced again, it goes to the backlog.
+    held: HashMap<TaskId, u64>,
+    held_before: HashSet<TaskId>,
     /// Pending tasks that fit nowhere when last tried, waiting for room.
     backlog: Backlog,
     /// When the whole backlog was last marked for retry.
@@ -126,20 +144,17 @@ struct Scheduler {
     retries_give_way: GiveWay,
     /// Re-pended tasks (victims) give way to rounds of tasks never placed.
     replacements_give_way: GiveWay,
-    /// Wake up to plan when retries wait only for `retries_due_at`, or a round waits for
-    /// the view to show the last commit.
+    /// Wake up to plan when retries wait only for `retries_due_at`.
     wakeup: Option<tokio::time::Instant>,
-    /// The log index of the last commit with accepted placements, and until when a round
-    /// waits for the view to reach it (`VIEW_CATCH_UP_WAIT_MAX_MS`).
-    committed_index: u64,
-    catch_up_until: Option<Instant>,
+    /// Jobs with tasks never placed that waited at the last round: a round in which no
+    /// other job waits continues them in larger rounds (`continued_round_tasks_max`).
+    continuing: HashSet<String>,
     /// When the first update not yet planned from arrived, and time spent applying updates
     /// since the last round (a round's wait, for the debug log and metrics).
     unplanned_since: Option<Instant>,
     applied_for: Duration,
-    /// The round whose plan is being committed.
-    commit_round: u64,
-    commit: Option<JoinHandle<(CommitOutcome, Duration)>>,
+    /// The plans being committed (at most `commits_in_flight_max`).
+    commits: JoinSet<Committed>,
     /// The view changed (or tasks were released) since the last round.
     dirty: bool,
     /// The last commit had rejections or failed: retry on the next tick even without a
@@ -160,18 +175,21 @@ impl Scheduler {
             metrics,
             sync: ViewSync::new(),
             in_flight: InFlight::new(),
+            claims: Claims::new(),
+            claimed_while_unplaced: BTreeSet::new(),
+            room_reappeared: RoomFreed::Nowhere,
+            held: HashMap::new(),
+            held_before: HashSet::new(),
             backlog: Backlog::new(),
             backlog_retried: Instant::now(),
             retries_due_at: Instant::now(),
             retries_give_way: GiveWay::default(),
             replacements_give_way: GiveWay::default(),
             wakeup: None,
-            committed_index: 0,
-            catch_up_until: None,
+            continuing: HashSet::new(),
             unplanned_since: None,
             applied_for: Duration::ZERO,
-            commit_round: 0,
-            commit: None,
+            commits: JoinSet::new(),
             dirty: false,
             retry_on_tick: false,
             round: 0,
@@ -212,9 +230,7 @@ impl Scheduler {
                 .clamp(1, self.config.reconnect_backoff_max_ms.max(1));
         }
         // The master deduplicates by request id, so abandoning a commit is safe.
-        if let Some(commit) = self.commit.take() {
-            commit.abort();
-        }
+        self.commits.abort_all();
     }
 
     async fn open_watch(&self) -> Result<tonic::Streaming<v1::CellUpdate>, Status> {
@@ -250,23 +266,19 @@ impl Scheduler {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let wakeup = self.wakeup;
-            let can_plan = self.dirty
-                && self.commit.is_none()
-                && self.sync.has_snapshot()
-                && !self.waiting_for_view();
+            let can_plan = self.dirty && self.may_commit() && self.sync.has_snapshot();
             // Biased: updates (new work) are taken before a round is planned, so a job whose
             // update arrives while a round runs is planned in the next one.
+            // Updates before commit answers: while rounds run back to back (a commit answered
+            // during each), the stream must still be read between them.
             let event = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => Event::Shutdown,
                 _ = tick.tick() => Event::Tick,
-                done = async {
-                    match self.commit.as_mut() {
-                        Some(handle) => handle.await.ok(),
-                        None => std::future::pending().await,
-                    }
-                }, if self.commit.is_some() => Event::Committed(done),
                 update = stream.message() => Event::Update(update),
+                done = self.commits.join_next(), if !self.commits.is_empty() => {
+                    Event::Committed(done.and_then(Result::ok))
+                }
                 _ = async {
                     match wakeup {
                         Some(at) => tokio::time::sleep_until(at).await,
@@ -275,6 +287,9 @@ impl Scheduler {
                 }, if wakeup.is_some() => Event::Wakeup,
                 _ = std::future::ready(()), if can_plan => Event::Replan,
             };
+            // A round is planned once the ready updates are applied: after a burst of
+            // them, or when nothing else is ready (`Replan`, lowest in the select).
+            let plans = matches!(event, Event::Update(Ok(Some(_))) | Event::Replan);
             match event {
                 Event::Shutdown => return self.sync.has_snapshot(),
                 Event::Update(Ok(Some(update))) => {
@@ -310,10 +325,8 @@ impl Scheduler {
                     tracing::warn!(error = %status.message(), "the cell-state stream failed; reconnecting");
                     return self.sync.has_snapshot();
                 }
-                Event::Committed(done) => {
-                    self.commit = None;
-                    self.on_committed(done);
-                }
+                Event::Committed(done) => self.on_committed(done),
+                // Planned below.
                 Event::Replan => {}
                 Event::Wakeup => {
                     self.wakeup = None;
@@ -325,11 +338,7 @@ impl Scheduler {
                         tracing::info!(%watched, %leader, "the leader moved; re-watching at the leader");
                         return self.sync.has_snapshot();
                     }
-                    let released = self.in_flight.release_settled(
-                        self.sync.view().index(),
-                        now_ms(),
-                        self.config.in_flight_timeout_ms,
-                    );
+                    let released = self.release_settled();
                     if released > 0 || self.retry_on_tick {
                         self.retry_on_tick = false;
                         self.dirty = true;
@@ -347,7 +356,9 @@ impl Scheduler {
             self.metrics
                 .in_flight_tasks
                 .set(self.in_flight.len() as i64);
-            self.maybe_schedule();
+            if plans {
+                self.maybe_schedule();
+            }
         }
     }
 
@@ -371,8 +382,7 @@ impl Scheduler {
                 self.metrics
                     .view_index
                     .set(i64::try_from(index).unwrap_or(i64::MAX));
-                self.in_flight
-                    .release_settled(index, now_ms(), self.config.in_flight_timeout_ms);
+                self.release_settled();
                 self.dirty = true;
                 true
             }
@@ -383,11 +393,61 @@ impl Scheduler {
         }
     }
 
-    fn on_committed(&mut self, done: Option<(CommitOutcome, Duration)>) {
-        let Some((outcome, elapsed)) = done else {
-            // The commit task panicked or was aborted: its tasks may be planned again.
+    /// Drops the in-flight tasks and machine claims the view has caught up with (or that
+    /// expired); returns how many tasks were released.
+    fn release_settled(&mut self) -> usize {
+        let (index, now_ms) = (self.sync.view().index(), now_ms());
+        let timeout_ms = self.config.in_flight_timeout_ms;
+        let released = self.claims.release_settled(index, now_ms, timeout_ms);
+        self.room_reappeared_on(released);
+        if !self.held.is_empty() {
+            let oldest = self.claims.oldest_round();
+            let before = self.held.len();
+            self.held
+                .retain(|_, newest| oldest.is_some_and(|oldest| oldest <= *newest));
+            if self.held.len() < before {
+                self.dirty = true;
+            }
+        }
+        if self.claims.is_empty() || self.held_before.len() > HELD_BEFORE_MAX {
+            self.held_before.clear();
+        }
+        self.in_flight.release_settled(index, now_ms, timeout_ms)
+    }
+
+    /// `machines` are no longer claimed: room counts as freed on those a round left alone
+    /// while leaving tasks unplaced.
+    fn room_reappeared_on(&mut self, machines: BTreeSet<String>) {
+        if self.claimed_while_unplaced.is_empty() {
+            return;
+        }
+        let reappeared: BTreeSet<String> = machines
+            .into_iter()
+            .filter(|m| self.claimed_while_unplaced.remove(m))
+            .collect();
+        if !reappeared.is_empty() {
+            self.room_reappeared.merge(RoomFreed::On(reappeared));
+            self.dirty = true;
+        }
+    }
+
+    /// Whether another plan may be sent now.
+    fn may_commit(&self) -> bool {
+        self.commits.len() < self.config.commits_in_flight_max
+    }
+
+    fn on_committed(&mut self, done: Option<Committed>) {
+        let Some((round, outcome, elapsed)) = done else {
+            // A commit task panicked or was aborted: its tasks may be planned again (the
+            // master rejects a placement of a task another plan placed meanwhile).
             tracing::warn!("a plan commit ended without an answer");
             self.in_flight = InFlight::new();
+            self.claims.clear();
+            let left_alone = std::mem::take(&mut self.claimed_while_unplaced);
+            if !left_alone.is_empty() {
+                self.room_reappeared.merge(RoomFreed::On(left_alone));
+                self.dirty = true;
+            }
             self.retry_on_tick = true;
             return;
         };
@@ -401,11 +461,11 @@ impl Scheduler {
             .placements_rejected
             .inc_by(outcome.rejected.len() as u64);
         self.in_flight.accepted(&outcome.accepted, outcome.index);
-        if !outcome.accepted.is_empty() {
-            self.committed_index = self.committed_index.max(outcome.index);
-            self.catch_up_until =
-                Some(Instant::now() + Duration::from_millis(VIEW_CATCH_UP_WAIT_MAX_MS));
-        }
+        // Nothing accepted: nothing changed on the plan's machines.
+        self.claims.answered(
+            round,
+            (!outcome.accepted.is_empty()).then_some(outcome.index),
+        );
         for (task, reason) in outcome.rejected.iter().take(UNPLACED_LOGGED_MAX) {
             tracing::debug!(%task, %reason, "placement rejected by the master");
         }
@@ -417,7 +477,7 @@ impl Scheduler {
             tracing::warn!(error = %status.message(), tasks = outcome.unanswered.len(), "plan commit failed");
         }
         tracing::debug!(
-            round = self.commit_round,
+            round,
             accepted = outcome.accepted.len(),
             rejected = outcome.rejected.len(),
             index = outcome.index,
@@ -430,18 +490,16 @@ impl Scheduler {
             // unplaced may fit after all.
             self.backlog.room_freed();
         }
-        self.in_flight.release_settled(
-            self.sync.view().index(),
-            now_ms(),
-            self.config.in_flight_timeout_ms,
-        );
+        self.release_settled();
         // Tasks released now wait for the next view change or tick.
     }
 
     /// Marks for retry the backlog tasks that room freed since the last round may fit.
     fn note_room_freed(&mut self) {
         let started = Instant::now();
-        let (machines, marked) = match self.sync.take_room_freed() {
+        let mut room = self.sync.take_room_freed();
+        room.merge(std::mem::take(&mut self.room_reappeared));
+        let (machines, marked) = match room {
             RoomFreed::Nowhere => return,
             RoomFreed::On(machines) if machines.len() <= ROOM_FREED_MACHINES_CHECKED_MAX => {
                 let view = self.sync.view();
@@ -460,25 +518,8 @@ impl Scheduler {
         );
     }
 
-    /// The last commit's placements are not in the view yet (and the wait for them has
-    /// not timed out): a round now would plan on room they took.
-    fn waiting_for_view(&self) -> bool {
-        self.sync.view().index() < self.committed_index
-            && self
-                .catch_up_until
-                .is_some_and(|until| Instant::now() < until)
-    }
-
     fn maybe_schedule(&mut self) {
-        if !self.dirty || self.commit.is_some() || !self.sync.has_snapshot() {
-            return;
-        }
-        if self.waiting_for_view() {
-            // The commit's update (or the wait's end) plans the round.
-            if let Some(until) = self.catch_up_until {
-                let until = tokio::time::Instant::from_std(until);
-                self.wakeup = Some(self.wakeup.map_or(until, |w| w.min(until)));
-            }
+        if !self.dirty || !self.may_commit() || !self.sync.has_snapshot() {
             return;
         }
         self.dirty = false;
@@ -486,10 +527,10 @@ impl Scheduler {
         let collect_started = Instant::now();
         let retries_due = collect_started >= self.retries_due_at;
         let view = self.sync.view();
-        let in_flight = &self.in_flight;
+        let (in_flight, held) = (&self.in_flight, &self.held);
         let collected = self.backlog.collect(
             view,
-            |id| in_flight.contains(id),
+            |id| in_flight.contains(id) || held.contains_key(id),
             if retries_due {
                 self.config.backlog_retries_per_round_max
             } else {
@@ -517,11 +558,25 @@ impl Scheduler {
                 self.config.replacements_per_round_max
             },
         );
-        // A round of new tasks plans at most `new_round_tasks_max` of them (each job's
-        // first ones first), or its share of a larger burst.
-        let round_tasks_max = self
-            .config
-            .new_round_tasks_max
+        // A round with a job that arrived since the last round, beside other jobs, plans
+        // at most `new_round_tasks_max` new tasks (each job's first ones first), so every
+        // job's first placements come soon; a job waiting alone, and jobs that have all had
+        // their turn, go in larger rounds (fewer calls and commits for a job's whole plan:
+        // a job's first round costs the most, its class's first scan). Either way at least
+        // a share of a larger burst.
+        let waiting: HashSet<String> = pending
+            .iter()
+            .filter(|t| t.incarnation == 0)
+            .map(|t| t.id.job.clone())
+            .collect();
+        let arrived = waiting.iter().any(|job| !self.continuing.contains(job));
+        let base_tasks_max = if arrived && waiting.len() > 1 {
+            self.config.new_round_tasks_max
+        } else {
+            self.config.continued_round_tasks_max
+        };
+        self.continuing = waiting;
+        let round_tasks_max = base_tasks_max
             .max(pending.len().div_ceil(ROUNDS_PER_BURST_MAX))
             .min(self.config.placement.tasks_max);
         let (mut pending, new_left) =
@@ -573,14 +628,17 @@ impl Scheduler {
         self.metrics
             .collect_seconds
             .observe(collect_elapsed.as_secs_f64());
+        // Machines of plans being committed are left alone: the view does not show them.
+        let except = self.claims.machines();
         let started = Instant::now();
-        let plan = schedule_among(
+        let plan = schedule_among_except(
             view,
             &pending,
             &self.config.placement,
             self.config.seed.wrapping_add(self.round),
             &mut self.score_cache,
             among.as_deref(),
+            &except,
         );
         self.metrics
             .schedule_seconds
@@ -588,8 +646,20 @@ impl Scheduler {
         for (task, reason) in plan.unplaced.iter().take(UNPLACED_LOGGED_MAX) {
             tracing::debug!(%task, %reason, "task stays pending");
         }
-        let unplaced: std::collections::HashSet<&borg_model::TaskId> =
-            plan.unplaced.iter().map(|(task, _)| task).collect();
+        let mut unplaced: HashSet<&TaskId> = plan.unplaced.iter().map(|(task, _)| task).collect();
+        if let Some(newest) = self.claims.newest_round().filter(|_| !unplaced.is_empty()) {
+            // Tasks never placed (new jobs; not retries, not victims) unplaced beside plans
+            // being committed: held, once.
+            for task in pending[..new].iter().filter(|t| t.incarnation == 0) {
+                if unplaced.contains(&task.id) && self.held_before.insert(task.id.clone()) {
+                    self.held.insert(task.id.clone(), newest);
+                    unplaced.remove(&task.id);
+                }
+            }
+            if !unplaced.is_empty() {
+                self.claimed_while_unplaced.extend(except.iter().cloned());
+            }
+        }
         self.backlog
             .unplaced(view, pending.iter().filter(|t| unplaced.contains(&t.id)));
         self.metrics.unplaced_tasks.set(self.backlog.len() as i64);
@@ -610,6 +680,8 @@ impl Scheduler {
                 new,
                 retries,
                 among = among.as_ref().map(Vec::len),
+                except = except.len(),
+                commits = self.commits.len(),
                 placements = plan.placements.len(),
                 unplaced = plan.unplaced.len(),
                 deferred = plan.deferred,
@@ -623,22 +695,27 @@ impl Scheduler {
             );
         }
         if plan.deferred > 0 {
-            // More pending than one round takes: plan again once this commit is answered.
+            // More pending than one round takes: plan again (while this commit runs).
             self.dirty = true;
         }
         if plan.placements.is_empty() {
             return;
         }
-        self.commit_round = self.round;
+        let round = self.round;
         self.in_flight
             .start(plan.placements.iter().map(|p| &p.task), now_ms());
+        self.claims.start(
+            round,
+            plan.placements.iter().map(|p| p.machine.clone()).collect(),
+            now_ms(),
+        );
         let client = Arc::clone(&self.client);
         let scheduler_id = self.config.scheduler_id.clone();
         let batch_max = self.config.plan_batch_max;
-        self.commit = Some(tokio::spawn(async move {
+        self.commits.spawn(async move {
             let started = Instant::now();
             let outcome = commit_plan(&client, &scheduler_id, &plan.placements, batch_max).await;
-            (outcome, started.elapsed())
-        }));
+            (round, outcome, started.elapsed())
+        });
     }
 }

@@ -5,7 +5,9 @@ mod common;
 
 use borg_model::{ConstraintOp, MachineState, Resources, TaskId};
 use common::*;
-use scheduler::{schedule, schedule_among, FitPolicy, PlacementConfig, ScoreCache};
+use scheduler::{
+    schedule, schedule_among, schedule_among_except, FitPolicy, PlacementConfig, ScoreCache,
+};
 
 const GI: u64 = 1 << 30;
 
@@ -362,4 +364,43 @@ fn a_plan_among_named_machines_places_only_there_and_none_means_every_machine() 
     let all = schedule_among(&view, &pending, &config, 5, &mut cache, None);
     assert_eq!(all, schedule(&view, &pending, &config, 5));
     assert_eq!(all.placements.len(), 8);
+}
+
+#[test]
+fn a_plan_except_named_machines_never_uses_them_and_an_empty_list_changes_nothing() {
+    let machines: Vec<_> = (0..30)
+        .map(|i| machine(&format!("m{i:02}"), 1000, GI, &[]))
+        .collect();
+    let view = view_of(machines, vec![]);
+    let pending: Vec<_> = (0..40)
+        .map(|i| pending("j", i, "alice", 100, Resources::new(400, 1), vec![]))
+        .collect();
+    let config = PlacementConfig::new();
+    let except: Vec<String> = (0..10)
+        .map(|i| format!("m{i:02}"))
+        .chain(["gone".to_owned()])
+        .collect();
+    let mut cache = ScoreCache::new(config.score_cache_entries_max);
+    let plan = schedule_among_except(&view, &pending, &config, 5, &mut cache, None, &except);
+    // Two fit on each of the 20 machines left.
+    assert_eq!(plan.placements.len(), 40);
+    assert!(plan.placements.iter().all(|p| !except.contains(&p.machine)));
+
+    // Among and except together: only the named machines not excepted.
+    let among = ["m05".to_owned(), "m25".to_owned()];
+    let plan = schedule_among_except(
+        &view,
+        &pending,
+        &config,
+        5,
+        &mut cache,
+        Some(&among),
+        &except,
+    );
+    assert_eq!(plan.placements.len(), 2);
+    assert!(plan.placements.iter().all(|p| p.machine == "m25"));
+
+    let mut cache = ScoreCache::new(config.score_cache_entries_max);
+    let all = schedule_among_except(&view, &pending, &config, 5, &mut cache, None, &[]);
+    assert_eq!(all, schedule(&view, &pending, &config, 5));
 }

@@ -35,6 +35,11 @@ struct FakeState {
     /// This many CommitPlan calls reject every placement (as a master whose state moved on
     /// would) and change nothing.
     reject_commits: usize,
+    /// Every CommitPlan answers this late (a slow master).
+    commit_delay: Duration,
+    /// CommitPlan calls being answered now, and the most at once.
+    committing: usize,
+    committing_max: usize,
 }
 
 #[derive(Clone, Default)]
@@ -42,7 +47,13 @@ struct Fake {
     state: Arc<Mutex<FakeState>>,
     /// Answer every call with "not the leader; the leader is there".
     redirect_to: Option<String>,
+    /// Set: the first CommitPlan is answered only once a second one arrived (at most
+    /// `HELD_COMMIT_MAX`), so a second plan must be sent while the first is in flight.
+    hold_first_commit: Option<Arc<tokio::sync::Notify>>,
 }
+
+/// Longest the fake holds its first commit for `Fake::hold_first_commit`.
+const HELD_COMMIT_MAX: Duration = Duration::from_secs(10);
 
 impl FakeState {
     fn broadcast(&mut self, change: v1::CellChange) {
@@ -154,8 +165,25 @@ impl SchedulerService for Fake {
             return Err(borg_proto::leader::not_leader(Some(leader)));
         }
         let request = request.into_inner();
+        let (arrived, delay) = {
+            let mut state = self.state.lock().unwrap();
+            state.commits.push(request.clone());
+            state.committing += 1;
+            state.committing_max = state.committing_max.max(state.committing);
+            (state.commits.len(), state.commit_delay)
+        };
+        if let Some(second_arrived) = &self.hold_first_commit {
+            match arrived {
+                1 => {
+                    let _ = tokio::time::timeout(HELD_COMMIT_MAX, second_arrived.notified()).await;
+                }
+                2 => second_arrived.notify_one(),
+                _ => {}
+            }
+        }
+        tokio::time::sleep(delay).await;
         let mut state = self.state.lock().unwrap();
-        state.commits.push(request.clone());
+        state.committing -= 1;
         if state.reject_commits > 0 {
             state.reject_commits -= 1;
             let results = request
@@ -388,30 +416,105 @@ async fn rejected_placements_are_retried() {
     assert_eq!(state.commits.len(), 3, "{:?}", state.commits.len());
 }
 
-#[tokio::test]
-async fn a_large_job_is_planned_and_committed_in_bounded_rounds() {
+/// A fake of `machines` machines of 10 cores, and a job "big" of 100 tasks of 100m cpu.
+fn fake_with_a_large_job(machines: usize) -> Fake {
     let fake = Fake::default();
     {
         let mut state = fake.state.lock().unwrap();
-        for m in 0..10 {
-            state.add_machine(&format!("m{m}"), 10_000);
+        for m in 0..machines {
+            state.add_machine(&format!("m{m:02}"), 10_000);
         }
         state.submit("big", 100, 100);
     }
-    run_until_scheduled(&fake, 100, |config| {
+    fake
+}
+
+/// `fake_with_a_large_job` and a job "small" of 10 tasks arriving with it.
+fn fake_with_a_burst(machines: usize) -> Fake {
+    let fake = fake_with_a_large_job(machines);
+    fake.state.lock().unwrap().submit("small", 10, 100);
+    fake
+}
+
+/// Runs a scheduler on `fake` (plans sent whole, rounds with a new job beside others of at
+/// most 10 tasks) until `tasks` are scheduled; the placements of each commit.
+async fn commit_sizes_in_rounds_of_10(fake: &Fake, tasks: usize) -> Vec<usize> {
+    run_until_scheduled(fake, tasks, |config| {
         config.plan_batch_max = 1_000;
         config.new_round_tasks_max = 10;
     })
     .await;
     let state = fake.state.lock().unwrap();
-    // A burst of 100 is planned in rounds of max(10, 100 / 8) = 13 at most, each its own
-    // commit, never overlapping (the fake rejects a placement of a task already placed).
-    let sizes: Vec<usize> = state.commits.iter().map(|c| c.placements.len()).collect();
-    assert!(sizes.iter().all(|&n| n <= 13), "{sizes:?}");
-    assert!(sizes.len() >= 8, "{sizes:?}");
+    state.commits.iter().map(|c| c.placements.len()).collect()
+}
+
+fn machines_of(commit: &v1::CommitPlanRequest) -> BTreeSet<&str> {
+    commit
+        .placements
+        .iter()
+        .map(|p| p.machine.as_str())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_job_alone_is_planned_in_one_round_and_a_burst_heads_first_then_in_one() {
+    let fake = fake_with_a_large_job(40);
+    // Alone, the job is one round (`continued_round_tasks_max`, 256), not eight of 13.
+    assert_eq!(commit_sizes_in_rounds_of_10(&fake, 100).await, [100]);
+
+    let fake = fake_with_a_burst(40);
+    // Two jobs arrived: the first round plans max(10, 110 / 8) = 14 tasks, each job's
+    // first two among them; then both have had their turn and the other 96 go in one
+    // round. Each task once (the fake rejects a placement of a task already placed).
+    assert_eq!(commit_sizes_in_rounds_of_10(&fake, 110).await, [14, 96]);
+    let state = fake.state.lock().unwrap();
+    let first_jobs: BTreeSet<&str> = state.commits[0]
+        .placements
+        .iter()
+        .filter_map(|p| p.task.as_ref().map(|t| t.job.as_str()))
+        .collect();
+    assert_eq!(first_jobs, BTreeSet::from(["big", "small"]));
+}
+
+#[tokio::test]
+async fn the_next_round_is_planned_and_sent_while_a_commit_is_in_flight_on_other_machines() {
+    let fake = Fake {
+        hold_first_commit: Some(Arc::new(tokio::sync::Notify::new())),
+        ..fake_with_a_burst(40)
+    };
+    assert_eq!(commit_sizes_in_rounds_of_10(&fake, 110).await, [14, 96]);
+    let state = fake.state.lock().unwrap();
+    // The fake answered the first only once the second arrived.
     assert_eq!(
-        sizes.iter().sum::<usize>(),
-        100,
-        "each task placed once: {sizes:?}"
+        state.committing_max, 2,
+        "two plans were being committed at once"
     );
+    // The second was planned before the view showed the first: on other machines.
+    let (first, second) = (
+        machines_of(&state.commits[0]),
+        machines_of(&state.commits[1]),
+    );
+    assert!(first.is_disjoint(&second), "{first:?} / {second:?}");
+}
+
+#[tokio::test]
+async fn tasks_left_unplaced_beside_a_commit_in_flight_are_placed_once_it_shows() {
+    // One machine: a round planned while the first commit is in flight has no machine.
+    let fake = fake_with_a_burst(1);
+    {
+        let mut state = fake.state.lock().unwrap();
+        state.add_machine("m00", 20_000);
+        state.commit_delay = Duration::from_millis(200);
+    }
+    run_until_scheduled(&fake, 110, |config| {
+        config.plan_batch_max = 1_000;
+        config.new_round_tasks_max = 10;
+        // Only the room reappearing with the first commit can retry them in time.
+        config.backlog_retry_interval_ms = 600_000;
+    })
+    .await;
+    let state = fake.state.lock().unwrap();
+    let sizes: Vec<usize> = state.commits.iter().map(|c| c.placements.len()).collect();
+    assert_eq!(sizes.iter().sum::<usize>(), 110, "{sizes:?}");
+    assert_eq!(state.committing_max, 1, "{sizes:?}");
 }
