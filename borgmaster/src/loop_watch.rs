@@ -107,9 +107,10 @@ mod tests {
     #[test]
     fn a_slow_pass_is_counted_by_its_slowest_step() {
         let counter = IntCounterVec::new(Opts::new("slow", "slow"), &["step"]).unwrap();
+        // Slow after 200 ms: far above what an untouched step takes on a loaded machine.
         let mut watch = LoopWatch::new(
             Duration::from_millis(1),
-            Duration::from_millis(4),
+            Duration::from_millis(800),
             counter.clone(),
         );
         watch.begin_pass();
@@ -118,7 +119,7 @@ mod tests {
         assert_eq!(counter.with_label_values(&["fast"]).get(), 0);
         watch.begin_pass();
         watch.step("fast");
-        std::thread::sleep(Duration::from_millis(5));
+        std::thread::sleep(Duration::from_millis(250));
         watch.step("apply");
         watch.end_pass();
         assert_eq!(counter.with_label_values(&["apply"]).get(), 1);
