@@ -561,19 +561,44 @@ fn drop_off_loop<T: Send + 'static>(entries: std::collections::VecDeque<T>) {
 /// A storage step (it runs on the Paxos loop) this slow is logged with its parts.
 const SLOW_STORAGE_STEP_MS: u64 = 20;
 
-fn op_name<T: Entry>(op: &StorageOp<T>) -> &'static str {
-    match op {
-        StorageOp::AppendEntry(_) => "append_entry",
-        StorageOp::AppendEntries(_) => "append_entries",
-        StorageOp::AppendOnPrefix(..) => "append_on_prefix",
-        StorageOp::SetPromise(_) => "set_promise",
-        StorageOp::SetDecidedIndex(_) => "set_decided_index",
-        StorageOp::SetAcceptedRound(_) => "set_accepted_round",
-        StorageOp::SetCompactedIdx(_) => "set_compacted_index",
-        StorageOp::Trim(_) => "trim",
-        StorageOp::SetStopsign(_) => "set_stopsign",
-        StorageOp::SetSnapshot(_) => "set_snapshot",
-    }
+/// Names of the kinds of storage op, by `op_kind`.
+const OP_KIND_NAMES: [&str; 10] = [
+    "append_entry",
+    "append_entries",
+    "append_on_prefix",
+    "set_promise",
+    "set_decided_index",
+    "set_accepted_round",
+    "set_compacted_index",
+    "trim",
+    "set_stopsign",
+    "set_snapshot",
+];
+
+/// The kind of `op`, as a bit (a step's kinds are one bit set, built without allocating
+/// on every step: names are needed only when the step was slow).
+fn op_kind<T: Entry>(op: &StorageOp<T>) -> u16 {
+    let kind = match op {
+        StorageOp::AppendEntry(_) => 0,
+        StorageOp::AppendEntries(_) => 1,
+        StorageOp::AppendOnPrefix(..) => 2,
+        StorageOp::SetPromise(_) => 3,
+        StorageOp::SetDecidedIndex(_) => 4,
+        StorageOp::SetAcceptedRound(_) => 5,
+        StorageOp::SetCompactedIdx(_) => 6,
+        StorageOp::Trim(_) => 7,
+        StorageOp::SetStopsign(_) => 8,
+        StorageOp::SetSnapshot(_) => 9,
+    };
+    1 << kind
+}
+
+/// The names of the kinds in `kinds` (bits of `op_kind`).
+fn op_kind_names(kinds: u16) -> Vec<&'static str> {
+    (0..OP_KIND_NAMES.len())
+        .filter(|bit| kinds & (1 << bit) != 0)
+        .map(|bit| OP_KIND_NAMES[bit])
+        .collect()
 }
 
 /// Log entries kept in memory after they were written, so the entries a replica applies
@@ -823,14 +848,14 @@ where
         }
         let written = started.elapsed();
         self.cache = cache;
-        let names: Vec<&'static str> = ops.iter().map(op_name).collect();
+        let kinds = ops.iter().fold(0u16, |kinds, op| kinds | op_kind(op));
         for (op, log_end) in ops.into_iter().zip(log_ends) {
             self.recent.record(op, log_end);
         }
         let took = started.elapsed();
         if took >= Duration::from_millis(SLOW_STORAGE_STEP_MS) {
             tracing::warn!(
-                ops = ?names,
+                ops = ?op_kind_names(kinds),
                 stage_ms = staged.as_millis() as u64,
                 write_ms = (written - staged).as_millis() as u64,
                 record_ms = (took - written).as_millis() as u64,

@@ -81,6 +81,15 @@ async fn a_write_is_replicated_forwarded_by_followers_and_survives_a_restart() {
     assert!(meta.from_leader);
     assert!(meta.applied_index > response.index);
 
+    // Replicas 2 and 3 checkpoint every entry, on a thread of their own: wait until a
+    // checkpoint covering the write is durable (a stop does not take one).
+    for id in 2..=3 {
+        eventually("a checkpoint covering the write", || async {
+            let status = cluster.status(id).await?;
+            (status.checkpoint_index >= response.index).then_some(())
+        })
+        .await;
+    }
     // Stop all three and start them again on the same data directories.
     cluster.restart().await;
     for id in 1..=3 {
