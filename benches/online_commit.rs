@@ -15,9 +15,11 @@
 //! publishes each entry's change as it applies it, before it answers the CommitPlan, so this
 //! adds no latency. A job is complete when all its tasks are placed, or, for a job some of
 //! whose tasks fit nowhere, when no more of them are placed within `SETTLE_MS`; its time is
-//! then that of the last placement seen. The time to its first placement is printed too:
-//! the job's own plan, where a later placement of a job that did not fit whole is a backlog
-//! retry finding room the first plan did not examine (or that appeared since).
+//! then that of the last task's first placement seen. A task counts once: one preempted by
+//! a later job and placed again was already in a committed plan. The time to the job's
+//! first placement is printed too; a task placed after its job's own rounds is a backlog
+//! retry that found room which appeared since (the library examines the whole cell before
+//! it leaves a task unplaced).
 //!
 //! Beside it, in the same run, the pure library's time per plan (`sim::online::run_online`
 //! on the cell the library itself loaded, as `cargo bench -p sim --bench scheduler online`).
@@ -42,7 +44,7 @@ use sim::online::{
     ONLINE_JOB_PREFIX, ONLINE_TASKS_PER_JOB_MAX,
 };
 use sim::trace::google2011::{self, Google2011Options, TRACE_WINDOW_START_US};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -128,10 +130,16 @@ struct Seen {
     placed_by_job: HashMap<String, usize>,
     placed_total: usize,
     last_placement: Option<Instant>,
-    /// Per online job: tasks placed, when the first and the last placement were seen.
+    /// Per online job: tasks placed at least once, when the first and the last task's first
+    /// placement were seen.
     online: HashMap<String, (usize, Instant, Instant)>,
-    /// Per online job: (tasks placed, when seen) at each update that placed more.
+    /// Per online job: (tasks placed at least once, when seen) at each update that placed
+    /// another task for the first time.
     online_timeline: HashMap<String, Vec<(usize, Instant)>>,
+    /// Per online job: the indices of its tasks placed at least once. A task preempted by a
+    /// later job and placed again is not counted again: its job's plan was committed when
+    /// it was first placed.
+    online_ever_placed: HashMap<String, HashSet<u32>>,
     updates: u64,
 }
 
@@ -146,14 +154,30 @@ impl Seen {
         self.placed_total = (self.placed_total + placed).saturating_sub(before);
         if placed > before {
             self.last_placement = Some(at);
-            if spec.name.starts_with(ONLINE_JOB_PREFIX) {
-                let first = self.online.get(&spec.name).map_or(at, |o| o.1);
-                self.online.insert(spec.name.clone(), (placed, first, at));
-                self.online_timeline
-                    .entry(spec.name.clone())
-                    .or_default()
-                    .push((placed, at));
-            }
+        }
+        if !spec.name.starts_with(ONLINE_JOB_PREFIX) {
+            return;
+        }
+        let ever = self
+            .online_ever_placed
+            .entry(spec.name.clone())
+            .or_default();
+        let ever_before = ever.len();
+        ever.extend(
+            job.tasks
+                .iter()
+                .filter(|t| !t.machine.is_empty())
+                .map(|t| t.index),
+        );
+        let ever_placed = ever.len();
+        if ever_placed > ever_before {
+            let first = self.online.get(&spec.name).map_or(at, |o| o.1);
+            self.online
+                .insert(spec.name.clone(), (ever_placed, first, at));
+            self.online_timeline
+                .entry(spec.name.clone())
+                .or_default()
+                .push((ever_placed, at));
         }
     }
 }
@@ -347,10 +371,8 @@ async fn wait_seen(
     }
 }
 
-/// Per job: tasks, placed, and the time from ack to its first and its last placement
-/// (None if never placed). The first is the job's own plan; a later one is a retry that
-/// found room the first did not (relaxed randomization examines part of the cell) or that
-/// appeared since. `fit` is the time until as many were placed as the pure library placed
+/// Per job: tasks, placed, and the time from ack to its first placement and to its last
+/// task's first placement (None if never placed). `fit` is the time until as many were placed as the pure library placed
 /// for the job in its own loaded cell (all placed, if fewer): "all that fit at arrival",
 /// from the bench's view (None if that count is 0).
 struct JobResult {
@@ -545,8 +567,14 @@ fn main() {
     ));
     println!("load average at end: {}", load_average());
     if let Some(keep) = std::env::var_os("BENCH_KEEP_LOG") {
-        // The cell's directory goes with it: keep the scheduler's log for a breakdown.
+        // The cell's directory goes with it: keep the scheduler's log for a breakdown, and
+        // the masters' beside it (KEEP.master-N.log), for commit latency.
         let _ = std::fs::copy(cell.dir.path().join("scheduler.log"), &keep);
+        for id in 1..=REPLICAS {
+            let mut to = keep.clone();
+            to.push(format!(".master-{id}.log"));
+            let _ = std::fs::copy(cell.dir.path().join(format!("master-{id}.log")), to);
+        }
     }
     println!("\n| benchmark | ack -> last placement | ack -> first placement | ack -> the library's count placed | jobs | pure library, same run |\n|---|---|---|---|---|---|");
     for row in rows {

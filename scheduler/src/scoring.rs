@@ -145,11 +145,11 @@ pub fn class_score(
 
 /// The fit policy's verdict on a machine holding `after` (greater is better).
 pub fn fit_permille(policy: FitPolicy, after: &Resources, capacity: &Resources) -> u32 {
-    let utilisation = utilisation_permille(after, capacity);
+    let used = UsedPermille::of(after, capacity);
     match policy {
-        FitPolicy::BestFit => utilisation,
-        FitPolicy::WorstFit => 1000u32.saturating_sub(utilisation),
-        FitPolicy::Hybrid => hybrid_permille(after, capacity),
+        FitPolicy::BestFit => used.mean(),
+        FitPolicy::WorstFit => 1000u32.saturating_sub(used.mean()),
+        FitPolicy::Hybrid => hybrid_permille(&used),
     }
 }
 
@@ -168,41 +168,72 @@ pub const STRANDING_DIMENSION_DIVISOR: u32 = 32;
 /// prefers a machine without them), less a share of the spread between the fullest and the
 /// emptiest dimension the work on the machine uses: once the fullest is exhausted, the
 /// others' free share is stranded.
-fn hybrid_permille(after: &Resources, capacity: &Resources) -> u32 {
-    let fullest = used_permille(after, capacity).max().unwrap_or(0);
+fn hybrid_permille(used: &UsedPermille) -> u32 {
+    let shares = used.shares();
+    let fullest = shares.iter().copied().max().unwrap_or(0);
     let (mut low, mut high) = (u32::MAX, 0u32);
-    for used in used_permille(after, capacity)
-        .filter(|used| *used > 0 && *used * STRANDING_DIMENSION_DIVISOR >= fullest)
+    for &share in shares
+        .iter()
+        .filter(|share| **share > 0 && **share * STRANDING_DIMENSION_DIVISOR >= fullest)
     {
-        low = low.min(used);
-        high = high.max(used);
+        low = low.min(share);
+        high = high.max(share);
     }
     let spread = high.saturating_sub(low);
-    utilisation_permille(after, capacity).saturating_sub(spread * STRANDING_PENALTY_PERCENT / 100)
+    used.mean()
+        .saturating_sub(spread * STRANDING_PENALTY_PERCENT / 100)
 }
 
-/// Per-dimension used fractions (per mille, capped at 1000) over the dimensions the
-/// machine has.
-fn used_permille(used: &Resources, capacity: &Resources) -> impl Iterator<Item = u32> {
-    let dims = [
-        (used.cpu_millis, capacity.cpu_millis),
-        (used.ram_bytes, capacity.ram_bytes),
-        (used.disk_bytes, capacity.disk_bytes),
-        (u64::from(used.gpus), u64::from(capacity.gpus)),
-    ];
-    dims.into_iter()
-        .filter(|(_, c)| *c > 0)
-        .map(|(u, c)| u32::try_from((u128::from(u.min(c)) * 1000) / u128::from(c)).unwrap_or(1000))
+/// Per-dimension used shares (per mille, capped at 1000) over the dimensions the machine
+/// has, each computed once (scoring runs for every machine a task examines).
+struct UsedPermille {
+    shares: [u32; 4],
+    dimensions: usize,
+}
+
+impl UsedPermille {
+    fn of(used: &Resources, capacity: &Resources) -> Self {
+        let dims = [
+            (used.cpu_millis, capacity.cpu_millis),
+            (used.ram_bytes, capacity.ram_bytes),
+            (used.disk_bytes, capacity.disk_bytes),
+            (u64::from(used.gpus), u64::from(capacity.gpus)),
+        ];
+        let mut out = UsedPermille {
+            shares: [0; 4],
+            dimensions: 0,
+        };
+        for (u, c) in dims.into_iter().filter(|(_, c)| *c > 0) {
+            out.shares[out.dimensions] = share_permille(u.min(c), c);
+            out.dimensions += 1;
+        }
+        out
+    }
+
+    fn shares(&self) -> &[u32] {
+        &self.shares[..self.dimensions]
+    }
+
+    /// Mean over the machine's dimensions (0 for a machine with none).
+    fn mean(&self) -> u32 {
+        let sum: u32 = self.shares().iter().sum();
+        sum.checked_div(self.dimensions as u32).unwrap_or(0)
+    }
+}
+
+/// `used / capacity` in per mille, for `used <= capacity`, `capacity > 0`. 64-bit unless the
+/// product overflows (capacities beyond 18 PB).
+fn share_permille(used: u64, capacity: u64) -> u32 {
+    let permille = match used.checked_mul(1000) {
+        Some(product) => product / capacity,
+        None => u64::try_from(u128::from(used) * 1000 / u128::from(capacity)).unwrap_or(1000),
+    };
+    u32::try_from(permille).unwrap_or(1000)
 }
 
 /// Mean of `used / capacity` over the dimensions with capacity, in per mille (capped at 1000).
 pub fn utilisation_permille(used: &Resources, capacity: &Resources) -> u32 {
-    let (mut sum, mut count) = (0u32, 0u32);
-    for used in used_permille(used, capacity) {
-        sum += used;
-        count += 1;
-    }
-    sum.checked_div(count).unwrap_or(0)
+    UsedPermille::of(used, capacity).mean()
 }
 
 #[cfg(test)]
@@ -218,6 +249,15 @@ mod tests {
             fit_permille: fit,
             ..Score::default()
         }
+    }
+
+    #[test]
+    fn shares_are_exact_per_mille_even_for_huge_capacities() {
+        assert_eq!(share_permille(1, 3), 333);
+        assert_eq!(share_permille(7, 7), 1000);
+        // 1000 × used overflows 64 bits: the 128-bit path gives the same rounding down.
+        assert_eq!(share_permille(u64::MAX / 2, u64::MAX), 499);
+        assert_eq!(share_permille(u64::MAX, u64::MAX), 1000);
     }
 
     #[test]

@@ -185,7 +185,7 @@ pub struct PendingTask {
 /// machine the view has not received yet).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct MachineTasks {
-    tasks: BTreeMap<TaskId, PlacedTask>,
+    tasks: PlacedTasks,
     allocated: Resources,
     /// Sum of the placed tasks' reservations.
     reserved: Resources,
@@ -197,16 +197,72 @@ impl MachineTasks {
     fn recompute_allocated(&mut self) {
         self.allocated = self
             .tasks
-            .values()
+            .iter()
             .fold(Resources::ZERO, |sum, t| sum + t.limits);
         self.reserved = self
             .tasks
-            .values()
+            .iter()
             .fold(Resources::ZERO, |sum, t| sum + t.reservation);
         self.ports = self
             .tasks
-            .values()
+            .iter()
             .fold(0u32, |sum, t| sum.saturating_add(t.ports));
+    }
+}
+
+/// A machine's placed tasks in eviction preference order: priority, then task id. Every
+/// `schedule` call copies this order for each machine it examines (`MachineWork::of`), so
+/// it is kept sorted here rather than sorted per call. A machine holds tens of tasks: a
+/// look-up by id alone is a linear scan.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct PlacedTasks(Vec<PlacedTask>);
+
+impl PlacedTasks {
+    fn position(&self, task: &PlacedTask) -> Result<usize, usize> {
+        self.0
+            .binary_search_by(|t| (t.priority, &t.id).cmp(&(task.priority, &task.id)))
+    }
+
+    /// Adds `task`, replacing the task of the same id (at whatever priority).
+    fn insert(&mut self, task: PlacedTask) {
+        match self.position(&task) {
+            Ok(i) => self.0[i] = task,
+            Err(_) => {
+                self.remove(&task.id);
+                let i = self.position(&task).unwrap_or_else(|i| i);
+                self.0.insert(i, task);
+            }
+        }
+    }
+
+    fn remove(&mut self, id: &TaskId) {
+        if let Some(i) = self.0.iter().position(|t| t.id == *id) {
+            self.0.remove(i);
+        }
+    }
+
+    fn get(&self, id: &TaskId) -> Option<&PlacedTask> {
+        self.0.iter().find(|t| t.id == *id)
+    }
+
+    /// For changes that keep the order (not the priority or id).
+    fn reservation_mut(&mut self, id: &TaskId) -> Option<&mut Resources> {
+        self.0
+            .iter_mut()
+            .find(|t| t.id == *id)
+            .map(|t| &mut t.reservation)
+    }
+
+    fn iter(&self) -> std::slice::Iter<'_, PlacedTask> {
+        self.0.iter()
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 }
 
@@ -259,11 +315,11 @@ impl<'a> MachineRef<'a> {
         self.entry.map_or(0, |e| e.changed_at)
     }
 
-    /// Tasks placed on the machine, in task id order.
+    /// Tasks placed on the machine, in eviction preference order (priority, then task id).
     pub fn placed(&self) -> impl Iterator<Item = &'a PlacedTask> + 'a {
         self.entry
             .into_iter()
-            .flat_map(|e| e.held.tasks.tasks.values())
+            .flat_map(|e| e.held.tasks.tasks.iter())
     }
 
     /// How many tasks are placed on the machine.
@@ -467,15 +523,15 @@ impl CellView {
         reservation: Resources,
         resum: &mut BTreeSet<String>,
     ) -> bool {
-        let Some(placed) = self
+        let Some(held) = self
             .machines
             .get_mut(machine)
-            .and_then(|m| m.held.tasks.tasks.get_mut(task))
+            .and_then(|m| m.held.tasks.tasks.reservation_mut(task))
         else {
             return false;
         };
-        if placed.reservation != reservation {
-            placed.reservation = reservation;
+        if *held != reservation {
+            *held = reservation;
             self.touch(machine);
             resum.insert(machine.to_owned());
         }
@@ -556,18 +612,15 @@ impl CellView {
             return;
         }
         let id = TaskId::new(job.name.clone(), index);
-        entry.held.tasks.tasks.insert(
-            id.clone(),
-            PlacedTask {
-                id,
-                incarnation: task.incarnation,
-                priority: job.priority,
-                limits: job.limits_of(index),
-                reservation: job.limits_of(index),
-                package: Arc::clone(&job.package),
-                ports: job.ports_of(index),
-            },
-        );
+        entry.held.tasks.tasks.insert(PlacedTask {
+            id,
+            incarnation: task.incarnation,
+            priority: job.priority,
+            limits: job.limits_of(index),
+            reservation: job.limits_of(index),
+            package: Arc::clone(&job.package),
+            ports: job.ports_of(index),
+        });
         if !resum.contains(task.machine.as_str()) {
             resum.insert(task.machine.clone());
         }
@@ -715,12 +768,12 @@ impl CellView {
             .unwrap_or_else(|| Arc::from(""))
     }
 
-    /// Tasks placed on `machine`, in task id order.
+    /// Tasks placed on `machine`, in eviction preference order (priority, then task id).
     pub fn placed_on(&self, machine: &str) -> impl Iterator<Item = &PlacedTask> {
         self.machines
             .get(machine)
             .into_iter()
-            .flat_map(|m| m.held.tasks.tasks.values())
+            .flat_map(|m| m.held.tasks.tasks.iter())
     }
 
     /// Task `task` as placed on `machine`, if the view holds it there.
@@ -1042,6 +1095,42 @@ mod tests {
         let work = MachineWork::of(refs[0]);
         let order: Vec<String> = work.evictable.iter().map(|t| t.id.to_string()).collect();
         assert_eq!(order, ["a/0", "b/0"]);
+    }
+
+    #[test]
+    fn placed_tasks_stay_in_eviction_order_and_an_id_is_held_once() {
+        let task = |job: &str, priority: Priority| PlacedTask {
+            id: TaskId::new(job.to_owned(), 0),
+            incarnation: 1,
+            priority,
+            limits: Resources::new(1, 1),
+            reservation: Resources::new(1, 1),
+            package: Arc::from(""),
+            ports: 0,
+        };
+        let mut tasks = PlacedTasks::default();
+        for (job, priority) in [("c", 200), ("b", 100), ("a", 200), ("d", 0)] {
+            tasks.insert(task(job, priority));
+        }
+        let order = |tasks: &PlacedTasks| -> Vec<String> {
+            tasks.iter().map(|t| t.id.to_string()).collect()
+        };
+        assert_eq!(order(&tasks), ["d/0", "b/0", "a/0", "c/0"]);
+        // The same id again at another priority replaces it, in its new place.
+        tasks.insert(task("b", 300));
+        assert_eq!(order(&tasks), ["d/0", "a/0", "c/0", "b/0"]);
+        *tasks
+            .reservation_mut(&TaskId::new("a".to_owned(), 0))
+            .expect("a is held") = Resources::new(0, 0);
+        assert_eq!(
+            tasks
+                .get(&TaskId::new("a".to_owned(), 0))
+                .map(|t| t.reservation),
+            Some(Resources::new(0, 0))
+        );
+        tasks.remove(&TaskId::new("d".to_owned(), 0));
+        assert_eq!(order(&tasks), ["a/0", "c/0", "b/0"]);
+        assert_eq!(tasks.len(), 3);
     }
 
     #[test]

@@ -47,10 +47,8 @@ impl<'a> MachineWork<'a> {
     pub fn of(view: MachineRef<'a>) -> Self {
         let machine = view.machine;
         let mut evictable: Vec<&PlacedTask> = Vec::with_capacity(view.placed_count());
+        // Already in eviction preference order.
         evictable.extend(view.placed());
-        // `placed` is in task id order and the sort is stable: (priority, id) order without
-        // comparing ids.
-        evictable.sort_by_key(|t| t.priority);
         let (mut prod_tasks, mut non_prod_tasks) = (0, 0);
         for task in &evictable {
             if Band::of(task.priority).is_prod() {

@@ -259,8 +259,32 @@ fn bounds_defer_and_limit_examination() {
     let plan = schedule(&view, &tasks, &config, 0);
     assert_eq!(plan.deferred, 6);
     assert_eq!(plan.unplaced.len(), 4);
-    assert_eq!(plan.unplaced[0].1.machines_examined, 5);
+    // Unplaced only after every machine was examined: none of the sample of 5 fitted.
+    assert_eq!(plan.unplaced[0].1.machines_examined, 20);
     assert_eq!(plan.unplaced[0].1.machines_total, 20);
+}
+
+#[test]
+fn a_task_that_fits_one_machine_outside_its_sample_is_placed_there() {
+    // 200 machines, one large enough; a sample of 5 almost never holds it.
+    let mut machines: Vec<_> = (0..199)
+        .map(|i| machine(&format!("small{i}"), 1000, GI, &[]))
+        .collect();
+    machines.push(machine("large", 4000, GI, &[]));
+    let view = view_of(machines, vec![]);
+    let task = pending("j", 0, "alice", 100, Resources::new(2000, 1), vec![]);
+    let small = pending("k", 0, "alice", 100, Resources::new(100, 1), vec![]);
+    let mut config = PlacementConfig::new();
+    config.machines_examined_max = 5;
+    for seed in 0..20 {
+        let plan = schedule(&view, &[task.clone(), small.clone()], &config, seed);
+        let on: Vec<_> = plan.placements.iter().map(|p| p.machine.as_str()).collect();
+        assert_eq!(on.len(), 2, "seed {seed}: {:?}", plan.unplaced);
+        assert_eq!(on[0], "large", "seed {seed}");
+    }
+    // A task that fits anywhere stops within its sample.
+    let plan = schedule(&view, &[small], &config, 7);
+    assert!(plan.machines_examined <= 5, "{}", plan.machines_examined);
 }
 
 #[test]

@@ -30,11 +30,9 @@ pub const GROW_MAX_PERCENT_DEFAULT: u32 = 300;
 /// Most growth: ten times the cell.
 pub const GROW_MAX_PERCENT_MAX: u32 = 1_000;
 /// Machines the scheduler examines for one task in a compaction: the whole cell (the scan
-/// is bounded by the cell's size). The online scheduler stops after 2,000 machines by
-/// default to bound its latency; in a nearly full cell that declares a large task unplaced
-/// while a machine it fits on was not looked at, which a capacity question must not count
-/// against the cell. Relaxed randomization still stops at `feasible_candidates_max`
-/// feasible machines, so only the tail of a full cell scans further.
+/// is bounded by the cell's size) until `feasible_candidates_max` feasible machines are
+/// found. The online scheduler stops after 2,000 machines when one of them fits, to bound
+/// its latency (a task none of whose 2,000 fits goes on through the cell there too).
 pub const MACHINES_EXAMINED_MAX: usize = usize::MAX;
 /// Feasible machines compared for one task in a compaction (the online scheduler: 50).
 /// On the Google 2011 production tasks (5 trials, largest first) 100 packed within 1.57%
