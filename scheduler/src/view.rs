@@ -212,8 +212,8 @@ impl MachineTasks {
 
 /// A machine's placed tasks in eviction preference order: priority, then task id. Every
 /// `schedule` call copies this order for each machine it examines (`MachineWork::of`), so
-/// it is kept sorted here rather than sorted per call. A machine holds tens of tasks: a
-/// look-up by id alone is a linear scan.
+/// it is kept sorted here rather than sorted per call. A look-up by id alone searches each
+/// priority's run (a machine holds few priorities, and may hold a thousand tasks).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct PlacedTasks(Vec<PlacedTask>);
 
@@ -235,22 +235,33 @@ impl PlacedTasks {
         }
     }
 
+    /// Where task `id` is, searching each priority's run by id.
+    fn find(&self, id: &TaskId) -> Option<usize> {
+        let mut start = 0;
+        while let Some(first) = self.0.get(start) {
+            let run = &self.0[start..];
+            let end = run.partition_point(|t| t.priority == first.priority);
+            if let Ok(i) = run[..end].binary_search_by(|t| t.id.cmp(id)) {
+                return Some(start + i);
+            }
+            start += end;
+        }
+        None
+    }
+
     fn remove(&mut self, id: &TaskId) {
-        if let Some(i) = self.0.iter().position(|t| t.id == *id) {
+        if let Some(i) = self.find(id) {
             self.0.remove(i);
         }
     }
 
     fn get(&self, id: &TaskId) -> Option<&PlacedTask> {
-        self.0.iter().find(|t| t.id == *id)
+        self.find(id).map(|i| &self.0[i])
     }
 
     /// For changes that keep the order (not the priority or id).
     fn reservation_mut(&mut self, id: &TaskId) -> Option<&mut Resources> {
-        self.0
-            .iter_mut()
-            .find(|t| t.id == *id)
-            .map(|t| &mut t.reservation)
+        self.find(id).map(|i| &mut self.0[i].reservation)
     }
 
     fn iter(&self) -> std::slice::Iter<'_, PlacedTask> {
@@ -1131,6 +1142,18 @@ mod tests {
         tasks.remove(&TaskId::new("d".to_owned(), 0));
         assert_eq!(order(&tasks), ["a/0", "c/0", "b/0"]);
         assert_eq!(tasks.len(), 3);
+        // Look-ups by id find every task whatever its priority's run.
+        let mut many = PlacedTasks::default();
+        for i in 0..60u32 {
+            let mut t = task("j", [100, 0, 200][i as usize % 3]);
+            t.id = TaskId::new("j".to_owned(), i);
+            many.insert(t);
+        }
+        for i in 0..60u32 {
+            let id = TaskId::new("j".to_owned(), i);
+            assert_eq!(many.get(&id).map(|t| &t.id), Some(&id));
+        }
+        assert!(many.get(&TaskId::new("j".to_owned(), 60)).is_none());
     }
 
     #[test]
